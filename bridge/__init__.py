@@ -1,0 +1,1 @@
+"""The bridge daemon: stream -> consumer group -> Socket.IO message queue."""

@@ -1,0 +1,272 @@
+"""The bridge: read the stream with a consumer group, publish each entry to the
+Socket.IO queue, and XACK only what was published.
+
+Order of work in each pass: this consumer's own pending entries first (after a
+crash), then entries other consumers left idle (XAUTOCLAIM), then new entries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import structlog
+
+from bridge.backoff import Backoff
+from bridge.deadletter import dead_fields
+from streambridge.contract import ContractError, Event
+from streambridge.queue import emit_message
+from streambridge.redis_conn import connect
+from streambridge.settings import BridgeSettings
+
+log = structlog.get_logger(__name__)
+
+Entry = tuple[str, dict[str, str] | None]
+
+CLAIM_EVERY_MIN_S = 0.5
+CLAIM_EVERY_MAX_S = 30.0
+TRIM_EVERY_S = 10.0
+
+
+class NotReady(Exception):
+    """The stream key exists but cannot be used (e.g. WRONGTYPE)."""
+
+
+class Bridge:
+    def __init__(self, settings: BridgeSettings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = client if client is not None else connect(settings.redis_url)
+        self.stopping = threading.Event()
+        self.epoch = ""
+        self.stats = {"read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0}
+        claim_every = settings.claim_idle_ms / 2000
+        self._claim_every = min(CLAIM_EVERY_MAX_S, max(CLAIM_EVERY_MIN_S, claim_every))
+        self._next_claim = 0.0
+        self._next_trim = 0.0
+        self.log = log.bind(consumer=settings.consumer, stream=settings.stream)
+
+    # -- lifecycle -------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the current batch and return."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        backoff = Backoff(self.settings.backoff_min_s, self.settings.backoff_max_s)
+        self.log.info("bridge.starting", group=self.settings.group)
+        while not self.stopping.is_set():
+            try:
+                self.ensure_group()
+                self.drain_own_pending()
+                self.log.info("bridge.ready", epoch=self.epoch)
+                backoff.reset()
+                while not self.stopping.is_set():
+                    self.step()
+                    backoff.reset()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._pause(backoff, "bridge.redis_unavailable", error=str(exc))
+            except NotReady as exc:
+                self._pause(backoff, "bridge.stream_not_ready", error=str(exc))
+            except redis.ResponseError as exc:
+                if str(exc).startswith("NOGROUP"):
+                    # Stream or group deleted under us: recreate and carry on.
+                    self.log.warning("bridge.group_missing", error=str(exc))
+                    self.stopping.wait(self.settings.backoff_min_s)
+                elif str(exc).startswith("WRONGTYPE"):
+                    self._pause(backoff, "bridge.stream_not_ready", error=str(exc))
+                else:
+                    self._pause(backoff, "bridge.redis_error", error=str(exc))
+            except Exception as exc:  # a bug must not kill the daemon; back off and retry
+                self.log.exception("bridge.unexpected_error", error=str(exc))
+                self.stopping.wait(backoff.next_delay())
+        self.log.info("bridge.stopped", **self.stats)
+
+    def _pause(self, backoff: Backoff, event: str, **fields: Any) -> None:
+        delay = backoff.next_delay()
+        self.log.warning(event, retry_in_s=round(delay, 2), **fields)
+        self.stopping.wait(delay)
+
+    # -- set-up ----------------------------------------------------------------
+    def ensure_group(self) -> None:
+        """Create the group (and stream) if missing; refuse a key that is not a stream."""
+        kind = self.redis.type(self.settings.stream)
+        if kind not in ("stream", "none"):
+            raise NotReady(f"key {self.settings.stream!r} holds a {kind}, not a stream")
+        try:
+            self.redis.xgroup_create(self.settings.stream, self.settings.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+            created = False
+        else:
+            created = True
+        epoch_key = self.settings.epoch_key
+        if created:
+            # A new group means a new (or reset) history: old client positions are void.
+            self.redis.set(epoch_key, uuid.uuid4().hex)
+            self.log.info("bridge.group_created", group=self.settings.group)
+        else:
+            self.redis.set(epoch_key, uuid.uuid4().hex, nx=True)
+        self.epoch = self.redis.get(epoch_key) or ""
+
+    # -- the work --------------------------------------------------------------
+    def drain_own_pending(self) -> None:
+        """Replay entries this consumer read but never acked (e.g. before a crash)."""
+        cursor = "0-0"
+        while not self.stopping.is_set():
+            reply = self.redis.xreadgroup(
+                self.settings.group,
+                self.settings.consumer,
+                {self.settings.stream: cursor},
+                count=self.settings.batch_size,
+            )
+            entries = _entries(reply)
+            if not entries:
+                return
+            self.log.info("bridge.replaying_own_pending", count=len(entries))
+            self.process(entries, redelivered=True)
+            cursor = entries[-1][0]
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self.claim_idle()
+            self._next_claim = time.monotonic() + self._claim_every
+        if now >= self._next_trim:
+            self.trim()
+            self._next_trim = time.monotonic() + TRIM_EVERY_S
+        reply = self.redis.xreadgroup(
+            self.settings.group,
+            self.settings.consumer,
+            {self.settings.stream: ">"},
+            count=self.settings.batch_size,
+            block=self.settings.block_ms,
+        )
+        entries = _entries(reply)
+        if entries:
+            self.process(entries)
+        elif not self.redis.exists(self.settings.stream):
+            # XREADGROUP on a deleted stream just times out; recreate it.
+            raise redis.ResponseError("NOGROUP stream was deleted")
+
+    def claim_idle(self) -> None:
+        """Take over entries idle longer than claim_idle_ms (a dead consumer's, or our own
+        failed publishes)."""
+        cursor = "0-0"
+        while not self.stopping.is_set():
+            reply = self.redis.xautoclaim(
+                self.settings.stream,
+                self.settings.group,
+                self.settings.consumer,
+                min_idle_time=self.settings.claim_idle_ms,
+                start_id=cursor,
+                count=self.settings.batch_size,
+            )
+            cursor = reply[0]
+            entries = [(i, f) for i, f in reply[1]] if len(reply) > 1 else []
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:
+                # Redis 7 drops trimmed ids from the PEL itself; just count them.
+                self.stats["trimmed"] += len(deleted)
+                self.log.warning("bridge.pending_trimmed", count=len(deleted))
+            if entries:
+                self.stats["claimed"] += len(entries)
+                self.log.info("bridge.claimed", count=len(entries), first_id=entries[0][0])
+                self.process(entries, redelivered=True)
+            if cursor in ("0-0", b"0-0"):
+                return
+
+    def trim(self) -> None:
+        """Keep about ``maxlen`` entries, as publish() does, so producers that XADD
+        without MAXLEN (redis-cli, cron) cannot grow the stream without bound."""
+        length = self.redis.xlen(self.settings.stream)
+        if length <= self.settings.maxlen:
+            return
+        # Approximate trimming only removes whole nodes, so each call is bounded work.
+        removed = self.redis.xtrim(
+            self.settings.stream,
+            maxlen=self.settings.maxlen,
+            approximate=True,
+            limit=self.settings.batch_size * 20,
+        )
+        if removed:
+            self.log.debug("bridge.trimmed", removed=removed, length=length)
+
+    def process(self, entries: Sequence[Entry], *, redelivered: bool = False) -> None:
+        """Publish every valid entry, dead-letter the rest, then ack what succeeded."""
+        s = self.settings
+        self.stats["read"] += len(entries)
+        over_limit = self._over_delivered(entries) if redelivered else {}
+        pipe = self.redis.pipeline(transaction=False)
+        planned: list[tuple[str, str]] = []  # (stream id, "emit" | "dead")
+        gone: list[str] = []
+        for stream_id, fields in entries:
+            if fields is None:
+                gone.append(stream_id)  # trimmed while pending (Redis 6.2)
+                continue
+            reason = None
+            if stream_id in over_limit:
+                reason = f"delivered {over_limit[stream_id]} times (limit {s.max_deliveries})"
+            else:
+                try:
+                    event = Event.from_entry(fields, max_body_bytes=s.max_body_bytes)
+                except ContractError as exc:
+                    reason = exc.reason
+            if reason is not None:
+                pipe.xadd(
+                    s.dead_stream,
+                    dead_fields(fields, stream_id, reason, s.consumer),
+                    maxlen=s.dead_maxlen,
+                    approximate=True,
+                )
+                planned.append((stream_id, "dead"))
+                self.log.warning("bridge.dead_letter", stream_id=stream_id, reason=reason)
+            else:
+                pipe.publish(s.queue_channel, emit_message(event, stream_id, self.epoch))
+                planned.append((stream_id, "emit"))
+        results = pipe.execute(raise_on_error=False) if planned else []
+        ack = list(gone)
+        for (stream_id, kind), result in zip(planned, results, strict=True):
+            if isinstance(result, Exception):
+                # Left pending: claimed again after claim_idle_ms, dead after max_deliveries.
+                self.log.error("bridge.publish_failed", stream_id=stream_id, error=str(result))
+                if isinstance(result, (redis.ConnectionError, redis.TimeoutError)):
+                    raise result
+                continue
+            self.stats["emitted" if kind == "emit" else "dead"] += 1
+            ack.append(stream_id)
+        if gone:
+            self.stats["trimmed"] += len(gone)
+            self.log.warning("bridge.pending_trimmed", count=len(gone), first_id=gone[0])
+        if ack:
+            self.redis.xack(s.stream, s.group, *ack)
+            self.stats["acked"] += len(ack)
+
+    def _over_delivered(self, entries: Sequence[Entry]) -> dict[str, int]:
+        """Delivery counts above the limit, for entries read from the pending list."""
+        ids = [i for i, _ in entries]
+        pending = self.redis.xpending_range(
+            self.settings.stream,
+            self.settings.group,
+            min=ids[0],
+            max=ids[-1],
+            count=len(ids) * 2,
+        )
+        wanted = set(ids)
+        return {
+            p["message_id"]: p["times_delivered"]
+            for p in pending
+            if p["message_id"] in wanted and p["times_delivered"] > self.settings.max_deliveries
+        }
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """XREADGROUP reply (list form of RESP2) as [(id, fields)]."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3
+        reply = list(reply.items())
+    return [(i, f) for i, f in reply[0][1]]

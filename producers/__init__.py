@@ -1,0 +1,13 @@
+"""Append events to the stream from Python.
+
+    from producers import publish
+    publish("message", {"text": "hi"}, room="user:alice")
+
+Each call validates against the event contract before XADD and trims the
+stream approximately to ``STREAMBRIDGE_MAXLEN`` entries.
+"""
+
+from producers.publish import Publisher, publish, publish_many
+from streambridge.contract import ContractError, Event
+
+__all__ = ["ContractError", "Event", "Publisher", "publish", "publish_many"]

@@ -1,0 +1,107 @@
+"""``streambridge publish``: one event from arguments, or NDJSON lines from stdin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import IO
+
+from producers.publish import PIPELINE_CHUNK, Publisher
+from streambridge.contract import ContractError, Event, check_json_text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("channel", nargs="?", help="Socket.IO event name, e.g. message")
+    parser.add_argument("body", nargs="?", help="JSON text, e.g. '\"hi\"' or '{\"n\": 1}'")
+    parser.add_argument("--room", help="deliver only to this room (user:<name> for one user)")
+    parser.add_argument("--namespace", default="/", help="Socket.IO namespace (default /)")
+    parser.add_argument(
+        "--text", action="store_true", help="send BODY as a JSON string instead of JSON text"
+    )
+    parser.add_argument(
+        "--stdin",
+        action="store_true",
+        help='read NDJSON lines {"channel", "body", "room"?} from stdin and append them all',
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    publisher = Publisher()
+    if args.stdin:
+        if args.channel or args.body:
+            print("error: --stdin takes no CHANNEL or BODY", file=sys.stderr)
+            return 2
+        return publish_lines(publisher, sys.stdin, sys.stdout, sys.stderr)
+    if args.channel is None or args.body is None:
+        print("error: CHANNEL and BODY are required (or use --stdin)", file=sys.stderr)
+        return 2
+    try:
+        if args.text:
+            event = publisher.event(args.channel, args.body, args.room, args.namespace)
+        else:
+            check_json_text(args.body)
+            event = Event.parse(
+                {
+                    "channel": args.channel,
+                    "body": args.body,
+                    "room": args.room,
+                    "namespace": args.namespace,
+                },
+                max_body_bytes=publisher.settings.max_body_bytes,
+            )
+    except ValueError as exc:
+        reason = exc.reason if isinstance(exc, ContractError) else f"BODY is not JSON: {exc}"
+        print(f"error: {reason} (use --text to send plain text)", file=sys.stderr)
+        return 2
+    print(publisher.publish_events([event])[0])
+    return 0
+
+
+def _parse_lines(
+    publisher: Publisher, lines: IO[str], errors: IO[str], bad: list[int]
+) -> Iterator[Event]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield publisher.event_from_item(json.loads(line))
+        except (ValueError, ContractError) as exc:
+            reason = exc.reason if isinstance(exc, ContractError) else f"not JSON: {exc}"
+            print(f"line {number}: {reason}", file=errors)
+            bad.append(number)
+
+
+def publish_lines(publisher: Publisher, lines: IO[str], out: IO[str], errors: IO[str]) -> int:
+    """Append every valid line, in order; report bad lines and exit 1 if there were any."""
+    bad: list[int] = []
+    progress = _progress(errors)
+    chunk: list[Event] = []
+    sent = 0
+
+    def flush() -> None:
+        nonlocal sent
+        for stream_id in publisher.publish_events(chunk):
+            print(stream_id, file=out)
+        sent += len(chunk)
+        progress.update(len(chunk))
+        chunk.clear()
+
+    for event in _parse_lines(publisher, lines, errors, bad):
+        chunk.append(event)
+        if len(chunk) >= PIPELINE_CHUNK:
+            flush()
+    if chunk:
+        flush()
+    progress.close()
+    print(f"published {sent} event(s), {len(bad)} bad line(s)", file=errors)
+    return 1 if bad else 0
+
+
+def _progress(stream: IO[str]):
+    from tqdm import tqdm
+
+    return tqdm(
+        file=stream, unit="ev", desc="publishing", disable=not stream.isatty(), leave=False
+    )

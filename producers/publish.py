@@ -1,0 +1,122 @@
+"""``publish()`` and ``publish_many()``: validated XADD with approximate trimming."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+
+from streambridge.contract import ContractError, Event
+from streambridge.redis_conn import connect
+from streambridge.settings import ProducerSettings
+
+PIPELINE_CHUNK = 1_000
+"""Entries sent per round trip by ``publish_many``."""
+
+
+class Publisher:
+    """Appends events to one stream. Reuse one instance; it holds a connection pool."""
+
+    def __init__(
+        self,
+        client: redis.Redis | None = None,
+        settings: ProducerSettings | None = None,
+    ) -> None:
+        self.settings = settings or ProducerSettings()
+        self.redis = client if client is not None else connect(self.settings.redis_url)
+
+    def event(self, channel: str, body: Any, room: str | None = None, namespace: str = "/") -> Event:
+        return Event.build(
+            channel, body, room, namespace, max_body_bytes=self.settings.max_body_bytes
+        )
+
+    def add(self, event: Event, pipe: Any = None) -> Any:
+        target = pipe if pipe is not None else self.redis
+        return target.xadd(
+            self.settings.stream,
+            event.to_fields(),
+            maxlen=self.settings.maxlen,
+            approximate=True,
+        )
+
+    def publish(
+        self, channel: str, body: Any, room: str | None = None, namespace: str = "/"
+    ) -> str:
+        """Validate and append one event; returns its stream id."""
+        return _text(self.add(self.event(channel, body, room, namespace)))
+
+    def publish_events(self, events: Iterable[Event]) -> list[str]:
+        """Append already-validated events, pipelined; returns their ids in order."""
+        ids: list[str] = []
+        chunk: list[Event] = []
+        for event in events:
+            chunk.append(event)
+            if len(chunk) >= PIPELINE_CHUNK:
+                ids.extend(self._flush(chunk))
+                chunk = []
+        if chunk:
+            ids.extend(self._flush(chunk))
+        return ids
+
+    def publish_many(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Validate every item first (``channel``, ``body``, ``room``?, ``namespace``?),
+        then append them all. Nothing is appended if any item is invalid."""
+        events = []
+        for index, item in enumerate(items):
+            try:
+                events.append(self.event_from_item(item))
+            except ContractError as exc:
+                raise ContractError(f"item {index}: {exc.reason}") from None
+        return self.publish_events(events)
+
+    def event_from_item(self, item: Mapping[str, Any]) -> Event:
+        if not isinstance(item, Mapping):
+            raise ContractError("must be an object with channel and body")
+        unknown = sorted(set(item) - {"channel", "body", "room", "namespace"})
+        if unknown:
+            raise ContractError(f"unknown field(s): {', '.join(unknown)}")
+        if "channel" not in item or "body" not in item:
+            raise ContractError("channel and body are required")
+        return self.event(
+            item["channel"], item["body"], item.get("room"), item.get("namespace") or "/"
+        )
+
+    def _flush(self, events: list[Event]) -> list[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            self.add(event, pipe)
+        return [_text(i) for i in pipe.execute()]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+_default: Publisher | None = None
+
+
+def _publisher() -> Publisher:
+    global _default
+    if _default is None:
+        _default = Publisher()
+    return _default
+
+
+def publish(
+    channel: str,
+    body: Any,
+    room: str | None = None,
+    namespace: str = "/",
+    *,
+    publisher: Publisher | None = None,
+) -> str:
+    """Append one event (body: any JSON-serializable value); returns the stream id."""
+    return (publisher or _publisher()).publish(channel, body, room, namespace)
+
+
+def publish_many(
+    items: Iterable[Mapping[str, Any]], *, publisher: Publisher | None = None
+) -> list[str]:
+    """Append many events (mappings with ``channel``, ``body``, optional ``room``)."""
+    return (publisher or _publisher()).publish_many(items)

@@ -1,0 +1,131 @@
+"""``streambridge``: one command, a subcommand per role.
+
+Handlers import their modules lazily: ``web`` must monkey-patch eventlet before
+anything imports sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streambridge", description="Durable real-time push for Flask apps."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run everything on this machine (embedded Redis if no REDIS_URL)")
+    _host_port(dev)
+    dev.add_argument("--user", default="demo", help="name of the demo user (default: demo)")
+
+    web = sub.add_parser("web", help="run the web app (Socket.IO server)")
+    _host_port(web)
+
+    from bridge import cli as bridge_cli
+    from producers import cli as producer_cli
+
+    bridge = sub.add_parser("bridge", help="run the bridge daemon")
+    bridge_cli.add_arguments(bridge)
+
+    publish = sub.add_parser("publish", help="append an event (or NDJSON from stdin)")
+    producer_cli.add_arguments(publish)
+
+    user = sub.add_parser("user", help="manage the users file")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_sub.add_parser("add", help="create a user or set its password")
+    add.add_argument("name")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    add.add_argument("--room", action="append", default=[], help="grant an extra room")
+    user_sub.add_parser("list", help="list user names")
+    return parser
+
+
+def _host_port(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["web"]:
+        from streambridge.async_mode import prepare
+
+        prepare()  # first of all: eventlet must patch before sockets are imported
+    args = build_parser().parse_args(argv)
+    if args.command == "web":
+        return _web(args)
+
+    from streambridge import logging_setup
+    from streambridge.settings import CommonSettings
+
+    common = CommonSettings()
+    logging_setup.configure(common.log_level, common.log_format)
+    try:
+        if args.command == "bridge":
+            from bridge import cli as bridge_cli
+            from streambridge.settings import BridgeSettings
+
+            return bridge_cli.run(args, BridgeSettings())
+        if args.command == "publish":
+            from producers import cli as producer_cli
+
+            return producer_cli.run(args)
+        if args.command == "user":
+            return _user(args)
+        if args.command == "dev":
+            from streambridge import dev
+
+            return dev.run(args)
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(args.command)
+
+
+def _web_settings(args: argparse.Namespace):
+    from streambridge.settings import WebSettings
+
+    settings = WebSettings()
+    overrides = {k: getattr(args, k) for k in ("host", "port") if getattr(args, k) is not None}
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+def _web(args: argparse.Namespace) -> int:
+    settings = _web_settings(args)
+    from streambridge import logging_setup
+
+    logging_setup.configure(settings.log_level, settings.log_format)
+    from webapp.server import serve
+
+    return serve(settings)
+
+
+def _user(args: argparse.Namespace) -> int:
+    from streambridge.settings import WebSettings
+    from webapp.users import UserStore
+
+    store = UserStore(WebSettings().users_file)
+    if args.user_command == "list":
+        for name in store.names():
+            print(name)
+        return 0
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {args.name}: ")
+    try:
+        store.add(args.name, password, args.room)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"user {args.name} saved in {store.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

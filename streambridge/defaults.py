@@ -1,0 +1,60 @@
+"""Every default in one place, each a named constant."""
+
+REDIS_URL = "redis://localhost:6379/0"
+"""Used when neither ``REDIS_URL`` nor ``STREAMBRIDGE_REDIS_URL`` is set."""
+
+STREAM = "events"
+"""Stream key that producers append to."""
+
+DEAD_SUFFIX = ":dead"
+"""Dead letters live in ``<stream>:dead``."""
+
+QUEUE_CHANNEL = "flask-socketio"
+"""Pub/sub channel of the Socket.IO message queue; the same on bridge and web."""
+
+MAXLEN = 100_000
+"""Approximate number of entries the stream keeps for catch-up."""
+
+DEAD_MAXLEN = 10_000
+"""Approximate number of dead letters kept."""
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest event body (JSON text, UTF-8 bytes)."""
+
+GROUP = "bridge"
+"""Consumer group shared by all bridges."""
+
+BATCH_SIZE = 500
+"""Entries read per XREADGROUP."""
+
+BLOCK_MS = 2_000
+"""How long one XREADGROUP waits; short so stop and a deleted stream are noticed."""
+
+CLAIM_IDLE_MS = 30_000
+"""Entries pending longer than this on another consumer are claimed."""
+
+MAX_DELIVERIES = 5
+"""An entry delivered more often than this goes to dead letters."""
+
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 5.0
+"""Bounds of the exponential back-off after a Redis error."""
+
+SOCKETIO_PATH = "/ws/socket.io"
+"""Where the web app serves Socket.IO."""
+
+REPLAY_LIMIT = 10_000
+"""Most entries replayed to one client on connect; a longer gap is not recovered."""
+
+REPLAY_PAGE = 1_000
+"""Entries read per XRANGE while replaying."""
+
+MAX_REQUEST_BYTES = 256 * 1024
+"""Largest HTTP request body the web app accepts."""
+
+HOST = "127.0.0.1"
+PORT = 5000
+"""Where ``streambridge web`` and ``streambridge dev`` listen."""
+
+USERS_FILE = "users.json"
+"""JSON file of user name -> werkzeug password hash."""

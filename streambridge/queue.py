@@ -1,0 +1,47 @@
+"""The Socket.IO message-queue protocol, as python-socketio's PubSubManager speaks it.
+
+The bridge writes emit messages itself (instead of calling ``emit()``) so that it
+can pipeline many PUBLISHes, see each one's result before it acks, and build
+each message with one serialization: the body is already JSON text and is
+spliced in as it is.
+"""
+
+from __future__ import annotations
+
+import json
+
+from streambridge.contract import Event
+
+BRIDGE_HOST_ID = "streambridge-bridge"
+"""host_id of bridge messages; never equal to a web server's random host_id."""
+
+META_MARKER = "streambridge"
+"""Key in the meta argument that marks an emit as a stream event."""
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def meta_json(stream_id: str, epoch: str) -> str:
+    return _dumps({"id": stream_id, "epoch": epoch, META_MARKER: 1})
+
+
+def emit_message(event: Event, stream_id: str, epoch: str) -> str:
+    """The queue message that makes every web server emit ``event``.
+
+    Browsers get ``(body, {"id": stream_id, "epoch": epoch})``.
+    """
+    return (
+        '{"method":"emit","event":'
+        + _dumps(event.channel)
+        + ',"data":['
+        + event.body
+        + ","
+        + meta_json(stream_id, epoch)
+        + '],"binary":false,"namespace":'
+        + _dumps(event.namespace)
+        + ',"room":'
+        + _dumps(event.room)
+        + ',"skip_sid":null,"callback":null,"host_id":"'
+        + BRIDGE_HOST_ID
+        + '"}'
+    )

@@ -1,0 +1,97 @@
+"""Settings from the environment: one class per process, shared prefix ``STREAMBRIDGE_``.
+
+Nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streambridge import defaults, keys
+
+PREFIX = "STREAMBRIDGE_"
+
+
+def _default_consumer() -> str:
+    import socket  # here, not at import time: the web entry point patches sockets first
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: where Redis is, key names, limits, logging."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+
+    redis_url: str = Field(
+        defaults.REDIS_URL,
+        validation_alias=AliasChoices("REDIS_URL", "STREAMBRIDGE_REDIS_URL"),
+        description="Redis connection URL (redis://, rediss://, unix://).",
+    )
+    stream: str = Field(defaults.STREAM, min_length=1, description="Stream key.")
+    queue_channel: str = Field(
+        defaults.QUEUE_CHANNEL, min_length=1, description="Socket.IO queue pub/sub channel."
+    )
+    maxlen: int = Field(defaults.MAXLEN, ge=1, description="Approximate stream length kept.")
+    max_body_bytes: int = Field(defaults.MAX_BODY_BYTES, ge=1, description="Body size limit.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a terminal, JSON otherwise."
+    )
+
+    @property
+    def dead_stream(self) -> str:
+        return keys.dead(self.stream)
+
+    @property
+    def epoch_key(self) -> str:
+        return keys.epoch(self.stream)
+
+
+class ProducerSettings(CommonSettings):
+    """Settings of ``publish()`` and ``streambridge publish``."""
+
+
+class BridgeSettings(CommonSettings):
+    """Settings of ``streambridge bridge``."""
+
+    group: str = Field(defaults.GROUP, min_length=1, description="Consumer group name.")
+    consumer: str = Field(
+        default_factory=_default_consumer, min_length=1, description="Consumer name."
+    )
+    batch_size: int = Field(defaults.BATCH_SIZE, ge=1, le=10_000)
+    block_ms: int = Field(defaults.BLOCK_MS, ge=1, le=60_000)
+    claim_idle_ms: int = Field(defaults.CLAIM_IDLE_MS, ge=1)
+    max_deliveries: int = Field(defaults.MAX_DELIVERIES, ge=1)
+    dead_maxlen: int = Field(defaults.DEAD_MAXLEN, ge=1)
+    backoff_min_s: float = Field(defaults.BACKOFF_MIN_S, gt=0)
+    backoff_max_s: float = Field(defaults.BACKOFF_MAX_S, gt=0)
+
+
+class WebSettings(CommonSettings):
+    """Settings of ``streambridge web``."""
+
+    secret_key: SecretStr | None = Field(None, description="Flask secret key.")
+    dev: bool = Field(False, description="Development mode: allows a generated secret key.")
+    users_file: str = Field(defaults.USERS_FILE, description="JSON of name -> password hash.")
+    host: str = Field(defaults.HOST)
+    port: int = Field(defaults.PORT, ge=0, le=65535)
+    socketio_path: str = Field(defaults.SOCKETIO_PATH)
+    async_mode: Literal["eventlet", "threading"] = Field("eventlet")
+    replay_limit: int = Field(defaults.REPLAY_LIMIT, ge=0)
+    replay_page: int = Field(defaults.REPLAY_PAGE, ge=1)
+    max_request_bytes: int = Field(defaults.MAX_REQUEST_BYTES, ge=1024)
+    queue_ready_timeout_s: float = Field(
+        10.0, gt=0, description="How long start-up waits for the queue subscription."
+    )
+
+    @field_validator("socketio_path")
+    @classmethod
+    def _leading_slash(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value.rstrip("/") or "/"

@@ -1,0 +1,34 @@
+"""``POST /api/``: a logged-in user appends an event to the stream (a producer)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from producers.publish import Publisher
+from streambridge.contract import ContractError
+from webapp.auth import current_user
+
+bp = Blueprint("api", __name__)
+
+
+def error(status: int, message: str):
+    return jsonify({"status": False, "error": message}), status
+
+
+@bp.post("/api/")
+def post_event():
+    # Who first: an anonymous caller learns nothing about input rules.
+    if current_user() is None:
+        return error(401, "login required")
+    if not request.is_json:
+        return error(415, "send JSON (Content-Type: application/json)")
+    data = request.get_json(silent=True)
+    if data is None:
+        return error(400, "request body is not valid JSON")
+    publisher: Publisher = current_app.extensions["streambridge.publisher"]
+    try:
+        event = publisher.event_from_item(data)
+    except ContractError as exc:
+        return error(400, exc.reason)
+    stream_id = publisher.publish_events([event])[0]
+    return jsonify({"status": True, "id": stream_id})

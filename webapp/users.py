@@ -1,0 +1,108 @@
+"""The users file: JSON of name -> werkzeug password hash.
+
+A value may also be an object ``{"password": <hash>, "rooms": [...]}`` to grant
+extra rooms. The file is re-read when it changes, so ``streambridge user add``
+takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+# Compared against when the user does not exist, so timing does not reveal names.
+_DUMMY_HASH = generate_password_hash("streambridge-dummy-password")
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    password_hash: str
+    rooms: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def own_room(self) -> str:
+        return user_room(self.name)
+
+    def may_receive(self, room: str | None) -> bool:
+        """Broadcast, its own room, and rooms it was granted; nothing else."""
+        return room is None or room == self.own_room or room in self.rooms
+
+
+def user_room(name: str) -> str:
+    return f"user:{name}"
+
+
+class UserStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._users: dict[str, User] = {}
+
+    def get(self, name: str) -> User | None:
+        return self._load().get(name)
+
+    def verify(self, name: str, password: str) -> User | None:
+        user = self.get(name)
+        if user is None:
+            check_password_hash(_DUMMY_HASH, password)
+            return None
+        return user if check_password_hash(user.password_hash, password) else None
+
+    def names(self) -> list[str]:
+        return sorted(self._load())
+
+    def _load(self) -> dict[str, User]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if stamp != self._stamp:
+                self._users = parse(self.path.read_text(encoding="utf-8"))
+                self._stamp = stamp
+            return self._users
+
+    def add(self, name: str, password: str, rooms: list[str] | None = None) -> None:
+        """Create or replace a user; the file is rewritten atomically, mode 0600."""
+        if not NAME_PATTERN.match(name):
+            raise ValueError("user name must be 1-64 characters of A-Z a-z 0-9 _ . @ -")
+        if len(password) < 8:
+            raise ValueError("password must be at least 8 characters")
+        raw = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
+        entry: str | dict = generate_password_hash(password)
+        if rooms:
+            entry = {"password": entry, "rooms": sorted(set(rooms))}
+        raw[name] = entry
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(raw, out, indent=2, sort_keys=True)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+
+def parse(text: str) -> dict[str, User]:
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("users file must be a JSON object of name -> password hash")
+    users = {}
+    for name, value in raw.items():
+        if isinstance(value, str):
+            users[name] = User(name, value)
+        elif isinstance(value, dict) and isinstance(value.get("password"), str):
+            rooms = tuple(str(r) for r in value.get("rooms", []))
+            users[name] = User(name, value["password"], rooms)
+        else:
+            raise ValueError(f"users file: bad entry for {name!r}")
+    return users
