@@ -1,0 +1,31 @@
+// A Node.js producer: append one event to the stream with the `redis` npm package.
+//   REDIS_URL=redis://localhost:6379/0 node producer.mjs message '{"text": "hi"}' [room]
+// Prints the stream id. The body is JSON text; it is checked here before XADD.
+import { createClient } from "redis";
+
+const [channel, body, room] = process.argv.slice(2);
+if (!channel || body === undefined) {
+  console.error("usage: node producer.mjs CHANNEL BODY_JSON [ROOM]");
+  process.exit(2);
+}
+if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(channel)) {
+  console.error("channel must be 1-64 characters of A-Z a-z 0-9 _ . : -");
+  process.exit(2);
+}
+try {
+  JSON.parse(body);
+} catch (err) {
+  console.error(`body is not JSON: ${err.message}`);
+  process.exit(2);
+}
+
+const client = createClient({ url: process.env.REDIS_URL || "redis://localhost:6379/0" });
+client.on("error", (err) => console.error("redis:", err.message));
+await client.connect();
+const fields = { channel, body };
+if (room) fields.room = room;
+const id = await client.xAdd(process.env.STREAMBRIDGE_STREAM || "events", "*", fields, {
+  TRIM: { strategy: "MAXLEN", strategyModifier: "~", threshold: Number(process.env.STREAMBRIDGE_MAXLEN || 100000) },
+});
+console.log(id);
+await client.quit();

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import pytest
+
+from streambridge.embedded_redis import RedisServer
+from tests.support import PASSWORDS, Bridge, Web, clean_env
+from webapp.users import UserStore
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def users_file(tmp_path):
+    path = tmp_path / "users.json"
+    store = UserStore(path)
+    store.add("alice", PASSWORDS["alice"])
+    store.add("bob", PASSWORDS["bob"])
+    store.add("carol", PASSWORDS["carol"], rooms=["team:blue"])
+    return path
+
+
+@pytest.fixture
+def env(redis_server, redis_client, users_file):
+    return clean_env(
+        REDIS_URL=redis_server.url,
+        STREAMBRIDGE_USERS_FILE=str(users_file),
+        STREAMBRIDGE_SECRET_KEY="x" * 40,
+        STREAMBRIDGE_CLAIM_IDLE_MS="2000",
+    )
+
+
+@pytest.fixture
+def processes():
+    """Every process a test starts is stopped at the end, even when it fails."""
+    started = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
+def web(env, tmp_path, processes):
+    proc = Web(env, tmp_path).start()
+    processes.append(proc)
+    return proc
+
+
+@pytest.fixture
+def bridge(env, tmp_path, processes):
+    proc = Bridge(env, tmp_path).start()
+    processes.append(proc)
+    return proc
+
+
+@pytest.fixture
+def clients():
+    made = []
+    yield made
+    for client in made:
+        client.close()

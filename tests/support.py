@@ -1,0 +1,195 @@
+"""Helpers for integration tests: real processes, real clients, waits with deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+import socketio
+
+from streambridge.embedded_redis import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SOCKETIO_PATH = "/ws/socket.io"
+PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """The environment for a child process: ours minus any streambridge/Redis settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("STREAMBRIDGE_") and k != "REDIS_URL"
+    }
+    env.update({"STREAMBRIDGE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    env.update(settings)
+    return env
+
+
+class Proc:
+    """A ``streambridge`` subprocess whose output goes to a log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Proc:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streambridge.cli", *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        log.close()
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_log(self, text: str, timeout: float = 15.0, after: int = 0) -> None:
+        def seen() -> bool:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited:\n{self.output()[-3000:]}")
+            return text in self.output()[after:]
+
+        wait_until(seen, timeout, f"{text!r} in {self.name} log")
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class Web(Proc):
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "web", port: int = 0):
+        self.port = port or free_port()
+        super().__init__(
+            name, ["web", "--host", "127.0.0.1", "--port", str(self.port)], env, log_dir
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Web:
+        super().start()
+
+        def healthy() -> bool:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited:\n{self.output()[-3000:]}")
+            try:
+                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(healthy, 20, f"{self.name} /healthz")
+        return self
+
+    def login(self, user: str, password: str | None = None) -> requests.Session:
+        session = requests.Session()
+        response = session.post(
+            self.url + "/login",
+            data={"username": user, "password": password or PASSWORDS[user]},
+            allow_redirects=False,
+            timeout=5,
+        )
+        assert response.status_code == 302, response.text
+        return session
+
+
+class Bridge(Proc):
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "bridge"):
+        super().__init__(name, ["bridge", "--consumer", name], env, log_dir)
+
+    def start(self, wait: bool = True) -> Bridge:
+        super().start()
+        if wait:
+            self.wait_log('"bridge.ready"')
+        return self
+
+
+class Client:
+    """A python-socketio client that records every event it receives."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.Client(reconnection=False)
+        self.events: list[tuple[str, Any, Any]] = []
+        self.lock = threading.Lock()
+        self.connect_errors: list[Any] = []
+        self.sio.on("*", self._record)
+        self.sio.on("connect_error", self.connect_errors.append)
+
+    def _record(self, event: str, *args: Any) -> None:
+        body = args[0] if args else None
+        meta = args[1] if len(args) > 1 else None
+        with self.lock:
+            self.events.append((event, body, meta))
+
+    def connect(self, web: Web, session: requests.Session | None = None, auth=None) -> Client:
+        headers = {}
+        if session is not None:
+            headers["Cookie"] = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+        self.sio.connect(
+            web.url,
+            headers=headers,
+            auth=auth,
+            socketio_path=SOCKETIO_PATH,
+            transports=["websocket"],
+            wait_timeout=10,
+        )
+        return self
+
+    def received(self, channel: str | None = None) -> list[tuple[str, Any, Any]]:
+        with self.lock:
+            return [e for e in self.events if channel is None or e[0] == channel]
+
+    def ids(self, channel: str | None = None) -> list[str]:
+        return [m["id"] for _, _, m in self.received(channel) if isinstance(m, dict)]
+
+    def wait_for(self, count: int, channel: str | None = None, timeout: float = 10.0):
+        wait_until(
+            lambda: len(self.received(channel)) >= count,
+            timeout,
+            f"{count} event(s) on {channel or 'any channel'}",
+        )
+        return self.received(channel)
+
+    def close(self) -> None:
+        if self.sio.connected:
+            self.sio.disconnect()
