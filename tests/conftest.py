@@ -53,16 +53,16 @@ def processes():
 
 @pytest.fixture
 def web(env, tmp_path, processes):
-    proc = Web(env, tmp_path).start()
+    proc = Web(env, tmp_path)
     processes.append(proc)
-    return proc
+    return proc.start()
 
 
 @pytest.fixture
 def bridge(env, tmp_path, processes):
-    proc = Bridge(env, tmp_path).start()
+    proc = Bridge(env, tmp_path)
     processes.append(proc)
-    return proc
+    return proc.start()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from flask_socketio import SocketIO
 from producers.publish import Publisher
 from streambridge.redis_conn import connect
 from streambridge.settings import WebSettings
+from webapp.catchup import CatchUp
 from webapp.queue_manager import StreamQueueManager
 from webapp.users import UserStore
 
@@ -54,16 +55,19 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
 
+    manager = StreamQueueManager(settings.redis_url, channel=settings.queue_channel)
     socketio = SocketIO(
         app,
         async_mode=settings.async_mode,
         path=settings.socketio_path.lstrip("/"),
-        client_manager=StreamQueueManager(settings.redis_url, channel=settings.queue_channel),
+        client_manager=manager,
         max_http_buffer_size=settings.max_request_bytes,
         # Same-origin only (python-socketio compares Origin with Host).
         cors_allowed_origins=None,
     )
-    sockets.register(socketio)
+    catchup = CatchUp(client, manager, settings)
+    app.extensions["streambridge.catchup"] = catchup
+    sockets.register(socketio, catchup)
     return app
 
 

@@ -1,34 +1,95 @@
 """The web side of the Socket.IO message queue.
 
-python-socketio's RedisManager, plus: a ``subscribed`` flag, so the server can
-wait for its subscription before it answers anything, and a short, capped
-reconnect back-off.
+python-socketio's RedisManager, plus what durable delivery needs:
+
+* ``subscribed``: the server waits for its subscription before it answers anything;
+* stream events (emits whose second argument is the bridge's meta) are delivered
+  per client, so a client being caught up has its live events held back until
+  its replay is done, and the last id each client got is remembered;
+* a dropped pub/sub connection (pub/sub keeps nothing meanwhile) is noticed, also
+  when redis-py re-subscribes silently, and ``on_gap`` is called once the
+  subscription is back so clients can be caught up from the stream.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import socketio
 import structlog
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from streambridge.ids import ZERO, StreamId
+from streambridge.queue import META_MARKER
 
 log = structlog.get_logger(__name__)
 
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 
+Held = tuple[StreamId, str, list[Any]]  # (id, event, [body, meta])
+
+
+def stream_meta(message: dict) -> dict | None:
+    """The bridge's meta dict if ``message`` is a stream event, else None."""
+    data = message.get("data")
+    if (
+        isinstance(data, list)
+        and len(data) == 2
+        and isinstance(data[1], dict)
+        and data[1].get(META_MARKER)
+        and isinstance(data[1].get("id"), str)
+        and not message.get("binary")
+    ):
+        return data[1]
+    return None
+
+
+class _ReconnectHook:
+    """Runs when redis-py reconnects a pub/sub connection and re-subscribes by itself:
+    whatever was published meanwhile never reached this server."""
+
+    def __init__(self, manager: StreamQueueManager, resubscribe: Callable[[Any], None]):
+        self.manager = manager
+        self.resubscribe = resubscribe
+
+    def on_connect(self, connection: Any) -> None:
+        self.resubscribe(connection)
+        log.warning("queue.resubscribed_after_drop", channel=self.manager.channel)
+        self.manager.mark_gap()
+
 
 class StreamQueueManager(socketio.RedisManager):
     name = "streambridge-redis"
 
-    def __init__(self, url: str, channel: str, **kwargs) -> None:
+    def __init__(self, url: str, channel: str, **kwargs: Any) -> None:
         super().__init__(url, channel=channel, **kwargs)
-        import threading  # green under eventlet: the web entry point patched it first
+        self.subscribed = threading.Event()  # green under eventlet (patched first)
+        self.on_gap: Callable[[], None] | None = None
+        self._lock = threading.RLock()
+        self._held: dict[str, list[Held]] = {}
+        self.positions: dict[str, StreamId] = {}
+        # Up to here a client already has everything (it was replayed): drop repeats.
+        self._covered: dict[str, StreamId] = {}
+        self._gap = False
+        self._ever_subscribed = False
 
-        self.subscribed = threading.Event()
-
+    # -- subscription ------------------------------------------------------------
     def wait_subscribed(self, timeout: float) -> bool:
         return self.subscribed.wait(timeout)
+
+    def _redis_connect(self) -> None:
+        super()._redis_connect()
+        # redis-py keeps connect callbacks as weak methods: keep the hook alive here.
+        self._reconnect_hook = _ReconnectHook(self, self.pubsub.on_connect)
+        self.pubsub.on_connect = self._reconnect_hook.on_connect
+
+    def mark_gap(self) -> None:
+        self._gap = True
 
     def _redis_listen_with_retries(self):
         retry = RETRY_MIN_S
@@ -38,16 +99,128 @@ class StreamQueueManager(socketio.RedisManager):
                 if not connected:
                     self._redis_connect()
                     self.pubsub.subscribe(self.channel)
-                    # The subscription is in place once Redis answers it.
-                    self.pubsub.ping()
+                    self.pubsub.ping()  # answered only once SUBSCRIBE is in effect
                     connected = True
                     retry = RETRY_MIN_S
+                    if self._ever_subscribed:
+                        self._gap = True
+                    self._ever_subscribed = True
                     self.subscribed.set()
                     log.info("queue.subscribed", channel=self.channel)
-                yield from self.pubsub.listen()
+                for message in self.pubsub.listen():
+                    self._check_gap()
+                    yield message
             except Exception as exc:
                 connected = False
                 self.subscribed.clear()
                 log.warning("queue.disconnected", error=str(exc), retry_in_s=retry)
                 time.sleep(retry)
                 retry = min(RETRY_MAX_S, retry * 2)
+            self._check_gap()
+
+    def _check_gap(self) -> None:
+        if self._gap:
+            self._gap = False
+            if self.on_gap is not None:
+                self.server.start_background_task(self.on_gap)
+
+    def _thread(self) -> None:
+        # After a reconnect the listen loop only wakes on the next message; check
+        # for a gap periodically too, so quiet channels are caught up as well.
+        self.server.start_background_task(self._gap_watch)
+        super()._thread()
+
+    def _gap_watch(self) -> None:
+        while True:
+            self.server.sleep(0.2)
+            if self.subscribed.is_set():
+                self._check_gap()
+
+    # -- delivery -----------------------------------------------------------------
+    def _handle_emit(self, message: dict) -> None:
+        meta = stream_meta(message)
+        if meta is None:
+            return super()._handle_emit(message)
+        self.deliver_stream_event(
+            message["event"],
+            message["data"],
+            message.get("namespace") or "/",
+            message.get("room"),
+        )
+
+    def deliver_stream_event(
+        self, event: str, data: list[Any], namespace: str, room: str | None
+    ) -> None:
+        try:
+            stream_id = StreamId.parse(data[1]["id"])
+        except ValueError:
+            log.warning("queue.bad_stream_id", stream_id=str(data[1].get("id"))[:64])
+            return
+        packets = None
+        with self._lock:
+            for sid, eio_sid in self.get_participants(namespace, room):
+                held = self._held.get(sid)
+                if held is not None:
+                    held.append((stream_id, event, data))
+                    continue
+                covered = self._covered.get(sid)
+                if covered is not None and stream_id <= covered:
+                    continue
+                if packets is None:
+                    packets = self._encode(event, data, namespace)
+                for p in packets:
+                    self.server._send_eio_packet(eio_sid, p)
+                if self.positions.get(sid, ZERO) < stream_id:
+                    self.positions[sid] = stream_id
+
+    def send_to(self, sid: str, namespace: str, event: str, data: list[Any]) -> None:
+        """Send one event to one client now (replays and notices), bypassing any hold."""
+        eio_sid = self.eio_sid_from_sid(sid, namespace)
+        if eio_sid is None:
+            return
+        for p in self._encode(event, data, namespace):
+            self.server._send_eio_packet(eio_sid, p)
+
+    def _encode(self, event: str, data: list[Any], namespace: str) -> list:
+        pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *data])
+        encoded = pkt.encode()
+        if not isinstance(encoded, list):
+            encoded = [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
+
+    # -- holding live events while a client is caught up -------------------------
+    def hold(self, sid: str) -> None:
+        with self._lock:
+            self._held.setdefault(sid, [])
+
+    def release(
+        self, sid: str, namespace: str, *, covered: StreamId | None, start: StreamId
+    ) -> int:
+        """Send what was held, in stream order, skipping what the replay covered.
+
+        ``start`` is where the client's live history begins (the stream's newest id
+        when it was caught up); its position never goes below that.
+        """
+        with self._lock:
+            held = self._held.pop(sid, None) or []
+            held.sort(key=lambda h: h[0])
+            position = max(self.positions.get(sid, ZERO), start)
+            if covered is not None:
+                self._covered[sid] = max(covered, self._covered.get(sid, ZERO))
+                position = max(position, covered)
+            sent = 0
+            for stream_id, event, data in held:
+                if covered is not None and stream_id <= covered:
+                    continue
+                self.send_to(sid, namespace, event, data)
+                sent += 1
+                if position < stream_id:
+                    position = stream_id
+            self.positions[sid] = position
+            return sent
+
+    def forget(self, sid: str) -> None:
+        with self._lock:
+            self._held.pop(sid, None)
+            self.positions.pop(sid, None)
+            self._covered.pop(sid, None)

@@ -1,0 +1,104 @@
+"""streambridge/queue.py: the emit message the bridge publishes for python-socketio."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import socketio
+
+from streambridge.contract import Event
+from streambridge.queue import BRIDGE_HOST_ID, META_MARKER, emit_message, meta_json
+
+
+def test_message_has_the_pubsub_manager_emit_shape():
+    event = Event.build("message", {"text": "hi"}, room="user:alice", namespace="/chat")
+    message = json.loads(emit_message(event, "1700000000000-0", "epoch1"))
+    assert message == {
+        "method": "emit",
+        "event": "message",
+        "data": [{"text": "hi"}, {"id": "1700000000000-0", "epoch": "epoch1", META_MARKER: 1}],
+        "binary": False,
+        "namespace": "/chat",
+        "room": "user:alice",
+        "skip_sid": None,
+        "callback": None,
+        "host_id": BRIDGE_HOST_ID,
+    }
+
+
+def test_broadcast_has_null_room_and_default_namespace():
+    message = json.loads(emit_message(Event.build("m", 1), "1-0", "e"))
+    assert message["room"] is None
+    assert message["namespace"] == "/"
+
+
+def test_same_keys_as_python_socketio_itself_sends():
+    """python-socketio's own PubSubManager.emit: the keys it publishes."""
+    published = []
+
+    class Recorder(socketio.PubSubManager):
+        def _publish(self, data):
+            published.append(data)
+
+        def _handle_emit(self, message):  # no server to deliver to here
+            pass
+
+    Recorder(channel="x", write_only=True).emit("message", ("body", {"id": "1-0"}))
+    [theirs] = published
+    ours = json.loads(emit_message(Event.build("message", "body"), "1-0", "e"))
+    assert set(ours) == set(theirs)
+    assert ours["data"][0] == theirs["data"][0]
+    assert ours["host_id"] != theirs["host_id"]  # never mistaken for a web server's own
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"b": 1,   "a": [1.50, 2e3]}',  # spacing, key order and number spelling kept
+        '"h\u00e9llo \\u00e9 \\"quoted\\""',
+        "[]",
+        "null",
+        "12345678901234567890123",
+        '  {"x": "</script>"}  ',
+    ],
+)
+def test_body_is_spliced_in_verbatim(body):
+    event = Event.parse({"channel": "c", "body": body})
+    text = emit_message(event, "5-1", "ep")
+    assert '"data":[' + body + "," in text
+    message = json.loads(text)
+    assert message["data"][0] == json.loads(body)
+    assert message["data"][1]["id"] == "5-1"
+
+
+@pytest.mark.parametrize(
+    ("room", "namespace"),
+    [('user:"quoted"', "/"), ("r\\back", "/n\u00e9"), ("line\nbreak", "/x")],
+)
+def test_room_and_namespace_are_escaped(room, namespace):
+    event = Event.parse({"channel": "c", "body": "1", "room": room, "namespace": namespace})
+    message = json.loads(emit_message(event, "1-0", "e"))
+    assert (message["room"], message["namespace"]) == (room, namespace)
+
+
+def test_meta_json_is_compact_json():
+    assert meta_json("1-0", "ep") == '{"id":"1-0","epoch":"ep","streambridge":1}'
+
+
+def test_message_is_what_a_manager_delivers_as_two_arguments(monkeypatch):
+    """Fed to python-socketio's _handle_emit, the browser gets (body, meta)."""
+    delivered = []
+
+    def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None):
+        delivered.append((event, data, namespace, room, skip_sid, callback))
+
+    # Manager.emit is the local delivery that PubSubManager._handle_emit hands over to.
+    monkeypatch.setattr(socketio.Manager, "emit", emit)
+    manager = socketio.PubSubManager(channel="x", write_only=True)
+    event = Event.build("message", {"n": 1}, room="user:bob")
+    manager._handle_emit(json.loads(emit_message(event, "9-9", "ep")))
+    [(name, data, namespace, room, skip_sid, callback)] = delivered
+    assert name == "message"
+    assert data == ({"n": 1}, {"id": "9-9", "epoch": "ep", META_MARKER: 1})
+    assert (namespace, room, skip_sid, callback) == ("/", "user:bob", None, None)

@@ -1,0 +1,244 @@
+"""Catch-up: replay from the stream what a client missed, then let live events flow.
+
+A client connects with ``auth: {"last_id", "epoch"}``. Its live events are held
+back while the entries after ``last_id`` that its user may see are replayed in
+stream order; then the held events newer than the replay are sent. The client
+always gets one ``streambridge:recovery`` event saying whether its history is
+complete. Anything doubtful fails closed: no partial replay, ``recovered: false``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import structlog
+
+from streambridge.contract import ContractError, Event
+from streambridge.ids import ZERO, StreamId
+from streambridge.settings import WebSettings
+from webapp.queue_manager import StreamQueueManager
+from webapp.users import User
+
+log = structlog.get_logger(__name__)
+
+RECOVERY_EVENT = "streambridge:recovery"
+CONNECT_WAIT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    recovered: bool
+    reason: str | None
+    after: StreamId | None  # replay entries after this id (None: no replay)
+    through: StreamId  # the newest entry that exists now
+    epoch: str
+
+    @property
+    def covered(self) -> StreamId | None:
+        """Everything up to here the client has once the replay is sent (recovered only)."""
+        return self.through if self.recovered and self.after is not None else None
+
+
+@dataclass
+class Client:
+    sid: str
+    namespace: str
+    user: User
+
+
+class CatchUp:
+    def __init__(
+        self, client: redis.Redis, manager: StreamQueueManager, settings: WebSettings
+    ) -> None:
+        self.redis = client
+        self.manager = manager
+        self.settings = settings
+        self.clients: dict[str, Client] = {}
+        manager.on_gap = self.resync_all
+
+    # -- connect / disconnect --------------------------------------------------------
+    def on_connect(self, sid: str, namespace: str, user: User) -> None:
+        """Called in the connect handler, before the client joins its rooms."""
+        self.clients[sid] = Client(sid, namespace, user)
+        self.manager.hold(sid)
+
+    def on_disconnect(self, sid: str) -> None:
+        self.clients.pop(sid, None)
+        self.manager.forget(sid)
+
+    def run(self, sid: str, auth: Any) -> None:
+        """Background task after connect: plan, replay, notify, release."""
+        client = self.clients.get(sid)
+        if client is None or not self._wait_connected(client):
+            return
+        last_id, epoch = _position(auth)
+        try:
+            plan = self.plan(last_id, epoch)
+            replayed = self.replay(client, plan) if plan.covered else 0
+        except redis.RedisError as exc:
+            log.warning("catchup.redis_error", sid=sid, error=str(exc))
+            plan = Plan(False, "stream unavailable", None, ZERO, "")
+            replayed = 0
+        self._finish(client, plan, replayed)
+
+    def resync_all(self) -> None:
+        """After the queue listener lost its subscription: replay for every client from
+        the last id it got, so clients that never disconnected miss nothing."""
+        clients = list(self.clients.values())
+        for client in clients:
+            self.manager.hold(client.sid)
+        log.info("catchup.resync", clients=len(clients))
+        for client in clients:
+            position = self.manager.positions.get(client.sid, ZERO)
+            try:
+                plan = self.plan(str(position), self._epoch())
+                replayed = self.replay(client, plan) if plan.covered else 0
+            except redis.RedisError as exc:
+                log.warning("catchup.redis_error", sid=client.sid, error=str(exc))
+                plan = Plan(False, "stream unavailable", None, ZERO, "")
+                replayed = 0
+            self._finish(client, plan, replayed, notify=not plan.recovered)
+
+    # -- the decision -------------------------------------------------------------
+    def plan(self, last_id: Any, client_epoch: Any) -> Plan:
+        epoch = self._epoch()
+        if last_id is None:
+            return self._fresh(epoch)
+        try:
+            after = StreamId.parse(last_id)
+        except ValueError:
+            return self._refuse("malformed last_id", epoch)
+        if not isinstance(client_epoch, str) or client_epoch != epoch:
+            return self._refuse("stream was recreated (epoch changed)", epoch)
+        info = self._stream_info()
+        if info is None:
+            return self._refuse("stream does not exist", epoch)
+        last = StreamId.parse(info["last-generated-id"])
+        if after > last:
+            return self._refuse("last_id is in the future", epoch)
+        first = info.get("first-entry")
+        first_id = StreamId.parse(first[0]) if first else None
+        max_deleted = info.get("max-deleted-entry-id")
+        if max_deleted is not None:  # Redis 7: exact
+            lost = StreamId.parse(max_deleted) > after
+        else:  # Redis 6.2: the entry itself must still be there
+            lost = first_id is not None and first_id > after
+        if lost:
+            return self._refuse("history after last_id was trimmed", epoch, last)
+        if after == last:
+            return Plan(True, None, after, last, epoch)  # nothing to replay
+        if self._count_after(after, self.settings.replay_limit + 1) > self.settings.replay_limit:
+            return self._refuse(
+                f"more than {self.settings.replay_limit} entries missed", epoch, last
+            )
+        return Plan(True, None, after, last, epoch)
+
+    def _fresh(self, epoch: str) -> Plan:
+        info = self._stream_info()
+        last = StreamId.parse(info["last-generated-id"]) if info else ZERO
+        return Plan(True, None, None, last, epoch)
+
+    def _refuse(self, reason: str, epoch: str, through: StreamId | None = None) -> Plan:
+        if through is None:
+            info = self._stream_info()
+            through = StreamId.parse(info["last-generated-id"]) if info else ZERO
+        return Plan(False, reason, None, through, epoch)
+
+    # -- the work -------------------------------------------------------------------
+    def replay(self, client: Client, plan: Plan) -> int:
+        """Send the visible entries in (plan.after, plan.through], a page at a time."""
+        assert plan.after is not None
+        sent = 0
+        if plan.after >= plan.through:
+            return sent
+        cursor = f"({plan.after}"
+        end = str(plan.through)
+        while True:
+            page = self.redis.xrange(
+                self.settings.stream, cursor, end, count=self.settings.replay_page
+            )
+            for stream_id, fields in page:
+                event = self._visible(client, fields)
+                if event is not None:
+                    meta = {"id": stream_id, "epoch": plan.epoch, "replayed": True}
+                    self.manager.send_to(
+                        client.sid, client.namespace, event.channel, [event.decoded_body(), meta]
+                    )
+                    sent += 1
+            if len(page) < self.settings.replay_page:
+                return sent
+            cursor = f"({page[-1][0]}"
+
+    def _finish(self, client: Client, plan: Plan, replayed: int, notify: bool = True) -> None:
+        released = self.manager.release(
+            client.sid, client.namespace, covered=plan.covered, start=plan.through
+        )
+        if notify:
+            info = {"recovered": plan.recovered, "replayed": replayed, "epoch": plan.epoch}
+            if plan.reason:
+                info["reason"] = plan.reason
+            self.manager.send_to(client.sid, client.namespace, RECOVERY_EVENT, [info])
+        log.info(
+            "catchup.done",
+            sid=client.sid,
+            user=client.user.name,
+            recovered=plan.recovered,
+            reason=plan.reason,
+            replayed=replayed,
+            released=released,
+        )
+
+    def _visible(self, client: Client, fields: dict[str, str]) -> Event | None:
+        """The entry as an event if this client may see it (the bridge dead-letters
+        entries that break the contract; they are never replayed either)."""
+        try:
+            event = Event.from_entry(fields, max_body_bytes=self.settings.max_body_bytes)
+        except ContractError:
+            return None
+        if event.namespace != client.namespace or not client.user.may_receive(event.room):
+            return None
+        return event
+
+    def _wait_connected(self, client: Client) -> bool:
+        deadline = time.monotonic() + CONNECT_WAIT_S
+        while not self.manager.is_connected(client.sid, client.namespace):
+            if client.sid not in self.clients or time.monotonic() > deadline:
+                return False
+            self.manager.server.sleep(0.005)
+        return True
+
+    def _epoch(self) -> str:
+        return self.redis.get(self.settings.epoch_key) or ""
+
+    def _stream_info(self) -> dict | None:
+        try:
+            return self.redis.xinfo_stream(self.settings.stream)
+        except redis.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return None
+            raise
+
+    def _count_after(self, after: StreamId, limit: int) -> int:
+        """How many entries follow ``after`` (stops counting at ``limit``)."""
+        count = 0
+        cursor = f"({after}"
+        while count < limit:
+            page = self.redis.xrange(
+                self.settings.stream, cursor, "+", count=min(self.settings.replay_page, limit)
+            )
+            count += len(page)
+            if len(page) < min(self.settings.replay_page, limit):
+                break
+            cursor = f"({page[-1][0]}"
+        return count
+
+
+def _position(auth: Any) -> tuple[Any, Any]:
+    if not isinstance(auth, dict):
+        return None, None
+    return auth.get("last_id"), auth.get("epoch")
+
+
