@@ -96,7 +96,9 @@ class Bridge:
         if kind not in ("stream", "none"):
             raise NotReady(f"key {self.settings.stream!r} holds a {kind}, not a stream")
         try:
-            self.redis.xgroup_create(self.settings.stream, self.settings.group, id="0", mkstream=True)
+            self.redis.xgroup_create(
+                self.settings.stream, self.settings.group, id="0", mkstream=True
+            )
         except redis.ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
                 raise
@@ -215,6 +217,8 @@ class Bridge:
                     event = Event.from_entry(fields, max_body_bytes=s.max_body_bytes)
                 except ContractError as exc:
                     reason = exc.reason
+                except Exception as exc:  # one odd entry must not stall the batch
+                    reason = f"cannot be validated: {type(exc).__name__}: {exc}"[:500]
             if reason is not None:
                 pipe.xadd(
                     s.dead_stream,
@@ -248,12 +252,14 @@ class Bridge:
     def _over_delivered(self, entries: Sequence[Entry]) -> dict[str, int]:
         """Delivery counts above the limit, for entries read from the pending list."""
         ids = [i for i, _ in entries]
+        # These entries are now ours (read from our PEL or just claimed by us).
         pending = self.redis.xpending_range(
             self.settings.stream,
             self.settings.group,
             min=ids[0],
             max=ids[-1],
-            count=len(ids) * 2,
+            count=len(ids),
+            consumername=self.settings.consumer,
         )
         wanted = set(ids)
         return {

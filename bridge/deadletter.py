@@ -26,7 +26,8 @@ def dead_fields(
     out: dict[str, str] = {}
     for key, value in (fields or {}).items():
         name = _text(key)
-        out[_RENAMED + name if name in META_FIELDS else name] = _text(value)
+        escape = name in META_FIELDS or name.startswith(_RENAMED)
+        out[_RENAMED + name if escape else name] = _text(value)
     out[REASON] = reason
     out[ORIGINAL_ID] = stream_id
     out[CONSUMER] = consumer
@@ -39,5 +40,5 @@ def original_fields(fields: Mapping[str, str]) -> dict[str, str]:
     for name, value in fields.items():
         if name in META_FIELDS:
             continue
-        out[name.removeprefix(_RENAMED)] = value
+        out[name[len(_RENAMED) :] if name.startswith(_RENAMED) else name] = value
     return out

@@ -67,7 +67,7 @@ def _parse_lines(
             continue
         try:
             yield publisher.event_from_item(json.loads(line))
-        except (ValueError, ContractError) as exc:
+        except (ValueError, RecursionError) as exc:
             reason = exc.reason if isinstance(exc, ContractError) else f"not JSON: {exc}"
             print(f"line {number}: {reason}", file=errors)
             bad.append(number)
@@ -102,6 +102,4 @@ def publish_lines(publisher: Publisher, lines: IO[str], out: IO[str], errors: IO
 def _progress(stream: IO[str]):
     from tqdm import tqdm
 
-    return tqdm(
-        file=stream, unit="ev", desc="publishing", disable=not stream.isatty(), leave=False
-    )
+    return tqdm(file=stream, unit="ev", desc="publishing", disable=not stream.isatty(), leave=False)

@@ -26,7 +26,9 @@ class Publisher:
         self.settings = settings or ProducerSettings()
         self.redis = client if client is not None else connect(self.settings.redis_url)
 
-    def event(self, channel: str, body: Any, room: str | None = None, namespace: str = "/") -> Event:
+    def event(
+        self, channel: str, body: Any, room: str | None = None, namespace: str = "/"
+    ) -> Event:
         return Event.build(
             channel, body, room, namespace, max_body_bytes=self.settings.max_body_bytes
         )

@@ -19,7 +19,7 @@ def prepare() -> str:
 
         with warnings.catch_warnings():
             # eventlet announces its own deprecation on import; threading is the fallback.
-            warnings.filterwarnings("ignore", message="\s*Eventlet is deprecated")
+            warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
             import eventlet
 
         eventlet.monkey_patch()

@@ -16,7 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = sub.add_parser("dev", help="run everything on this machine (embedded Redis if no REDIS_URL)")
+    dev = sub.add_parser(
+        "dev", help="run everything on this machine (embedded Redis if no REDIS_URL)"
+    )
     _host_port(dev)
     dev.add_argument("--user", default="demo", help="name of the demo user (default: demo)")
 
@@ -36,11 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = user_sub.add_parser("add", help="create a user or set its password")
     add.add_argument("name")
-    add.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin"
-    )
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.add_argument("--room", action="append", default=[], help="grant an extra room")
     user_sub.add_parser("list", help="list user names")
+
+    status = sub.add_parser("status", help="stream, group lag, pending per consumer, dead letters")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    dead = sub.add_parser("dead", help="inspect and requeue dead letters")
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    dead_list = dead_sub.add_parser("list", help="show dead letters with their reasons")
+    dead_list.add_argument("--count", type=int, default=100)
+    dead_list.add_argument("--json", action="store_true")
+    dead_requeue = dead_sub.add_parser("requeue", help="append dead letters to the stream again")
+    dead_requeue.add_argument("ids", nargs="*", help="dead-letter ids")
+    dead_requeue.add_argument("--all", action="store_true", help="every dead letter")
     return parser
 
 
@@ -76,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return producer_cli.run(args)
         if args.command == "user":
             return _user(args)
+        if args.command in ("status", "dead"):
+            return _ops(args)
         if args.command == "dev":
             from streambridge import dev
 
@@ -101,6 +115,41 @@ def _web(args: argparse.Namespace) -> int:
     from webapp.server import serve
 
     return serve(settings)
+
+
+def _ops(args: argparse.Namespace) -> int:
+    import json
+
+    from bridge import ops
+    from streambridge.redis_conn import connect
+    from streambridge.settings import BridgeSettings
+
+    settings = BridgeSettings()
+    client = connect(settings.redis_url)
+    if args.command == "status":
+        data = ops.status(client, settings)
+        print(json.dumps(data, indent=2) if args.json else ops.format_status(data))
+        return 0
+    if args.dead_command == "list":
+        letters = ops.dead_letters(client, settings, args.count)
+        if args.json:
+            print(json.dumps(letters, indent=2))
+        for d in [] if args.json else letters:
+            print(f"{d['id']}  (was {d['original_id']})  {d['reason']}")
+            print(f"    {json.dumps(d['fields'], ensure_ascii=False)[:200]}")
+        return 0
+    if args.all == bool(args.ids):
+        print("error: give dead-letter ids or --all (not both)", file=sys.stderr)
+        return 2
+    try:
+        moved = ops.requeue(client, settings, None if args.all else args.ids)
+    except KeyError as exc:
+        print(f"error: no dead letter {exc.args[0]}", file=sys.stderr)
+        return 1
+    for dead_id, new_id in moved:
+        print(f"{dead_id} -> {new_id}")
+    print(f"requeued {len(moved)} dead letter(s)", file=sys.stderr)
+    return 0
 
 
 def _user(args: argparse.Namespace) -> int:

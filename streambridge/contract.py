@@ -35,7 +35,10 @@ def _reject_constant(name: str) -> Any:
 
 def check_json_text(text: str) -> None:
     """Raise ValueError unless ``text`` is one strict JSON value."""
-    json.loads(text, parse_constant=_reject_constant)
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 class Event(BaseModel):
@@ -56,7 +59,10 @@ class Event(BaseModel):
     @classmethod
     def _body_is_bounded_json(cls, body: str, info: ValidationInfo) -> str:
         limit = (info.context or {}).get("max_body_bytes", defaults.MAX_BODY_BYTES)
-        size = len(body.encode("utf-8", "surrogatepass"))
+        try:
+            size = len(body.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("body is not valid UTF-8 text") from None
         if size > limit:
             raise ValueError(f"body is {size} bytes, more than the limit of {limit}")
         try:
@@ -117,6 +123,16 @@ class Event(BaseModel):
         if unknown:
             raise ContractError(f"unknown field(s): {', '.join(unknown)}")
         return cls.parse(decoded, max_body_bytes=max_body_bytes)
+
+    @field_validator("channel", "room", "namespace")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("is not valid UTF-8 text") from None
+        return value
 
     def to_fields(self) -> dict[str, str]:
         """The stream entry for this event (optional fields only when set)."""

@@ -55,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     exe = [sys.executable, "-m", "streambridge.cli"]
     children = {
         "bridge": subprocess.Popen([*exe, "bridge"], env=child_env),
-        "web": subprocess.Popen(
-            [*exe, "web", "--host", host, "--port", str(port)], env=child_env
-        ),
+        "web": subprocess.Popen([*exe, "web", "--host", host, "--port", str(port)], env=child_env),
     }
     stopping = False
 
@@ -69,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
     try:
-        shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = f"http://{shown_host}:{port}/"
         if _wait_http(url + "healthz", children, lambda: stopping):
             print(

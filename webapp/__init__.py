@@ -1,7 +1,7 @@
 """The web app: login, ``/api/``, the page, and Socket.IO fed by the queue.
 
-    from webapp import create_app
-    app = create_app()
+from webapp import create_app
+app = create_app()
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def login():
     return render_template("login.html", error=error), status
 
 
-@bp.route("/logout", methods=["GET", "POST"])
+@bp.post("/logout")
 def logout():
     session.clear()
     return redirect(url_for("auth.login"))

@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 RECOVERY_EVENT = "streambridge:recovery"
 CONNECT_WAIT_S = 5.0
+RESYNC_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -92,15 +93,25 @@ class CatchUp:
             self.manager.hold(client.sid)
         log.info("catchup.resync", clients=len(clients))
         for client in clients:
+            plan, replayed = self._resync_one(client)
+            self._finish(client, plan, replayed, notify=not plan.recovered)
+
+    def _resync_one(self, client: Client) -> tuple[Plan, int]:
+        # Redis has just come back (or is coming back): retry for a while before
+        # telling the client its history is incomplete.
+        deadline = time.monotonic() + RESYNC_RETRY_S
+        delay = 0.05
+        while True:
             position = self.manager.positions.get(client.sid, ZERO)
             try:
                 plan = self.plan(str(position), self._epoch())
-                replayed = self.replay(client, plan) if plan.covered else 0
+                return plan, self.replay(client, plan) if plan.covered else 0
             except redis.RedisError as exc:
-                log.warning("catchup.redis_error", sid=client.sid, error=str(exc))
-                plan = Plan(False, "stream unavailable", None, ZERO, "")
-                replayed = 0
-            self._finish(client, plan, replayed, notify=not plan.recovered)
+                if time.monotonic() > deadline or client.sid not in self.clients:
+                    log.warning("catchup.redis_error", sid=client.sid, error=str(exc))
+                    return Plan(False, "stream unavailable", None, position, ""), 0
+                self.manager.server.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     # -- the decision -------------------------------------------------------------
     def plan(self, last_id: Any, client_epoch: Any) -> Plan:
@@ -119,17 +130,17 @@ class CatchUp:
         last = StreamId.parse(info["last-generated-id"])
         if after > last:
             return self._refuse("last_id is in the future", epoch)
-        first = info.get("first-entry")
-        first_id = StreamId.parse(first[0]) if first else None
-        max_deleted = info.get("max-deleted-entry-id")
-        if max_deleted is not None:  # Redis 7: exact
-            lost = StreamId.parse(max_deleted) > after
-        else:  # Redis 6.2: the entry itself must still be there
-            lost = first_id is not None and first_id > after
-        if lost:
-            return self._refuse("history after last_id was trimmed", epoch, last)
         if after == last:
             return Plan(True, None, after, last, epoch)  # nothing to replay
+        # Trimming removes the oldest entries: if last_id's own entry is still there,
+        # nothing after it was trimmed. XDEL in the middle shows in max-deleted-entry-id.
+        first = info.get("first-entry")
+        lost = not first or StreamId.parse(first[0]) > after
+        max_deleted = info.get("max-deleted-entry-id")  # Redis >= 7.0
+        if max_deleted is not None and StreamId.parse(max_deleted) > after:
+            lost = True
+        if lost:
+            return self._refuse("history after last_id was trimmed", epoch, last)
         if self._count_after(after, self.settings.replay_limit + 1) > self.settings.replay_limit:
             return self._refuse(
                 f"more than {self.settings.replay_limit} entries missed", epoch, last
@@ -240,5 +251,3 @@ def _position(auth: Any) -> tuple[Any, Any]:
     if not isinstance(auth, dict):
         return None, None
     return auth.get("last_id"), auth.get("epoch")
-
-

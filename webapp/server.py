@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
@@ -36,10 +37,8 @@ def serve(settings: WebSettings) -> int:
         redis=redacted(settings.redis_url),
         async_mode=settings.async_mode,
     )
-    try:
+    with contextlib.suppress(SystemExit):
         socketio.run(app, host=settings.host, port=settings.port, log_output=False)
-    except SystemExit:
-        pass
     log.info("web.stopped")
     return 0
 

@@ -34,4 +34,3 @@ def register(socketio: SocketIO, catchup: CatchUp) -> None:
     def on_disconnect(reason=None):
         catchup.on_disconnect(request.sid)
         log.info("socket.disconnected", sid=request.sid, reason=str(reason))
-

@@ -45,7 +45,7 @@ class UserStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._users: dict[str, User] = {}
 
     def get(self, name: str) -> User | None:
@@ -66,7 +66,7 @@ class UserStore:
             stat = self.path.stat()
         except FileNotFoundError:
             return {}
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
         with self._lock:
             if stamp != self._stamp:
                 self._users = parse(self.path.read_text(encoding="utf-8"))
@@ -75,7 +75,7 @@ class UserStore:
 
     def add(self, name: str, password: str, rooms: list[str] | None = None) -> None:
         """Create or replace a user; the file is rewritten atomically, mode 0600."""
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise ValueError("user name must be 1-64 characters of A-Z a-z 0-9 _ . @ -")
         if len(password) < 8:
             raise ValueError("password must be at least 8 characters")

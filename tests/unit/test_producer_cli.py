@@ -106,7 +106,18 @@ def test_a_line_without_trailing_newline_and_crlf_lines_are_read(publisher, fake
     text = '{"channel": "m", "body": 1}\r\n{"channel": "m", "body": 2}'
     code, ids, _ = run_lines(publisher, text)
     assert code == 0
+    entries = fake.xrange("events")
+    assert [f["body"] for _, f in entries] == ["1", "2"]
+    assert ids == [i for i, _ in entries]
+
+
+def test_a_deeply_nested_line_is_reported_and_the_rest_sent(publisher, fake):
+    deep = json.dumps({"channel": "m", "body": 0})[:-2] + "[" * 30_000 + "]" * 30_000 + "}"
+    text = '{"channel": "m", "body": 1}\n' + deep + '\n{"channel": "m", "body": 2}\n'
+    code, _, errors = run_lines(publisher, text)
+    assert code == 1
     assert [f["body"] for _, f in fake.xrange("events")] == ["1", "2"]
+    assert "line 2: " in errors
 
 
 # -- run(): one event from arguments ---------------------------------------------------
@@ -146,7 +157,7 @@ def test_namespace_argument_is_used(parser, use_fake):
 
 
 def test_text_flag_sends_the_body_as_a_json_string(parser, use_fake):
-    assert cli.run(parser.parse_args(["message", "hello \"world\"", "--text"])) == 0
+    assert cli.run(parser.parse_args(["message", 'hello "world"', "--text"])) == 0
     [(_, fields)] = use_fake.xrange("events")
     assert json.loads(fields["body"]) == 'hello "world"'
 

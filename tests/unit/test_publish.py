@@ -169,9 +169,7 @@ def test_publish_many_reports_malformed_items(publisher, fake, item, reason):
 
 
 def test_publish_many_accepts_room_and_namespace(publisher, fake):
-    publisher.publish_many(
-        [{"channel": "m", "body": "x", "room": "user:bob", "namespace": "/n"}]
-    )
+    publisher.publish_many([{"channel": "m", "body": "x", "room": "user:bob", "namespace": "/n"}])
     [(_, fields)] = fake.xrange("events")
     assert fields == {"channel": "m", "body": '"x"', "room": "user:bob", "namespace": "/n"}
 

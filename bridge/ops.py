@@ -1,0 +1,140 @@
+"""Operator views and actions: ``streambridge status`` and ``streambridge dead``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from bridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fields
+from streambridge.settings import BridgeSettings
+
+
+def status(client: redis.Redis, settings: BridgeSettings) -> dict[str, Any]:
+    """Stream length and ends, each group's lag and pending entries per consumer."""
+    out: dict[str, Any] = {
+        "stream": settings.stream,
+        "exists": bool(client.exists(settings.stream)),
+        "length": 0,
+        "first_id": None,
+        "last_id": None,
+        "groups": [],
+        "dead_letters": client.xlen(settings.dead_stream)
+        if client.exists(settings.dead_stream)
+        else 0,
+        "epoch": client.get(settings.epoch_key),
+    }
+    if not out["exists"]:
+        return out
+    kind = client.type(settings.stream)
+    if kind != "stream":
+        out["error"] = f"key holds a {kind}, not a stream"
+        return out
+    info = client.xinfo_stream(settings.stream)
+    out["length"] = info["length"]
+    out["first_id"] = info["first-entry"][0] if info.get("first-entry") else None
+    out["last_id"] = info["last-generated-id"]
+    for group in client.xinfo_groups(settings.stream):
+        consumers = [
+            {
+                "name": c["name"],
+                "pending": c["pending"],
+                "idle_ms": c["idle"],
+            }
+            for c in client.xinfo_consumers(settings.stream, group["name"])
+        ]
+        out["groups"].append(
+            {
+                "name": group["name"],
+                "pending": group["pending"],
+                "last_delivered_id": group["last-delivered-id"],
+                "lag": group.get("lag"),  # Redis >= 7.0
+                "consumers": consumers,
+            }
+        )
+    return out
+
+
+def format_status(data: dict[str, Any]) -> str:
+    lines = [
+        f"stream        {data['stream']}" + ("" if data["exists"] else " (does not exist)"),
+        f"length        {data['length']}",
+        f"first id      {data['first_id'] or '-'}",
+        f"last id       {data['last_id'] or '-'}",
+        f"epoch         {data['epoch'] or '-'}",
+        f"dead letters  {data['dead_letters']}",
+    ]
+    if data.get("error"):
+        lines.append(f"error         {data['error']}")
+    for group in data["groups"]:
+        lag = "?" if group["lag"] is None else group["lag"]
+        lines.append("")
+        lines.append(
+            f"group {group['name']}: lag {lag}, pending {group['pending']}, "
+            f"last delivered {group['last_delivered_id']}"
+        )
+        if group["consumers"]:
+            lines.append(f"  {'consumer':<32} {'pending':>8} {'idle':>10}")
+            for c in group["consumers"]:
+                lines.append(f"  {c['name']:<32} {c['pending']:>8} {c['idle_ms'] / 1000:>9.1f}s")
+    return "\n".join(lines)
+
+
+def dead_letters(client: redis.Redis, settings: BridgeSettings, count: int) -> list[dict]:
+    entries = client.xrange(settings.dead_stream, "-", "+", count=count)
+    return [
+        {
+            "id": dead_id,
+            "original_id": fields.get(ORIGINAL_ID),
+            "reason": fields.get(REASON),
+            "consumer": fields.get(CONSUMER),
+            "fields": original_fields(fields),
+        }
+        for dead_id, fields in entries
+    ]
+
+
+def requeue(
+    client: redis.Redis, settings: BridgeSettings, ids: list[str] | None
+) -> list[tuple[str, str]]:
+    """Append dead letters back to the stream (as new entries) and delete them from
+    the dead-letter stream, each in one transaction. ``ids=None``: all of them.
+    Returns (dead id, new stream id) pairs."""
+    moved: list[tuple[str, str]] = []
+    if ids is None:
+        batches = _all_dead(client, settings)
+    else:
+        batches = [[(i, f) for i, f in (_one(client, settings, i) for i in ids) if f]]
+    for batch in batches:
+        for dead_id, fields in batch:
+            pipe = client.pipeline(transaction=True)
+            pipe.xadd(
+                settings.stream,
+                original_fields(fields),
+                maxlen=settings.maxlen,
+                approximate=True,
+            )
+            pipe.xdel(settings.dead_stream, dead_id)
+            new_id, _ = pipe.execute()
+            moved.append((dead_id, new_id))
+    return moved
+
+
+def _one(client: redis.Redis, settings: BridgeSettings, dead_id: str):
+    found = client.xrange(settings.dead_stream, dead_id, dead_id, count=1)
+    if not found:
+        raise KeyError(dead_id)
+    return found[0]
+
+
+def _all_dead(client: redis.Redis, settings: BridgeSettings):
+    # Snapshot the end first, so entries dead-lettered again meanwhile are not looped on.
+    last = client.xrevrange(settings.dead_stream, "+", "-", count=1)
+    if not last:
+        return
+    end = last[0][0]
+    while True:
+        page = client.xrange(settings.dead_stream, "-", end, count=500)
+        if not page:
+            return
+        yield page
