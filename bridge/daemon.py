@@ -206,8 +206,9 @@ class Bridge:
         planned: list[tuple[str, str]] = []  # (stream id, "emit" | "dead")
         gone: list[str] = []
         for stream_id, fields in entries:
-            if fields is None:
-                gone.append(stream_id)  # trimmed while pending (Redis 6.2)
+            if not fields:
+                # Trimmed or deleted while pending (XADD needs a field, so empty means gone).
+                gone.append(stream_id)
                 continue
             reason = None
             if stream_id in over_limit:

@@ -304,3 +304,24 @@ def test_sigterm_during_burst_exits_zero_with_nothing_pending(bridge, redis_clie
     assert time.monotonic() - started < 5
     assert _pending_of(redis_client, "bridge") == 0
     assert '"bridge.stopped"' in bridge.output()
+
+
+def test_pending_entries_trimmed_away_are_counted_not_looped_on(env, tmp_path, processes, web,
+                                                                clients, redis_client):  # fmt: skip
+    # A crashed consumer "bridge" left 5 entries pending; then the stream was trimmed.
+    ids = produce(redis_client, 5)
+    redis_client.xgroup_create("events", "bridge", id="0")
+    redis_client.xreadgroup("bridge", "bridge", {"events": ">"}, count=10)
+    redis_client.xtrim("events", maxlen=2, approximate=False)
+    alice = connect(clients, web, "alice")
+    bridge = Bridge(env, tmp_path)
+    processes.append(bridge)
+    bridge.start()
+    wait_until(lambda: all_acked(redis_client), 10, "pending list empty")
+    assert [m["id"] for _, _, m in alice.wait_for(2, "tick")] == ids[3:]
+    assert '"bridge.pending_trimmed"' in bridge.output()
+    assert '"count": 3' in bridge.output()
+    assert not redis_client.exists("events:dead")
+    new = produce(redis_client, 1)
+    alice.wait_for(3, "tick")
+    assert alice.ids("tick") == ids[3:] + new
