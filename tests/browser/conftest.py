@@ -1,0 +1,84 @@
+"""Real headless Chromium (Debian's, installed by the set-up), driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support import PASSWORDS
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("chromium is not installed: run scripts/setup.sh --test")
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser):
+    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    context.set_default_timeout(10_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context):
+    return context.new_page()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def log_in(page, web, user: str = "alice") -> None:
+    page.goto(web.url + "/login")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(PASSWORDS[user])
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(web.url + "/")
+    wait_status(page, "connected")
+
+
+def wait_status(page, state: str, timeout: float = 15_000) -> None:
+    page.wait_for_function(
+        "s => document.getElementById('status').dataset.state === s", arg=state, timeout=timeout
+    )
+
+
+def message_ids(page) -> list[str]:
+    return page.eval_on_selector_all("#messages li", "els => els.map(e => e.dataset.id)")
+
+
+def wait_messages(page, count: int, timeout: float = 10_000) -> None:
+    page.wait_for_function(
+        "n => document.querySelectorAll('#messages li').length >= n", arg=count, timeout=timeout
+    )

@@ -1,0 +1,138 @@
+"""The page, as a person uses it, in real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.browser.conftest import log_in, message_ids, wait_messages, wait_status
+from tests.support import Web, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+
+def test_login_connect_and_send_from_the_page(page, web, bridge):
+    log_in(page, web)
+    assert page.locator("#user").inner_text() == "alice"
+    page.get_by_label("Message", exact=True).fill("hello from the page")
+    page.get_by_label("Message", exact=True).press("Enter")
+    wait_messages(page, 1)
+    page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    items = page.locator("#messages li")
+    assert items.count() == 1
+    assert items.first.locator(".body").inner_text() == "hello from the page"
+    assert items.first.locator(".channel").inner_text() == "message"
+    assert page.get_by_label("Message", exact=True).input_value() == ""
+
+
+def test_failed_send_shows_an_error(page, web, bridge):
+    log_in(page, web)
+    page.get_by_label("Channel").fill("bad channel!")
+    page.get_by_label("Message", exact=True).fill("x")
+    page.get_by_role("button", name="Send").click()
+    error = page.locator("#send-error")
+    error.wait_for(state="visible")
+    assert "channel" in error.inner_text()
+
+
+def test_redis_cli_xadd_appears_within_a_second(page, web, bridge, redis_server):
+    log_in(page, web)
+    started = time.monotonic()
+    subprocess.run(
+        ["redis-cli", "-p", str(redis_server.port), "XADD", "events", "*",
+         "channel", "alert", "body", '{"level": "info", "text": "disk ok"}'],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    wait_messages(page, 1, timeout=1_000)
+    assert time.monotonic() - started < 1.0
+    body = page.locator("#messages li .body").first.inner_text()
+    assert '"text": "disk ok"' in body  # an object is shown as readable JSON
+    assert "[object Object]" not in body
+
+
+def test_web_restart_page_reconnects_and_catches_up_exactly_once(
+    page, env, tmp_path, processes, web, bridge, redis_client, artifacts
+):
+    log_in(page, web)
+    produced: list[str] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        n = 0
+        while not stop.is_set() and n < 400:
+            produced.append(redis_client.xadd("events", {"channel": "tick", "body": str(n)}))
+            n += 1
+            stop.wait(0.02)  # ~50 events/s, paced
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        wait_until(lambda: len(produced) > 30, 10, "events before the restart")
+        assert web.terminate() == 0
+        down_from = len(produced)
+        wait_status(page, "reconnecting")
+        wait_until(lambda: len(produced) > down_from + 40, 10, "events while the server is down")
+        down_to = len(produced)
+        restarted = Web(env, tmp_path, name="web-restarted", port=web.port)
+        processes.append(restarted)
+        restarted.start()
+        wait_status(page, "connected", timeout=20_000)
+        wait_until(lambda: len(produced) > down_to + 60, 10, "events after the restart")
+    finally:
+        stop.set()
+        producer.join(10)
+    wait_messages(page, len(produced), timeout=15_000)
+    page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    assert message_ids(page) == produced  # every event, exactly once, in stream order
+    replayed = page.eval_on_selector_all(
+        "#messages li.replayed", "els => els.map(e => e.dataset.id)"
+    )
+    # Everything produced while the server was down came back through catch-up.
+    assert set(produced[down_from:down_to]) <= set(replayed)
+    assert page.locator("#messages li.replayed .tag").first.inner_text() == "caught up"
+    assert page.locator("#notice").is_hidden()
+    page.screenshot(path=str(artifacts / "page-after-web-restart.png"), full_page=True)
+
+
+def test_other_users_events_never_appear_and_html_renders_as_text(page, web, bridge, redis_client):
+    log_in(page, web)
+    payload = '<img src=x onerror="window.__pwned=1">'
+    redis_client.xadd("events", {"channel": "message", "body": '"for bob"', "room": "user:bob"})
+    redis_client.xadd("events", {"channel": "message", "body": json.dumps(payload)})
+    redis_client.xadd("events", {"channel": "message", "body": '"for alice"', "room": "user:alice"})
+    wait_messages(page, 2)
+    bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
+    assert bodies == [payload, "for alice"]
+    assert page.locator("#messages img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_anonymous_page_redirects_to_login_and_opens_no_socket(page, web):
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(web.url + "/")
+    assert page.url == web.url + "/login"
+    page.wait_for_load_state("networkidle")
+    assert sockets == []
+    assert not [u for u in requests if "/ws/socket.io" in u]
+
+
+def test_logout_closes_the_socket(page, web, bridge):
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    log_in(page, web)
+    wait_until(lambda: sockets, 5, "a websocket")
+    [ws] = [s for s in sockets if "/ws/socket.io" in s.url]
+    assert not ws.is_closed()
+    assert '"socket.disconnected"' not in web.output()
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(web.url + "/login")
+    wait_until(lambda: '"socket.disconnected"' in web.output(), 5, "the server to see it close")
+    page.goto(web.url + "/")
+    assert page.url == web.url + "/login"
