@@ -43,6 +43,9 @@ BACKOFF_MAX_S = 5.0
 SOCKETIO_PATH = "/ws/socket.io"
 """Where the web app serves Socket.IO."""
 
+CLIENT_SCRIPT_URL = "/streambridge.js"
+"""Where the browser client (socket.io client + streambridge.js, one file) is served."""
+
 REPLAY_LIMIT = 10_000
 """Most entries replayed to one client on connect; a longer gap is not recovered."""
 

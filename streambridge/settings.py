@@ -6,10 +6,11 @@ Nothing else in the project reads ``os.environ``.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streambridge import defaults, keys
 
@@ -25,7 +26,7 @@ def _default_consumer() -> str:
 class CommonSettings(BaseSettings):
     """What every process needs: where Redis is, key names, limits, logging."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", populate_by_name=True)
 
     redis_url: str = Field(
         defaults.REDIS_URL,
@@ -42,6 +43,20 @@ class CommonSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a terminal, JSON otherwise."
     )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Self:
+        """Settings from a Flask ``app.config`` (``STREAMBRIDGE_<NAME>`` keys and
+        ``REDIS_URL``), then keyword overrides; the environment fills the rest."""
+        values = {
+            name: config[PREFIX + name.upper()]
+            for name in cls.model_fields
+            if PREFIX + name.upper() in config
+        }
+        if "redis_url" not in values and "REDIS_URL" in config:
+            values["redis_url"] = config["REDIS_URL"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
     @property
     def dead_stream(self) -> str:
@@ -81,6 +96,13 @@ class WebSettings(CommonSettings):
     host: str = Field(defaults.HOST)
     port: int = Field(defaults.PORT, ge=0, le=65535)
     socketio_path: str = Field(defaults.SOCKETIO_PATH)
+    client_script_url: str = Field(
+        defaults.CLIENT_SCRIPT_URL, description="Where the browser client script is served."
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra origins allowed to open sockets (default: same origin only).",
+    )
     async_mode: Literal["eventlet", "threading"] = Field("eventlet")
     replay_limit: int = Field(defaults.REPLAY_LIMIT, ge=0)
     replay_page: int = Field(defaults.REPLAY_PAGE, ge=1)
@@ -89,7 +111,14 @@ class WebSettings(CommonSettings):
         10.0, gt=0, description="How long start-up waits for the queue subscription."
     )
 
-    @field_validator("socketio_path")
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("socketio_path", "client_script_url")
     @classmethod
     def _leading_slash(cls, value: str) -> str:
         if not value.startswith("/"):

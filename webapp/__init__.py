@@ -1,7 +1,8 @@
-"""The web app: login, ``/api/``, the page, and Socket.IO fed by the queue.
+"""The standalone web app: login against a users file, ``POST /api/``, the page, and
+streambridge's sockets through the ``StreamBridge`` extension (one code path).
 
-from webapp import create_app
-app = create_app()
+    from webapp import create_app
+    app = create_app()
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import redis
 from flask import Flask
 from flask_socketio import SocketIO
 
-from producers.publish import Publisher
-from streambridge.redis_conn import connect
 from streambridge.settings import WebSettings
-from webapp.catchup import CatchUp
-from webapp.queue_manager import StreamQueueManager
 from webapp.users import UserStore
 
 MIN_SECRET_KEY_CHARS = 32
@@ -29,8 +27,15 @@ class ConfigError(RuntimeError):
 
 
 def create_app(
-    settings: WebSettings | None = None, test_config: dict[str, Any] | None = None
+    settings: WebSettings | None = None,
+    test_config: dict[str, Any] | None = None,
+    *,
+    redis_client: redis.Redis | None = None,
 ) -> Flask:
+    """The app; ``redis_client`` replaces the one made from ``REDIS_URL`` (for tests)."""
+    from webapp import api, auth, pages
+    from webapp.extension import StreamBridge
+
     settings = settings or WebSettings()
     app = Flask(__name__, template_folder=str(_templates_dir()))
     app.config.update(
@@ -38,36 +43,14 @@ def create_app(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        JSON_SORT_KEYS=False,
     )
     if test_config:
         app.config.update(test_config)
-
-    client = connect(settings.redis_url)
-    app.extensions["streambridge.settings"] = settings
-    app.extensions["streambridge.redis"] = client
     app.extensions["streambridge.users"] = UserStore(settings.users_file)
-    app.extensions["streambridge.publisher"] = Publisher(client, settings)
-
-    from webapp import api, auth, pages, sockets
-
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
-
-    manager = StreamQueueManager(settings.redis_url, channel=settings.queue_channel)
-    socketio = SocketIO(
-        app,
-        async_mode=settings.async_mode,
-        path=settings.socketio_path.lstrip("/"),
-        client_manager=manager,
-        max_http_buffer_size=settings.max_request_bytes,
-        # Same-origin only (python-socketio compares Origin with Host).
-        cors_allowed_origins=None,
-    )
-    catchup = CatchUp(client, manager, settings)
-    app.extensions["streambridge.catchup"] = catchup
-    sockets.register(socketio, catchup)
+    StreamBridge(app, user_loader=auth.current_viewer, settings=settings, redis_client=redis_client)
     return app
 
 

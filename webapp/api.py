@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from producers.publish import Publisher
 from streambridge.contract import ContractError
 from webapp.auth import current_user
+from webapp.extension import state
 
 bp = Blueprint("api", __name__)
 
@@ -25,7 +26,7 @@ def post_event():
     data = request.get_json(silent=True)
     if data is None:
         return error(400, "request body is not valid JSON")
-    publisher: Publisher = current_app.extensions["streambridge.publisher"]
+    publisher: Publisher = state().publisher
     try:
         event = publisher.event_from_item(data)
     except ContractError as exc:

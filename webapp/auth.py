@@ -12,6 +12,7 @@ from flask import (
     url_for,
 )
 
+from webapp.identity import Viewer
 from webapp.users import User, UserStore
 
 bp = Blueprint("auth", __name__)
@@ -25,6 +26,12 @@ def users() -> UserStore:
 def current_user() -> User | None:
     name = session.get(SESSION_USER)
     return users().get(name) if isinstance(name, str) else None
+
+
+def current_viewer() -> Viewer | None:
+    """The user loader the standalone app gives the StreamBridge extension."""
+    user = current_user()
+    return user.viewer() if user is not None else None
 
 
 @bp.route("/login", methods=["GET", "POST"])

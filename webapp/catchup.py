@@ -19,8 +19,8 @@ import structlog
 from streambridge.contract import ContractError, Event
 from streambridge.ids import ZERO, StreamId
 from streambridge.settings import WebSettings
+from webapp.identity import Viewer
 from webapp.queue_manager import StreamQueueManager
-from webapp.users import User
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,7 @@ class Plan:
 class Client:
     sid: str
     namespace: str
-    user: User
+    user: Viewer
 
 
 class CatchUp:
@@ -61,7 +61,7 @@ class CatchUp:
         manager.on_gap = self.resync_all
 
     # -- connect / disconnect --------------------------------------------------------
-    def on_connect(self, sid: str, namespace: str, user: User) -> None:
+    def on_connect(self, sid: str, namespace: str, user: Viewer) -> None:
         """Called in the connect handler, before the client joins its rooms."""
         self.clients[sid] = Client(sid, namespace, user)
         self.manager.hold(sid)

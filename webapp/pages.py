@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, url_for
+from flask import Blueprint, jsonify, redirect, render_template, url_for
 
 from webapp.auth import current_user
+from webapp.extension import state
 
 bp = Blueprint("pages", __name__)
 
@@ -14,8 +15,13 @@ def index():
     user = current_user()
     if user is None:
         return redirect(url_for("auth.login"))
-    settings = current_app.extensions["streambridge.settings"]
-    return render_template("index.html", user=user, socketio_path=settings.socketio_path)
+    settings = state().settings
+    return render_template(
+        "index.html",
+        user=user,
+        socketio_path=settings.socketio_path,
+        client_script_url=settings.client_script_url,
+    )
 
 
 @bp.get("/healthz")

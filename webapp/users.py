@@ -17,6 +17,8 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from webapp.identity import Viewer, user_room
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 # Compared against when the user does not exist, so timing does not reveal names.
 _DUMMY_HASH = generate_password_hash("streambridge-dummy-password")
@@ -28,17 +30,15 @@ class User:
     password_hash: str
     rooms: tuple[str, ...] = field(default_factory=tuple)
 
+    def viewer(self) -> Viewer:
+        return Viewer(self.name, frozenset(self.rooms))
+
     @property
     def own_room(self) -> str:
         return user_room(self.name)
 
     def may_receive(self, room: str | None) -> bool:
-        """Broadcast, its own room, and rooms it was granted; nothing else."""
-        return room is None or room == self.own_room or room in self.rooms
-
-
-def user_room(name: str) -> str:
-    return f"user:{name}"
+        return self.viewer().may_receive(room)
 
 
 class UserStore:

@@ -40,14 +40,7 @@ def settings(tmp_path, **overrides) -> WebSettings:
 @pytest.fixture
 def app(tmp_path, fake):
     write_users(tmp_path / "users.json", PASSWORDS)
-    app = create_app(settings(tmp_path))
-    # Nothing has connected yet; from here on every Redis call goes to fakeredis.
-    app.extensions["streambridge.redis"] = fake
-    app.extensions["streambridge.publisher"].redis = fake
-    catchup = app.extensions.get("streambridge.catchup")
-    if catchup is not None:
-        catchup.redis = fake
-    return app
+    return create_app(settings(tmp_path), redis_client=fake)
 
 
 @pytest.fixture
@@ -232,8 +225,7 @@ def test_api_refuses_nan_bodies(client, fake):
 
 def test_api_applies_the_body_size_limit(tmp_path, fake):
     write_users(tmp_path / "users.json", PASSWORDS)
-    app = create_app(settings(tmp_path, max_body_bytes=10))
-    app.extensions["streambridge.publisher"].redis = fake
+    app = create_app(settings(tmp_path, max_body_bytes=10), redis_client=fake)
     client = app.test_client()
     login(client)
     response = client.post("/api/", json={"channel": "m", "body": "a" * 20})

@@ -1,0 +1,181 @@
+"""``StreamBridge``: the Flask extension that puts streambridge into any Flask app.
+
+    from flask import Flask
+    from webapp.extension import StreamBridge
+
+    app = Flask(__name__)
+    app.config["REDIS_URL"] = "redis://localhost:6379/0"
+    bridge = StreamBridge(app)          # or StreamBridge() ... bridge.init_app(app)
+
+    @bridge.rooms_loader
+    def rooms(user_id):                 # optional: extra rooms this user may receive
+        return ["team:blue"]
+
+It sets up Flask-SocketIO on ``STREAMBRIDGE_SOCKETIO_PATH`` with the Redis queue,
+refuses sockets without a logged-in user, puts each user in ``user:<id>`` (plus the
+rooms from ``rooms_loader``), catches clients up from the stream, and serves the
+browser client at ``/streambridge.js``. Who the user is comes from ``user_loader``;
+by default Flask-Login's ``current_user`` when Flask-Login is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import structlog
+from flask import Blueprint, Flask, Response, current_app, request
+from flask_socketio import SocketIO
+
+from producers.publish import Publisher
+from streambridge.redis_conn import connect
+from streambridge.settings import WebSettings
+from webapp import sockets
+from webapp.catchup import CatchUp
+from webapp.identity import Viewer
+from webapp.queue_manager import StreamQueueManager
+
+log = structlog.get_logger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+CLIENT_PARTS = (STATIC / "vendor" / "socket.io.min.js", STATIC / "streambridge.js")
+EXTENSION_KEY = "streambridge"
+
+UserLoader = Callable[[], Any]
+RoomsLoader = Callable[[str], Iterable[str]]
+
+
+@dataclass
+class State:
+    """What one app's streambridge holds (``app.extensions["streambridge"]``)."""
+
+    settings: WebSettings
+    redis: redis.Redis
+    socketio: SocketIO
+    manager: StreamQueueManager
+    catchup: CatchUp
+    publisher: Publisher
+
+
+def flask_login_user() -> str | None:
+    """The default user loader: Flask-Login's ``current_user`` if it is installed."""
+    try:
+        from flask_login import current_user
+    except ImportError:
+        return None
+    if current_user and getattr(current_user, "is_authenticated", False):
+        return str(current_user.get_id())
+    return None
+
+
+class StreamBridge:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        user_loader: UserLoader | None = None,
+        rooms_loader: RoomsLoader | None = None,
+        settings: WebSettings | None = None,
+        redis_client: redis.Redis | None = None,
+        **options: Any,
+    ) -> None:
+        """``options`` are settings by field name (``stream="events"``,
+        ``socketio_path="/ws/socket.io"``, ...); they win over ``app.config``, which
+        wins over the environment."""
+        self._user_loader = user_loader or flask_login_user
+        self._rooms_loader = rooms_loader
+        self._settings = settings
+        self._redis_client = redis_client
+        self.options = options
+        self.socketio: SocketIO | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # -- hooks --------------------------------------------------------------------
+    def user_loader(self, fn: UserLoader) -> UserLoader:
+        """Register the function that says who is logged in: it returns a user id
+        (str), a ``Viewer``, or None for nobody."""
+        self._user_loader = fn
+        return fn
+
+    def rooms_loader(self, fn: RoomsLoader) -> RoomsLoader:
+        """Register the function that lists the extra rooms a user id may receive."""
+        self._rooms_loader = fn
+        return fn
+
+    def current_viewer(self) -> Viewer | None:
+        loaded = self._user_loader()
+        if loaded is None or loaded is False or loaded == "":
+            return None
+        if isinstance(loaded, Viewer):
+            return loaded
+        name = str(loaded)
+        rooms = frozenset(self._rooms_loader(name)) if self._rooms_loader else frozenset()
+        return Viewer(name, rooms)
+
+    # -- set-up -------------------------------------------------------------------
+    def init_app(self, app: Flask) -> State:
+        settings = self._settings or WebSettings.from_config(app.config, **self.options)
+        client = self._redis_client or connect(settings.redis_url)
+        manager = StreamQueueManager(settings.redis_url, channel=settings.queue_channel)
+        socketio = SocketIO(
+            app,
+            async_mode=settings.async_mode,
+            path=settings.socketio_path.lstrip("/"),
+            client_manager=manager,
+            max_http_buffer_size=settings.max_request_bytes,
+            # None: same origin only (python-socketio compares Origin with Host).
+            cors_allowed_origins=settings.allowed_origins or None,
+        )
+        catchup = CatchUp(client, manager, settings)
+        state = State(settings, client, socketio, manager, catchup, Publisher(client, settings))
+        app.extensions[EXTENSION_KEY] = state
+        sockets.register(socketio, catchup, self.current_viewer)
+        app.register_blueprint(_client_blueprint(settings.client_script_url))
+        missing = [str(p) for p in CLIENT_PARTS if not p.exists()]
+        if missing:
+            log.warning("web.client_script_missing", files=missing, fix="run scripts/setup.sh")
+        self.socketio = socketio
+        return state
+
+    # -- producing from the host app -----------------------------------------------
+    def publish(
+        self, channel: str, body: Any, room: str | None = None, namespace: str = "/"
+    ) -> str:
+        """Append an event to the stream (validated); returns its id."""
+        return state().publisher.publish(channel, body, room, namespace)
+
+    emit_event = publish  # the name the original pattern used
+
+
+def state(app: Flask | None = None) -> State:
+    return (app or current_app).extensions[EXTENSION_KEY]
+
+
+def _client_blueprint(url: str) -> Blueprint:
+    bp = Blueprint("streambridge_client", __name__)
+    cache: dict[str, tuple[bytes, str]] = {}
+
+    @bp.get(url)
+    def client_script():
+        if "js" not in cache:
+            try:
+                data = b"\n;\n".join(p.read_bytes() for p in CLIENT_PARTS)
+            except FileNotFoundError as exc:
+                return Response(
+                    f"// streambridge: {exc.filename} is missing; run scripts/setup.sh\n",
+                    status=503,
+                    mimetype="text/javascript",
+                )
+            cache["js"] = (data, hashlib.sha256(data).hexdigest()[:32])
+        data, etag = cache["js"]
+        response = Response(data, mimetype="text/javascript")
+        response.set_etag(etag)
+        response.cache_control.no_cache = True
+        return response.make_conditional(request)
+
+    return bp
