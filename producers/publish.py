@@ -105,6 +105,31 @@ def _publisher() -> Publisher:
     return _default
 
 
+def configure(
+    redis_url: str | None = None,
+    *,
+    client: redis.Redis | None = None,
+    **settings: Any,
+) -> Publisher:
+    """One-time set-up for ``publish()`` / ``emit_event()`` in this process.
+
+    Without it they use the environment (``REDIS_URL``, ``STREAMBRIDGE_*``).
+    ``settings`` are ProducerSettings fields, e.g. ``stream="events"``, ``maxlen=50_000``.
+    """
+    global _default
+    values = {k: v for k, v in settings.items() if v is not None}
+    if redis_url is not None:
+        values["redis_url"] = redis_url
+    _default = Publisher(client, ProducerSettings(**values))
+    return _default
+
+
+def emit_event(channel: str, body: Any, room: str | None = None, namespace: str = "/") -> str:
+    """The original pattern's call, now durable: appends to the stream instead of
+    emitting straight to the queue. Returns the stream id."""
+    return publish(channel, body, room, namespace)
+
+
 def publish(
     channel: str,
     body: Any,

@@ -49,6 +49,8 @@ def clean_env(**settings: str) -> dict[str, str]:
 class Proc:
     """A ``streambridge`` subprocess whose output goes to a log file."""
 
+    command = ("-m", "streambridge.cli")
+
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         self.args = args
@@ -59,7 +61,7 @@ class Proc:
     def start(self) -> Proc:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streambridge.cli", *self.args],
+            [sys.executable, *self.command, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,11 +99,13 @@ class Proc:
 
 
 class Web(Proc):
+    subcommand: tuple[str, ...] = ("web",)
+    health_path = "/healthz"
+
     def __init__(self, env: dict[str, str], log_dir: Path, name: str = "web", port: int = 0):
         self.port = port or free_port()
-        super().__init__(
-            name, ["web", "--host", "127.0.0.1", "--port", str(self.port)], env, log_dir
-        )
+        args = [*self.subcommand, "--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__(name, args, env, log_dir)
 
     @property
     def url(self) -> str:
@@ -114,11 +118,11 @@ class Web(Proc):
             if not self.alive():
                 raise AssertionError(f"{self.name} exited:\n{self.output()[-3000:]}")
             try:
-                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+                return requests.get(self.url + self.health_path, timeout=1).status_code == 200
             except requests.RequestException:
                 return False
 
-        wait_until(healthy, 20, f"{self.name} /healthz")
+        wait_until(healthy, 20, f"{self.name} {self.health_path}")
         return self
 
     def login(self, user: str, password: str | None = None) -> requests.Session:
@@ -126,6 +130,30 @@ class Web(Proc):
         response = session.post(
             self.url + "/login",
             data={"username": user, "password": password or PASSWORDS[user]},
+            allow_redirects=False,
+            timeout=5,
+        )
+        assert response.status_code == 302, response.text
+        return session
+
+
+class HostApp(Web):
+    """examples/host_app: a Flask-Login app that embeds streambridge."""
+
+    command = ("examples/host_app/app.py",)
+    subcommand = ()
+    health_path = "/login"
+    password = "host-app-test-password"
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "host-app", port: int = 0):
+        env = dict(env, HOST_APP_PASSWORD=self.password, SECRET_KEY="h" * 40)
+        super().__init__(env, log_dir, name, port)
+
+    def login(self, user: str, password: str | None = None) -> requests.Session:
+        session = requests.Session()
+        response = session.post(
+            self.url + "/login",
+            data={"name": user, "secret": password or self.password},
             allow_redirects=False,
             timeout=5,
         )

@@ -1,4 +1,7 @@
-"""Run the web app under its async server. Imported only after eventlet patched."""
+"""Run a Flask app that uses streambridge under its async server.
+
+Imported only after eventlet has monkey-patched (``streambridge.async_mode.prepare``).
+"""
 
 from __future__ import annotations
 
@@ -7,48 +10,64 @@ import signal
 import sys
 
 import structlog
+from flask import Flask
 
 from streambridge.redis_conn import redacted
 from streambridge.settings import WebSettings
-from webapp import ConfigError, create_app, get_socketio
+from webapp import ConfigError, create_app
+from webapp.extension import state
 
 log = structlog.get_logger("webapp")
 
 
 def serve(settings: WebSettings) -> int:
+    """``streambridge web``: the standalone app."""
     try:
         app = create_app(settings)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    socketio = get_socketio(app)
-    start_queue_listener(socketio, settings)
+    run_app(app, settings.host, settings.port)
+    return 0
+
+
+def run_app(app: Flask, host: str, port: int) -> None:
+    """Subscribe to the queue, then serve until SIGTERM/SIGINT."""
+    sb = state(app)
+    start_queue_listener(app)
 
     def on_term(signum: int, _frame: object) -> None:
         log.info("web.signal", signal=signal.Signals(signum).name)
-        # eventlet's wsgi server returns on SystemExit/KeyboardInterrupt.
+        # The async server returns on SystemExit; without this handler eventlet can
+        # sit on SIGTERM for seconds.
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     log.info(
         "web.listening",
-        url=f"http://{settings.host}:{settings.port}/",
-        redis=redacted(settings.redis_url),
-        async_mode=settings.async_mode,
+        url=f"http://{host}:{port}/",
+        redis=redacted(sb.settings.redis_url),
+        async_mode=sb.settings.async_mode,
     )
+    if sb.settings.async_mode == "threading":
+        log.warning(
+            "web.development_server",
+            hint="threading mode serves with Werkzeug's "
+            "development server; use eventlet (the default) in production",
+        )
     with contextlib.suppress(SystemExit):
-        socketio.run(app, host=settings.host, port=settings.port, log_output=False)
+        sb.socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
     log.info("web.stopped")
-    return 0
 
 
-def start_queue_listener(socketio, settings: WebSettings) -> None:
+def start_queue_listener(app: Flask) -> None:
     """Subscribe to the queue now, and wait for it, so that nothing published after
     this server answers its first request is missed."""
-    server = socketio.server
+    sb = state(app)
+    server = sb.socketio.server
     if not server.manager_initialized:
         server.manager_initialized = True
         server.manager.initialize()
-    while not server.manager.wait_subscribed(settings.queue_ready_timeout_s):
-        log.warning("web.waiting_for_queue", redis=redacted(settings.redis_url))
+    while not sb.manager.wait_subscribed(sb.settings.queue_ready_timeout_s):
+        log.warning("web.waiting_for_queue", redis=redacted(sb.settings.redis_url))

@@ -1,0 +1,107 @@
+"""A Flask app with its own Flask-Login login that embeds streambridge.
+
+Run (with a bridge and Redis running, e.g. from `streambridge dev`):
+
+    REDIS_URL=redis://127.0.0.1:6379/0 SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))') \\
+        .venv/bin/python examples/host_app/app.py --port 5001
+
+Users: alice and bob, password from HOST_APP_PASSWORD (default: wonderland-demo).
+"""
+
+from streambridge.async_mode import prepare
+
+prepare()  # eventlet monkey-patches before anything else imports sockets
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+
+from flask import Flask, redirect, render_template, request, url_for  # noqa: E402
+from flask_login import (  # noqa: E402
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_required,
+    login_user,
+    logout_user,
+)
+
+from webapp.extension import StreamBridge  # noqa: E402
+
+PASSWORD = os.environ.get("HOST_APP_PASSWORD", "wonderland-demo")
+TEAMS = {"alice": ["team:blue"], "bob": []}
+
+
+class User(UserMixin):
+    def __init__(self, name: str) -> None:
+        self.id = name
+
+
+app = Flask(__name__)
+app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
+app.config["REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+login_manager = LoginManager(app)
+login_manager.login_view = "login"
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return User(user_id) if user_id in TEAMS else None
+
+
+# The whole integration: sockets, per-user rooms, catch-up, /streambridge.js.
+# Flask-Login's current_user decides who may connect; user:<id> is each user's room.
+streambridge = StreamBridge(app)
+
+
+@streambridge.rooms_loader
+def rooms_for(user_id: str) -> list[str]:
+    return TEAMS.get(user_id, [])
+
+
+@app.route("/login", methods=["GET", "POST"])
+def login():
+    error = None
+    if request.method == "POST":
+        name = request.form.get("name", "")
+        if name in TEAMS and secrets.compare_digest(request.form.get("secret", ""), PASSWORD):
+            login_user(User(name))
+            return redirect(url_for("home"))
+        error = "Unknown user or wrong password."
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@app.post("/logout")
+def logout():
+    logout_user()
+    return redirect(url_for("login"))
+
+
+@app.get("/")
+@login_required
+def home():
+    return render_template("home.html", user=current_user.id)
+
+
+@app.post("/notify")
+@login_required
+def notify():
+    # Producing from the host app: validated, appended to the stream, durable.
+    stream_id = streambridge.publish(
+        "message", {"from": current_user.id, "text": request.form["text"]}
+    )
+    return {"id": stream_id}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    args = parser.parse_args()
+    from streambridge.logging_setup import configure
+    from webapp.server import run_app
+
+    configure()  # the application configures logging, never the library
+
+    run_app(app, args.host, args.port)

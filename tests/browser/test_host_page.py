@@ -1,0 +1,70 @@
+"""The client script (/streambridge.js) in a host app's page, in real Chromium."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.support import HostApp, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+
+@pytest.fixture
+def host(env, tmp_path, processes):
+    proc = HostApp(env, tmp_path)
+    processes.append(proc)
+    return proc.start()
+
+
+def ids_on_page(page) -> list[str]:
+    return page.eval_on_selector_all("#events li", "els => els.map(e => e.dataset.id)")
+
+
+def test_client_script_catches_up_after_restart_without_duplicates(
+    page, host, bridge, env, tmp_path, processes, redis_client
+):
+    page.goto(host.url + "/login")
+    page.get_by_label("Name").fill("alice")
+    page.get_by_label("Password").fill(HostApp.password)
+    page.get_by_role("button", name="Enter").click()
+    page.wait_for_function("document.getElementById('status').textContent === 'connected'")
+    produced: list[str] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        for n in range(300):
+            if stop.is_set():
+                return
+            produced.append(redis_client.xadd("events", {"channel": "message", "body": str(n)}))
+            stop.wait(0.02)  # pacing, ~50 events/s
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        wait_until(lambda: len(produced) > 30, 10, "events before the restart")
+        assert host.terminate() == 0
+        down = len(produced)
+        wait_until(lambda: len(produced) > down + 40, 10, "events while down")
+        restarted = HostApp(env, tmp_path, name="host-restarted", port=host.port)
+        processes.append(restarted)
+        restarted.start()
+        page.wait_for_function(
+            "document.getElementById('status').textContent === 'connected'", timeout=20_000
+        )
+    finally:
+        producer.join(20)
+    page.wait_for_function(
+        "n => document.querySelectorAll('#events li').length >= n", arg=len(produced)
+    )
+    page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    assert ids_on_page(page) == produced  # no duplicates, order kept
+    assert page.evaluate("document.body.dataset.lost") is None
+
+    # A reload in the same tab resumes from the last id: nothing is replayed twice.
+    page.reload()
+    page.wait_for_function("document.getElementById('status').textContent === 'connected'")
+    more = redis_client.xadd("events", {"channel": "message", "body": '"after reload"'})
+    page.wait_for_function("document.querySelectorAll('#events li').length >= 1")
+    assert ids_on_page(page) == [more]

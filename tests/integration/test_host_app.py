@@ -1,0 +1,68 @@
+"""examples/host_app, run for real: a Flask-Login app that embeds streambridge."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import socketio
+
+from tests.support import Client, HostApp
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def host(env, tmp_path, processes):
+    proc = HostApp(env, tmp_path)
+    processes.append(proc)
+    return proc.start()
+
+
+def test_host_login_connect_and_receive_only_own_events(host, bridge, clients, redis_client):
+    alice = Client().connect(host, host.login("alice"))
+    bob = Client().connect(host, host.login("bob"))
+    clients.extend([alice, bob])
+    redis_client.xadd("events", {"channel": "message", "body": '"to bob"', "room": "user:bob"})
+    redis_client.xadd("events", {"channel": "message", "body": '"to team"', "room": "team:blue"})
+    redis_client.xadd("events", {"channel": "message", "body": '"to alice"', "room": "user:alice"})
+    redis_client.xadd("events", {"channel": "message", "body": '"to all"'})
+    assert [b for _, b, _ in alice.wait_for(3, "message")] == ["to team", "to alice", "to all"]
+    assert [b for _, b, _ in bob.wait_for(2, "message")] == ["to bob", "to all"]
+    # "to all" came last, so everything meant for them has arrived by now.
+    assert [b for _, b, _ in alice.received("message")] == ["to team", "to alice", "to all"]
+
+
+def test_host_refuses_a_socket_without_its_login(host):
+    client = Client()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(host)
+    assert client.connect_errors == [{"message": "not logged in"}]
+
+
+def test_host_wrong_password_is_refused(host):
+    response = requests.post(
+        host.url + "/login", data={"name": "alice", "secret": "nope"}, timeout=5
+    )
+    assert response.status_code == 401
+
+
+def test_host_app_publishes_through_the_extension(host, bridge, clients):
+    session = host.login("alice")
+    alice = Client().connect(host, session)
+    clients.append(alice)
+    response = session.post(host.url + "/notify", data={"text": "deployed"}, timeout=5)
+    assert response.status_code == 200
+    [(_, body, meta)] = alice.wait_for(1, "message")
+    assert body == {"from": "alice", "text": "deployed"}
+    assert meta["id"] == response.json()["id"]
+
+
+def test_client_script_is_served_in_one_file(host):
+    response = requests.get(host.url + "/streambridge.js", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/javascript")
+    assert "StreamBridge" in response.text and "io" in response.text
+    again = requests.get(
+        host.url + "/streambridge.js", headers={"If-None-Match": response.headers["ETag"]}
+    )
+    assert again.status_code == 304
