@@ -7,7 +7,7 @@ Each call validates against the event contract before XADD and trims the
 stream approximately to ``STREAMBRIDGE_MAXLEN`` entries.
 """
 
-from producers.publish import Publisher, configure, emit_event, publish, publish_many
+from producers.publisher import Publisher, configure, emit_event, publish, publish_many
 from streambridge.contract import ContractError, Event
 
 __all__ = [

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO
 
-from producers.publish import PIPELINE_CHUNK, Publisher
+from producers.publisher import PIPELINE_CHUNK, Publisher
 from streambridge.contract import ContractError, Event, check_json_text
 
 

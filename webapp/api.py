@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from producers.publish import Publisher
+from producers.publisher import Publisher
 from streambridge.contract import ContractError
 from webapp.auth import current_user
 from webapp.extension import state

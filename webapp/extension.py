@@ -31,7 +31,7 @@ import structlog
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
 
-from producers.publish import Publisher
+from producers.publisher import Publisher
 from streambridge.redis_conn import connect
 from streambridge.settings import WebSettings
 from webapp import sockets

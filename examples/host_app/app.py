@@ -2,8 +2,8 @@
 
 Run (with a bridge and Redis running, e.g. from `streambridge dev`):
 
-    REDIS_URL=redis://127.0.0.1:6379/0 SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))') \\
-        .venv/bin/python examples/host_app/app.py --port 5001
+    export SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')
+    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python examples/host_app/app.py --port 5001
 
 Users: alice and bob, password from HOST_APP_PASSWORD (default: wonderland-demo).
 """

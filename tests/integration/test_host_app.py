@@ -63,6 +63,8 @@ def test_client_script_is_served_in_one_file(host):
     assert response.headers["Content-Type"].startswith("text/javascript")
     assert "StreamBridge" in response.text and "io" in response.text
     again = requests.get(
-        host.url + "/streambridge.js", headers={"If-None-Match": response.headers["ETag"]}
+        host.url + "/streambridge.js",
+        headers={"If-None-Match": response.headers["ETag"]},
+        timeout=5,
     )
     assert again.status_code == 304

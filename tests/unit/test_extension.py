@@ -7,7 +7,7 @@ import pytest
 from flask import Flask
 
 import producers
-from producers.publish import emit_event
+from producers.publisher import emit_event
 from streambridge.settings import WebSettings
 from webapp.compat import register_ws
 from webapp.extension import StreamBridge, state
@@ -92,7 +92,7 @@ def test_register_ws_builds_the_url_and_path():
 
 
 def test_configure_and_emit_event_append_to_the_stream(fake, monkeypatch):
-    monkeypatch.setattr("producers.publish._default", None)  # restored after the test
+    monkeypatch.setattr("producers.publisher._default", None)  # restored after the test
     publisher = producers.configure(client=fake, stream="migrated", maxlen=100)
     stream_id = emit_event("message", "backup done")
     assert fake.xrange("migrated") == [(stream_id, {"channel": "message", "body": '"backup done"'})]

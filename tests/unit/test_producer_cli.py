@@ -9,7 +9,7 @@ import json
 import pytest
 
 from producers import cli
-from producers.publish import Publisher
+from producers.publisher import Publisher
 from streambridge.settings import ProducerSettings
 
 

@@ -8,12 +8,12 @@ import fakeredis
 import pytest
 
 import producers
-from producers.publish import Publisher, publish, publish_many
+from producers.publisher import Publisher, publish, publish_many
 from streambridge.contract import ContractError, Event
 from streambridge.settings import ProducerSettings
 
-# ``producers.publish`` is the function (the package re-exports it); this is the module.
-publish_module = importlib.import_module("producers.publish")
+# ``producers.publisher`` is the function (the package re-exports it); this is the module.
+publish_module = importlib.import_module("producers.publisher")
 
 
 def _text(value) -> str:
@@ -221,7 +221,7 @@ def test_module_functions_share_one_default_publisher(fake, monkeypatch):
 
 
 def test_package_exports_the_producer_api():
-    assert producers.publish is publish
+    assert producers.publisher is publish
     assert producers.publish_many is publish_many
     assert producers.Event is Event
     assert producers.ContractError is ContractError
