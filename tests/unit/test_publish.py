@@ -1,4 +1,4 @@
-"""Publisher / publish() / publish_many() (producers/publish.py) against fakeredis."""
+"""Publisher / publish() / publish_many() (producers/publisher.py) against fakeredis."""
 
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ def test_module_functions_share_one_default_publisher(fake, monkeypatch):
 
 
 def test_package_exports_the_producer_api():
-    assert producers.publisher is publish
+    assert producers.publish is publish
     assert producers.publish_many is publish_many
     assert producers.Event is Event
     assert producers.ContractError is ContractError
