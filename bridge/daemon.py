@@ -71,7 +71,7 @@ class Bridge:
             except NotReady as exc:
                 self._pause(backoff, "bridge.stream_not_ready", error=str(exc))
             except redis.ResponseError as exc:
-                if str(exc).startswith("NOGROUP"):
+                if str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     # Stream or group deleted under us: recreate and carry on.
                     self.log.warning("bridge.group_missing", error=str(exc))
                     self.stopping.wait(self.settings.backoff_min_s)
@@ -151,7 +151,7 @@ class Bridge:
         if entries:
             self.process(entries)
         elif not self.redis.exists(self.settings.stream):
-            # XREADGROUP on a deleted stream just times out; recreate it.
+            # Before Redis 7, XREADGROUP on a deleted stream just times out; recreate it.
             raise redis.ResponseError("NOGROUP stream was deleted")
 
     def claim_idle(self) -> None:

@@ -48,12 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     dead = sub.add_parser("dead", help="inspect and requeue dead letters")
     dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
     dead_list = dead_sub.add_parser("list", help="show dead letters with their reasons")
-    dead_list.add_argument("--count", type=int, default=100)
+    dead_list.add_argument("--count", type=_positive_int, default=100, help="at most this many")
     dead_list.add_argument("--json", action="store_true")
     dead_requeue = dead_sub.add_parser("requeue", help="append dead letters to the stream again")
     dead_requeue.add_argument("ids", nargs="*", help="dead-letter ids")
     dead_requeue.add_argument("--all", action="store_true", help="every dead letter")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _host_port(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "user":
             return _user(args)
         if args.command in ("status", "dead"):
-            return _ops(args)
+            import redis
+
+            try:
+                return _ops(args)
+            except redis.ConnectionError as exc:
+                print(f"error: cannot reach Redis: {exc}", file=sys.stderr)
+                return 1
         if args.command == "dev":
             from streambridge import dev
 
@@ -141,6 +154,14 @@ def _ops(args: argparse.Namespace) -> int:
     if args.all == bool(args.ids):
         print("error: give dead-letter ids or --all (not both)", file=sys.stderr)
         return 2
+    from streambridge.ids import StreamId
+
+    for dead_id in args.ids:
+        try:
+            StreamId.parse(dead_id)
+        except ValueError:
+            print(f"error: {dead_id!r} is not a stream id", file=sys.stderr)
+            return 2
     try:
         moved = ops.requeue(client, settings, None if args.all else args.ids)
     except KeyError as exc:

@@ -141,12 +141,6 @@ def test_stream_deleted_while_bridge_blocks_is_recreated(env, tmp_path, processe
     assert '"bridge.unexpected_error"' not in bridge.output()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on Redis >= 7 a deleted stream unblocks XREADGROUP with 'UNBLOCKED the "
-    "stream key no longer exists', which Bridge.run logs as the generic bridge.redis_error "
-    "(with back-off) instead of bridge.group_missing",
-)
 def test_stream_deleted_while_blocked_is_reported_as_group_missing(env, tmp_path, processes,
                                                                    redis_client):  # fmt: skip
     env = dict(env, STREAMBRIDGE_BLOCK_MS="5000")  # surely still blocked when DEL comes
@@ -368,11 +362,6 @@ def test_dead_requeue_usage_errors_move_nothing(env, redis_client):
     assert unchanged()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'dead requeue not-an-id' dies with a redis ResponseError traceback "
-    "(XRANGE: Invalid stream ID) instead of a one-line error",
-)
 def test_dead_requeue_malformed_id_is_a_clean_error(env, redis_client):
     dead_id = redis_client.xadd(
         "events:dead", {**message("x"), "reason": "r", "original_id": "1-1", "consumer": "c"}
@@ -384,11 +373,6 @@ def test_dead_requeue_malformed_id_is_a_clean_error(env, redis_client):
     assert out.stderr.startswith("error:") and "not-an-id" in out.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'streambridge status' (and 'dead ...') with Redis unreachable dies with a "
-    "redis ConnectionError traceback instead of a one-line error",
-)
 def test_status_with_redis_unreachable_is_a_clean_error(env, tmp_path):
     down = RedisServer(tmp_path / "redis-down")  # never started: nothing listens there
     out = cli(dict(env, REDIS_URL=down.url), "status")
