@@ -177,6 +177,13 @@ class Client:
 
     def __init__(self) -> None:
         self.sio = socketio.Client(reconnection=False)
+        # engine.io's client runs each message handler in a new thread, which loses the
+        # order messages arrived in; these tests check order, so handle them in the
+        # read loop, as a browser does.
+        trigger = self.sio.eio._trigger_event
+        self.sio.eio._trigger_event = lambda event, *a, run_async=False, **kw: trigger(
+            event, *a, run_async=False, **kw
+        )
         self.events: list[tuple[str, Any, Any]] = []
         self.lock = threading.Lock()
         self.connect_errors: list[Any] = []

@@ -58,7 +58,7 @@ class CatchUp:
         self.manager = manager
         self.settings = settings
         self.clients: dict[str, Client] = {}
-        manager.on_gap = self.resync_all
+        manager.on_gap = self.on_gap
 
     # -- connect / disconnect --------------------------------------------------------
     def on_connect(self, sid: str, namespace: str, user: Viewer) -> None:
@@ -85,12 +85,18 @@ class CatchUp:
             replayed = 0
         self._finish(client, plan, replayed)
 
-    def resync_all(self) -> None:
-        """After the queue listener lost its subscription: replay for every client from
-        the last id it got, so clients that never disconnected miss nothing."""
+    def on_gap(self) -> None:
+        """The queue listener lost its subscription and has it back. Called in the
+        listener before it delivers anything newer: hold every client now (no I/O), so
+        no live event moves a client past the gap, then re-sync in the background."""
         clients = list(self.clients.values())
         for client in clients:
             self.manager.hold(client.sid)
+        self.manager.server.start_background_task(self.resync, clients)
+
+    def resync(self, clients: list[Client]) -> None:
+        """Replay for each held client from the last id it got, so clients that never
+        disconnected miss nothing."""
         log.info("catchup.resync", clients=len(clients))
         for client in clients:
             plan, replayed = self._resync_one(client)

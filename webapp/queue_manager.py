@@ -107,6 +107,7 @@ class StreamQueueManager(socketio.RedisManager):
                     self._ever_subscribed = True
                     self.subscribed.set()
                     log.info("queue.subscribed", channel=self.channel)
+                    self._check_gap()  # hold clients before any newer message is handled
                 for message in self.pubsub.listen():
                     self._check_gap()
                     yield message
@@ -122,7 +123,7 @@ class StreamQueueManager(socketio.RedisManager):
         if self._gap:
             self._gap = False
             if self.on_gap is not None:
-                self.server.start_background_task(self.on_gap)
+                self.on_gap()  # synchronous and quick: it only holds clients
 
     def _thread(self) -> None:
         # After a reconnect the listen loop only wakes on the next message; check
