@@ -47,6 +47,7 @@ class Bridge:
         self._claim_every = min(CLAIM_EVERY_MAX_S, max(CLAIM_EVERY_MIN_S, claim_every))
         self._next_claim = 0.0
         self._next_trim = 0.0
+        self._prefetched: list[Entry] = []
         self.log = log.bind(consumer=settings.consumer, stream=settings.stream)
 
     # -- lifecycle -------------------------------------------------------------
@@ -58,6 +59,9 @@ class Bridge:
         backoff = Backoff(self.settings.backoff_min_s, self.settings.backoff_max_s)
         self.log.info("bridge.starting", group=self.settings.group)
         while not self.stopping.is_set():
+            # After an error, entries read but not processed are still in our pending
+            # list: drain_own_pending replays them, so forget the prefetched copy.
+            self._prefetched = []
             try:
                 self.ensure_group()
                 self.drain_own_pending()
@@ -66,6 +70,9 @@ class Bridge:
                 while not self.stopping.is_set():
                     self.step()
                     backoff.reset()
+                if self._prefetched:  # read before the stop: finish and ack them too
+                    self.process(self._prefetched)
+                    self._prefetched = []
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self._pause(backoff, "bridge.redis_unavailable", error=str(exc))
             except NotReady as exc:
@@ -140,19 +147,25 @@ class Bridge:
         if now >= self._next_trim:
             self.trim()
             self._next_trim = time.monotonic() + TRIM_EVERY_S
-        reply = self.redis.xreadgroup(
+        entries = self._prefetched
+        self._prefetched = []
+        if not entries:
+            entries = _entries(self._read_new(self.redis))
+        if entries:
+            # The ack of this batch and the read of the next travel together.
+            self._prefetched = self.process(entries, read_next=True)
+        elif not self.redis.exists(self.settings.stream):
+            # Before Redis 7, XREADGROUP on a deleted stream just times out; recreate it.
+            raise redis.ResponseError("NOGROUP stream was deleted")
+
+    def _read_new(self, target: Any) -> Any:
+        return target.xreadgroup(
             self.settings.group,
             self.settings.consumer,
             {self.settings.stream: ">"},
             count=self.settings.batch_size,
             block=self.settings.block_ms,
         )
-        entries = _entries(reply)
-        if entries:
-            self.process(entries)
-        elif not self.redis.exists(self.settings.stream):
-            # Before Redis 7, XREADGROUP on a deleted stream just times out; recreate it.
-            raise redis.ResponseError("NOGROUP stream was deleted")
 
     def claim_idle(self) -> None:
         """Take over entries idle longer than claim_idle_ms (a dead consumer's, or our own
@@ -197,8 +210,15 @@ class Bridge:
         if removed:
             self.log.debug("bridge.trimmed", removed=removed, length=length)
 
-    def process(self, entries: Sequence[Entry], *, redelivered: bool = False) -> None:
-        """Publish every valid entry, dead-letter the rest, then ack what succeeded."""
+    def process(
+        self, entries: Sequence[Entry], *, redelivered: bool = False, read_next: bool = False
+    ) -> list[Entry]:
+        """Publish every valid entry, dead-letter the rest, then ack what succeeded.
+
+        Acks are sent only after every PUBLISH result has been seen, so an ack always
+        means "published". With ``read_next``, the next XREADGROUP rides in the same
+        round trip as the acks and its entries are returned.
+        """
         s = self.settings
         self.stats["read"] += len(entries)
         over_limit = self._over_delivered(entries) if redelivered else {}
@@ -246,9 +266,17 @@ class Bridge:
         if gone:
             self.stats["trimmed"] += len(gone)
             self.log.warning("bridge.pending_trimmed", count=len(gone), first_id=gone[0])
+        read_next = read_next and not self.stopping.is_set()
+        if not ack and not read_next:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
         if ack:
-            self.redis.xack(s.stream, s.group, *ack)
-            self.stats["acked"] += len(ack)
+            pipe.xack(s.stream, s.group, *ack)
+        if read_next:
+            self._read_new(pipe)
+        replies = pipe.execute()
+        self.stats["acked"] += len(ack)
+        return _entries(replies[-1]) if read_next else []
 
     def _over_delivered(self, entries: Sequence[Entry]) -> dict[str, int]:
         """Delivery counts above the limit, for entries read from the pending list."""

@@ -18,6 +18,7 @@ from streambridge import defaults
 CHANNEL_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 ROOM_MAX_CHARS = 256
 FIELDS = ("channel", "body", "room", "namespace")
+_FIELD_SET = frozenset(FIELDS)
 
 
 class ContractError(ValueError):
@@ -59,10 +60,13 @@ class Event(BaseModel):
     @classmethod
     def _body_is_bounded_json(cls, body: str, info: ValidationInfo) -> str:
         limit = (info.context or {}).get("max_body_bytes", defaults.MAX_BODY_BYTES)
-        try:
-            size = len(body.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise ValueError("body is not valid UTF-8 text") from None
+        if body.isascii():
+            size = len(body)
+        else:
+            try:
+                size = len(body.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ValueError("body is not valid UTF-8 text") from None
         if size > limit:
             raise ValueError(f"body is {size} bytes, more than the limit of {limit}")
         try:
@@ -111,28 +115,14 @@ class Event(BaseModel):
         """Validate the fields of a stream entry (str or bytes keys and values)."""
         if not fields:
             raise ContractError("entry has no fields")
-        decoded: dict[str, str] = {}
-        for key, value in fields.items():
-            try:
-                name = key.decode("utf-8") if isinstance(key, bytes) else str(key)
-                text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
-            except UnicodeDecodeError:
-                raise ContractError(f"field {key!r} is not UTF-8") from None
-            decoded[name] = text
-        unknown = sorted(set(decoded) - set(FIELDS))
+        if type(fields) is dict and all(type(k) is str for k in fields):
+            decoded = fields  # already text (decode_responses): the common, fast case
+        else:
+            decoded = _decode(fields)
+        unknown = set(decoded) - _FIELD_SET
         if unknown:
-            raise ContractError(f"unknown field(s): {', '.join(unknown)}")
+            raise ContractError(f"unknown field(s): {', '.join(sorted(unknown))}")
         return cls.parse(decoded, max_body_bytes=max_body_bytes)
-
-    @field_validator("channel", "room", "namespace")
-    @classmethod
-    def _encodable(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("is not valid UTF-8 text") from None
-        return value
 
     def to_fields(self) -> dict[str, str]:
         """The stream entry for this event (optional fields only when set)."""
@@ -145,6 +135,18 @@ class Event(BaseModel):
 
     def decoded_body(self) -> Any:
         return json.loads(self.body)
+
+
+def _decode(fields: Mapping[Any, Any]) -> dict[str, str]:
+    decoded: dict[str, str] = {}
+    for key, value in fields.items():
+        try:
+            name = key.decode("utf-8") if isinstance(key, bytes) else str(key)
+            text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError:
+            raise ContractError(f"field {key!r} is not UTF-8") from None
+        decoded[name] = text
+    return decoded
 
 
 def describe(exc: ValidationError) -> str:
