@@ -52,6 +52,9 @@ REPLAY_LIMIT = 10_000
 REPLAY_PAGE = 1_000
 """Entries read per XRANGE while replaying."""
 
+MAX_CLIENT_QUEUE = 2_000
+"""Packets queued for one slow client before it is disconnected (it catches up later)."""
+
 MAX_REQUEST_BYTES = 256 * 1024
 """Largest HTTP request body the web app accepts."""
 

@@ -107,6 +107,14 @@ class WebSettings(CommonSettings):
     replay_limit: int = Field(defaults.REPLAY_LIMIT, ge=0)
     replay_page: int = Field(defaults.REPLAY_PAGE, ge=1)
     max_request_bytes: int = Field(defaults.MAX_REQUEST_BYTES, ge=1024)
+    max_client_queue: int = Field(
+        defaults.MAX_CLIENT_QUEUE,
+        ge=10,
+        description="Packets queued for one client before it is shed (and later caught up).",
+    )
+    websocket_compression: bool = Field(
+        False, description="permessage-deflate on WebSocket connections."
+    )
     queue_ready_timeout_s: float = Field(
         10.0, gt=0, description="How long start-up waits for the queue subscription."
     )

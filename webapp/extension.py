@@ -121,7 +121,11 @@ class StreamBridge:
     def init_app(self, app: Flask) -> State:
         settings = self._settings or WebSettings.from_config(app.config, **self.options)
         client = self._redis_client or connect(settings.redis_url)
-        manager = StreamQueueManager(settings.redis_url, channel=settings.queue_channel)
+        manager = StreamQueueManager(
+            settings.redis_url,
+            channel=settings.queue_channel,
+            max_client_queue=settings.max_client_queue,
+        )
         socketio = SocketIO(
             app,
             async_mode=settings.async_mode,
@@ -131,6 +135,8 @@ class StreamBridge:
             # None: same origin only (python-socketio compares Origin with Host).
             cors_allowed_origins=settings.allowed_origins or None,
         )
+        if not settings.websocket_compression:
+            app.wsgi_app = _NoWebSocketExtensions(app.wsgi_app)  # type: ignore[method-assign]
         catchup = CatchUp(client, manager, settings)
         state = State(settings, client, socketio, manager, catchup, Publisher(client, settings))
         app.extensions[EXTENSION_KEY] = state
@@ -150,6 +156,19 @@ class StreamBridge:
         return state().publisher.publish(channel, body, room, namespace)
 
     emit_event = publish  # the name the original pattern used
+
+
+class _NoWebSocketExtensions:
+    """WSGI middleware that hides the client's WebSocket extension offer, so the
+    server never negotiates permessage-deflate (eventlet accepts it whenever offered;
+    it costs CPU per message). Outermost, so the Socket.IO server never sees it."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return self.wsgi_app(environ, start_response)
 
 
 def state(app: Flask | None = None) -> State:

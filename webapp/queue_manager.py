@@ -66,8 +66,12 @@ class _ReconnectHook:
 class StreamQueueManager(socketio.RedisManager):
     name = "streambridge-redis"
 
-    def __init__(self, url: str, channel: str, **kwargs: Any) -> None:
+    def __init__(
+        self, url: str, channel: str, *, max_client_queue: int = 2_000, **kwargs: Any
+    ) -> None:
         super().__init__(url, channel=channel, **kwargs)
+        self.max_client_queue = max_client_queue
+        self._shedding: set[str] = set()
         self.subscribed = threading.Event()  # green under eventlet (patched first)
         self.on_gap: Callable[[], None] | None = None
         self._lock = threading.RLock()
@@ -159,7 +163,10 @@ class StreamQueueManager(socketio.RedisManager):
             return
         packets = None
         with self._lock:
+            sockets = self.server.eio.sockets
             for sid, eio_sid in self.get_participants(namespace, room):
+                if sid in self._shedding:
+                    continue
                 held = self._held.get(sid)
                 if held is not None:
                     held.append((stream_id, event, data))
@@ -167,12 +174,33 @@ class StreamQueueManager(socketio.RedisManager):
                 covered = self._covered.get(sid)
                 if covered is not None and stream_id <= covered:
                     continue
+                sock = sockets.get(eio_sid)
+                if sock is not None and sock.queue.qsize() > self.max_client_queue:
+                    self._shed(sid, sock)
+                    continue
                 if packets is None:
                     packets = self._encode(event, data, namespace)
                 for p in packets:
                     self.server._send_eio_packet(eio_sid, p)
                 if self.positions.get(sid, ZERO) < stream_id:
                     self.positions[sid] = stream_id
+
+    def _shed(self, sid: str, sock: Any) -> None:
+        """A client that cannot keep up: drop what is queued for it and close its
+        connection. Its memory stays bounded, the others are not held up, and it comes
+        back with its last id and is caught up from the stream."""
+        self._shedding.add(sid)
+        empty = self.server.eio.get_queue_empty_exception()
+        dropped = 0
+        while True:
+            try:
+                sock.queue.get(block=False)
+                sock.queue.task_done()
+                dropped += 1
+            except empty:
+                break
+        log.warning("socket.shed", sid=sid, dropped_packets=dropped)
+        self.server.start_background_task(sock.close, wait=False, abort=True)
 
     def send_to(self, sid: str, namespace: str, event: str, data: list[Any]) -> None:
         """Send one event to one client now (replays and notices), bypassing any hold."""
@@ -225,3 +253,4 @@ class StreamQueueManager(socketio.RedisManager):
             self._held.pop(sid, None)
             self.positions.pop(sid, None)
             self._covered.pop(sid, None)
+            self._shedding.discard(sid)
