@@ -8,19 +8,33 @@ import signal
 import structlog
 
 from bridge.daemon import Bridge
+from bridge.metrics import BridgeMetrics
+from streambridge.sd_notify import notify
 from streambridge.settings import BridgeSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consumer", help="consumer name (default: host-pid)")
     parser.add_argument("--group", help="consumer group (default: bridge)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if the bridge with this consumer name is alive, 1 if not (health check)",
+    )
 
 
 def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
     overrides = {k: v for k, v in (("consumer", args.consumer), ("group", args.group)) if v}
     if overrides:
         settings = settings.model_copy(update=overrides)
-    bridge = Bridge(settings)
+    if args.check:
+        return check(settings)
+    metrics = BridgeMetrics()
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, settings.metrics_host, metrics.registry)
+    bridge = Bridge(settings, metrics=metrics)
     log = structlog.get_logger("bridge")
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -30,5 +44,21 @@ def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    bridge.on_ready = lambda: notify(settings.notify_socket, "READY=1")
     bridge.run()
+    notify(settings.notify_socket, "STOPPING=1")
     return 0
+
+
+def check(settings: BridgeSettings) -> int:
+    import redis
+
+    from streambridge.redis_conn import connect
+
+    try:
+        alive = connect(settings.redis_url).exists(settings.alive_key)
+    except redis.RedisError as exc:
+        print(f"not alive: cannot reach Redis: {exc}")
+        return 1
+    print("alive" if alive else f"not alive: {settings.alive_key} has expired")
+    return 0 if alive else 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -18,6 +18,7 @@ import structlog
 
 from bridge.backoff import Backoff
 from bridge.deadletter import dead_fields
+from bridge.metrics import BridgeMetrics
 from streambridge.contract import ContractError, Event
 from streambridge.queue import emit_message
 from streambridge.redis_conn import connect
@@ -30,6 +31,8 @@ Entry = tuple[str, dict[str, str] | None]
 CLAIM_EVERY_MIN_S = 0.5
 CLAIM_EVERY_MAX_S = 30.0
 TRIM_EVERY_S = 10.0
+ALIVE_EVERY_S = 1.0
+ALIVE_TTL_S = 15
 
 
 class NotReady(Exception):
@@ -37,17 +40,25 @@ class NotReady(Exception):
 
 
 class Bridge:
-    def __init__(self, settings: BridgeSettings, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        client: redis.Redis | None = None,
+        metrics: BridgeMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.redis = client if client is not None else connect(settings.redis_url)
         self.stopping = threading.Event()
         self.epoch = ""
         self.stats = {"read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0}
+        self.metrics = metrics or BridgeMetrics()
         claim_every = settings.claim_idle_ms / 2000
         self._claim_every = min(CLAIM_EVERY_MAX_S, max(CLAIM_EVERY_MIN_S, claim_every))
         self._next_claim = 0.0
         self._next_trim = 0.0
         self._prefetched: list[Entry] = []
+        self._next_alive = 0.0
+        self.on_ready: Callable[[], Any] | None = None
         self.log = log.bind(consumer=settings.consumer, stream=settings.stream)
 
     # -- lifecycle -------------------------------------------------------------
@@ -66,6 +77,8 @@ class Bridge:
                 self.ensure_group()
                 self.drain_own_pending()
                 self.log.info("bridge.ready", epoch=self.epoch)
+                if self.on_ready is not None:
+                    self.on_ready()
                 backoff.reset()
                 while not self.stopping.is_set():
                     self.step()
@@ -92,6 +105,7 @@ class Bridge:
         self.log.info("bridge.stopped", **self.stats)
 
     def _pause(self, backoff: Backoff, event: str, **fields: Any) -> None:
+        self.metrics.redis_errors.labels(event.removeprefix("bridge.")).inc()
         delay = backoff.next_delay()
         self.log.warning(event, retry_in_s=round(delay, 2), **fields)
         self.stopping.wait(delay)
@@ -146,7 +160,12 @@ class Bridge:
             self._next_claim = time.monotonic() + self._claim_every
         if now >= self._next_trim:
             self.trim()
+            self.refresh_gauges()
             self._next_trim = time.monotonic() + TRIM_EVERY_S
+        if now >= self._next_alive:
+            # A liveness key with a TTL: `streambridge bridge --check` reads it.
+            self.redis.set(self.settings.alive_key, self.epoch or "1", ex=ALIVE_TTL_S)
+            self._next_alive = now + ALIVE_EVERY_S
         entries = self._prefetched
         self._prefetched = []
         if not entries:
@@ -185,10 +204,10 @@ class Bridge:
             deleted = reply[2] if len(reply) > 2 else []
             if deleted:
                 # Redis 7 drops trimmed ids from the PEL itself; just count them.
-                self.stats["trimmed"] += len(deleted)
+                self._count("trimmed", len(deleted))
                 self.log.warning("bridge.pending_trimmed", count=len(deleted))
             if entries:
-                self.stats["claimed"] += len(entries)
+                self._count("claimed", len(entries))
                 self.log.info("bridge.claimed", count=len(entries), first_id=entries[0][0])
                 self.process(entries, redelivered=True)
             if cursor in ("0-0", b"0-0"):
@@ -210,6 +229,13 @@ class Bridge:
         if removed:
             self.log.debug("bridge.trimmed", removed=removed, length=length)
 
+    def refresh_gauges(self) -> None:
+        for group in self.redis.xinfo_groups(self.settings.stream):
+            if group["name"] == self.settings.group:
+                if group.get("lag") is not None:
+                    self.metrics.group_lag.set(group["lag"])
+                self.metrics.group_pending.set(group["pending"])
+
     def process(
         self, entries: Sequence[Entry], *, redelivered: bool = False, read_next: bool = False
     ) -> list[Entry]:
@@ -220,7 +246,8 @@ class Bridge:
         round trip as the acks and its entries are returned.
         """
         s = self.settings
-        self.stats["read"] += len(entries)
+        started = time.perf_counter()
+        self._count("read", len(entries))
         over_limit = self._over_delivered(entries) if redelivered else {}
         pipe = self.redis.pipeline(transaction=False)
         planned: list[tuple[str, str]] = []  # (stream id, "emit" | "dead")
@@ -253,6 +280,7 @@ class Bridge:
                 pipe.publish(s.queue_channel, emit_message(event, stream_id, self.epoch))
                 planned.append((stream_id, "emit"))
         results = pipe.execute(raise_on_error=False) if planned else []
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         ack = list(gone)
         for (stream_id, kind), result in zip(planned, results, strict=True):
             if isinstance(result, Exception):
@@ -261,10 +289,10 @@ class Bridge:
                 if isinstance(result, (redis.ConnectionError, redis.TimeoutError)):
                     raise result
                 continue
-            self.stats["emitted" if kind == "emit" else "dead"] += 1
+            self._count("emitted" if kind == "emit" else "dead")
             ack.append(stream_id)
         if gone:
-            self.stats["trimmed"] += len(gone)
+            self._count("trimmed", len(gone))
             self.log.warning("bridge.pending_trimmed", count=len(gone), first_id=gone[0])
         read_next = read_next and not self.stopping.is_set()
         if not ack and not read_next:
@@ -275,8 +303,12 @@ class Bridge:
         if read_next:
             self._read_new(pipe)
         replies = pipe.execute()
-        self.stats["acked"] += len(ack)
+        self._count("acked", len(ack))
         return _entries(replies[-1]) if read_next else []
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        self.stats[outcome] += n
+        self.metrics.entries.labels(outcome).inc(n)
 
     def _over_delivered(self, entries: Sequence[Entry]) -> dict[str, int]:
         """Delivery counts above the limit, for entries read from the pending list."""

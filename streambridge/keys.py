@@ -13,3 +13,8 @@ def dead(stream: str) -> str:
 def epoch(stream: str) -> str:
     """String key holding the stream's epoch: changes when stream or group is recreated."""
     return stream + ":epoch"
+
+
+def alive(stream: str, group: str, consumer: str) -> str:
+    """Liveness key a bridge refreshes with a TTL (read by ``bridge --check``)."""
+    return f"{stream}:alive:{group}:{consumer}"

@@ -85,6 +85,19 @@ class BridgeSettings(CommonSettings):
     dead_maxlen: int = Field(defaults.DEAD_MAXLEN, ge=1)
     backoff_min_s: float = Field(defaults.BACKOFF_MIN_S, gt=0)
     backoff_max_s: float = Field(defaults.BACKOFF_MAX_S, gt=0)
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus metrics on this port."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address of the metrics server.")
+    notify_socket: str | None = Field(
+        None,
+        validation_alias=AliasChoices("NOTIFY_SOCKET"),
+        description="systemd's notification socket (set by systemd for Type=notify).",
+    )
+
+    @property
+    def alive_key(self) -> str:
+        return keys.alive(self.stream, self.group, self.consumer)
 
 
 class WebSettings(CommonSettings):

@@ -16,6 +16,12 @@ def error(status: int, message: str):
     return jsonify({"status": False, "error": message}), status
 
 
+@bp.after_request
+def count(response):
+    state().metrics.api_requests.labels(str(response.status_code)).inc()
+    return response
+
+
 @bp.post("/api/")
 def post_event():
     # Who first: an anonymous caller learns nothing about input rules.

@@ -20,6 +20,7 @@ from streambridge.contract import ContractError, Event
 from streambridge.ids import ZERO, StreamId
 from streambridge.settings import WebSettings
 from webapp.identity import Viewer
+from webapp.metrics import WebMetrics
 from webapp.queue_manager import StreamQueueManager
 
 log = structlog.get_logger(__name__)
@@ -52,8 +53,13 @@ class Client:
 
 class CatchUp:
     def __init__(
-        self, client: redis.Redis, manager: StreamQueueManager, settings: WebSettings
+        self,
+        client: redis.Redis,
+        manager: StreamQueueManager,
+        settings: WebSettings,
+        metrics: WebMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or WebMetrics()
         self.redis = client
         self.manager = manager
         self.settings = settings
@@ -66,9 +72,11 @@ class CatchUp:
         self.clients[sid] = Client(sid, namespace, user)
         self.manager.hold(sid)
 
-    def on_disconnect(self, sid: str) -> None:
-        self.clients.pop(sid, None)
+    def on_disconnect(self, sid: str) -> bool:
+        """Forget the client; True if it was one of ours (it had connected)."""
+        known = self.clients.pop(sid, None) is not None
         self.manager.forget(sid)
+        return known
 
     def run(self, sid: str, auth: Any) -> None:
         """Background task after connect: plan, replay, notify, release."""
@@ -190,6 +198,8 @@ class CatchUp:
             cursor = f"({page[-1][0]}"
 
     def _finish(self, client: Client, plan: Plan, replayed: int, notify: bool = True) -> None:
+        self.metrics.replayed.inc(replayed)
+        self.metrics.recoveries.labels("true" if plan.recovered else "false").inc()
         released = self.manager.release(
             client.sid, client.namespace, covered=plan.covered, start=plan.through
         )

@@ -37,6 +37,7 @@ from streambridge.settings import WebSettings
 from webapp import sockets
 from webapp.catchup import CatchUp
 from webapp.identity import Viewer
+from webapp.metrics import WebMetrics
 from webapp.queue_manager import StreamQueueManager
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,7 @@ class State:
     manager: StreamQueueManager
     catchup: CatchUp
     publisher: Publisher
+    metrics: WebMetrics
 
 
 def flask_login_user() -> str | None:
@@ -137,11 +139,16 @@ class StreamBridge:
         )
         if not settings.websocket_compression:
             app.wsgi_app = _NoWebSocketExtensions(app.wsgi_app)  # type: ignore[method-assign]
-        catchup = CatchUp(client, manager, settings)
-        state = State(settings, client, socketio, manager, catchup, Publisher(client, settings))
+        metrics = WebMetrics()
+        manager.metrics = metrics
+        catchup = CatchUp(client, manager, settings, metrics)
+        state = State(
+            settings, client, socketio, manager, catchup, Publisher(client, settings), metrics
+        )
         app.extensions[EXTENSION_KEY] = state
-        sockets.register(socketio, catchup, self.current_viewer)
+        sockets.register(socketio, catchup, self.current_viewer, metrics)
         app.register_blueprint(_client_blueprint(settings.client_script_url))
+        app.register_blueprint(_ops_blueprint())
         missing = [str(p) for p in CLIENT_PARTS if not p.exists()]
         if missing:
             log.warning("web.client_script_missing", files=missing, fix="run scripts/setup.sh")
@@ -173,6 +180,35 @@ class _NoWebSocketExtensions:
 
 def state(app: Flask | None = None) -> State:
     return (app or current_app).extensions[EXTENSION_KEY]
+
+
+def _ops_blueprint() -> Blueprint:
+    bp = Blueprint("streambridge_ops", __name__)
+
+    @bp.get("/healthz")
+    def healthz():
+        """The process is up."""
+        return {"status": "ok"}
+
+    @bp.get("/readyz")
+    def readyz():
+        """Redis answers and the queue subscription is in place."""
+        sb = state()
+        try:
+            sb.redis.ping()
+        except redis.RedisError as exc:
+            return {"status": "unavailable", "redis": str(exc)}, 503
+        if not sb.manager.subscribed.is_set():
+            return {"status": "unavailable", "queue": "not subscribed"}, 503
+        return {"status": "ok"}
+
+    @bp.get("/metrics")
+    def metrics():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(state().metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    return bp
 
 
 def _client_blueprint(url: str) -> Blueprint:

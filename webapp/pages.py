@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, redirect, render_template, url_for
+from flask import Blueprint, redirect, render_template, url_for
 
 from webapp.auth import current_user
 from webapp.extension import state
@@ -22,8 +22,3 @@ def index():
         socketio_path=settings.socketio_path,
         client_script_url=settings.client_script_url,
     )
-
-
-@bp.get("/healthz")
-def healthz():
-    return jsonify({"status": "ok"})

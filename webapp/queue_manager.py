@@ -71,6 +71,7 @@ class StreamQueueManager(socketio.RedisManager):
     ) -> None:
         super().__init__(url, channel=channel, **kwargs)
         self.max_client_queue = max_client_queue
+        self.metrics: Any = None  # WebMetrics, set by the extension
         self._shedding: set[str] = set()
         self.subscribed = threading.Event()  # green under eventlet (patched first)
         self.on_gap: Callable[[], None] | None = None
@@ -200,6 +201,8 @@ class StreamQueueManager(socketio.RedisManager):
             except empty:
                 break
         log.warning("socket.shed", sid=sid, dropped_packets=dropped)
+        if self.metrics is not None:
+            self.metrics.shed.inc()
         self.server.start_background_task(sock.close, wait=False, abort=True)
 
     def send_to(self, sid: str, namespace: str, event: str, data: list[Any]) -> None:

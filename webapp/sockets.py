@@ -11,12 +11,16 @@ from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 
 from webapp.catchup import CatchUp
 from webapp.identity import Viewer
+from webapp.metrics import WebMetrics
 
 log = structlog.get_logger(__name__)
 
 
 def register(
-    socketio: SocketIO, catchup: CatchUp, current_viewer: Callable[[], Viewer | None]
+    socketio: SocketIO,
+    catchup: CatchUp,
+    current_viewer: Callable[[], Viewer | None],
+    metrics: WebMetrics,
 ) -> None:
     @socketio.on("connect")
     def on_connect(auth=None):
@@ -29,11 +33,13 @@ def register(
         catchup.on_connect(sid, "/", viewer)
         for room in viewer.all_rooms:
             join_room(room)
+        metrics.connected.inc()
         log.info("socket.connected", user=viewer.name, sid=sid)
         # Last, with no I/O after it: the replay must start after the CONNECT packet.
         socketio.start_background_task(catchup.run, sid, auth)
 
     @socketio.on("disconnect")
     def on_disconnect(reason=None):
-        catchup.on_disconnect(request.sid)
+        if catchup.on_disconnect(request.sid):
+            metrics.connected.dec()
         log.info("socket.disconnected", sid=request.sid, reason=str(reason))

@@ -1,0 +1,32 @@
+"""The web app's Prometheus metrics, served at ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class WebMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.connected = Gauge(
+            "streambridge_web_connected_clients", "Socket.IO clients connected now.", registry=r
+        )
+        self.replayed = Counter(
+            "streambridge_web_replayed_events", "Events replayed to clients on catch-up.",
+            registry=r,
+        )  # fmt: skip
+        self.recoveries = Counter(
+            "streambridge_web_recoveries",
+            "Catch-ups, by whether the client's history was complete.",
+            ["recovered"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "streambridge_web_shed_clients", "Clients disconnected for falling behind.",
+            registry=r,
+        )  # fmt: skip
+        self.api_requests = Counter(
+            "streambridge_web_api_requests", "POST /api/ requests, by status.", ["status"],
+            registry=r,
+        )  # fmt: skip
