@@ -55,6 +55,12 @@ REPLAY_PAGE = 1_000
 MAX_CLIENT_QUEUE = 2_000
 """Packets queued for one slow client before it is disconnected (it catches up later)."""
 
+REDIS_POOL_SIZE = 50
+"""Redis connections shared by one web server's green threads (they wait for one)."""
+
+MAX_CONNECTIONS = 10_000
+"""Concurrent connections (green threads) one web server accepts."""
+
 MAX_REQUEST_BYTES = 256 * 1024
 """Largest HTTP request body the web app accepts."""
 

@@ -8,11 +8,30 @@ SOCKET_TIMEOUT_S = 10.0
 """Upper bound on any single command; blocking reads are shorter than this."""
 
 
-def connect(url: str, *, decode_responses: bool = True, **options: object) -> redis.Redis:
-    """A client for ``url``; nothing is sent until first use."""
+def connect(
+    url: str,
+    *,
+    decode_responses: bool = True,
+    pool_size: int | None = None,
+    **options: object,
+) -> redis.Redis:
+    """A client for ``url``; nothing is sent until first use.
+
+    ``pool_size``: at most this many connections, callers wait for a free one (for
+    servers where many green threads share one client).
+    """
     options.setdefault("socket_connect_timeout", 5.0)
     options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     options.setdefault("health_check_interval", 30)
+    if pool_size is not None:
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=SOCKET_TIMEOUT_S,
+            decode_responses=decode_responses,
+            **options,
+        )
+        return redis.Redis(connection_pool=pool)
     return redis.Redis.from_url(url, decode_responses=decode_responses, **options)
 
 

@@ -125,6 +125,12 @@ class WebSettings(CommonSettings):
         ge=10,
         description="Packets queued for one client before it is shed (and later caught up).",
     )
+    redis_pool_size: int = Field(
+        defaults.REDIS_POOL_SIZE, ge=1, description="Redis connections one web server uses."
+    )
+    max_connections: int = Field(
+        defaults.MAX_CONNECTIONS, ge=1, description="Concurrent connections per web server."
+    )
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSocket connections."
     )

@@ -122,7 +122,9 @@ class StreamBridge:
     # -- set-up -------------------------------------------------------------------
     def init_app(self, app: Flask) -> State:
         settings = self._settings or WebSettings.from_config(app.config, **self.options)
-        client = self._redis_client or connect(settings.redis_url)
+        client = self._redis_client or connect(
+            settings.redis_url, pool_size=settings.redis_pool_size
+        )
         manager = StreamQueueManager(
             settings.redis_url,
             channel=settings.queue_channel,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import sys
 
 import structlog
@@ -18,6 +19,7 @@ from webapp import ConfigError, create_app
 from webapp.extension import state
 
 log = structlog.get_logger("webapp")
+LISTEN_BACKLOG = 1024
 
 
 def serve(settings: WebSettings) -> int:
@@ -50,15 +52,28 @@ def run_app(app: Flask, host: str, port: int) -> None:
         redis=redacted(sb.settings.redis_url),
         async_mode=sb.settings.async_mode,
     )
-    if sb.settings.async_mode == "threading":
-        log.warning(
-            "web.development_server",
-            hint="threading mode serves with Werkzeug's "
-            "development server; use eventlet (the default) in production",
-        )
     with contextlib.suppress(SystemExit):
-        sb.socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
+        if sb.settings.async_mode == "eventlet":
+            _serve_eventlet(app, host, port, sb.settings.max_connections)
+        else:
+            log.warning(
+                "web.development_server",
+                hint="threading mode serves with Werkzeug's development server; "
+                "use eventlet (the default) in production",
+            )
+            sb.socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
     log.info("web.stopped")
+
+
+def _serve_eventlet(app: Flask, host: str, port: int, max_connections: int) -> None:
+    # As socketio.run() does, but with a listen backlog and a green-thread pool sized
+    # for many long-lived sockets (eventlet's defaults are 50 and 1024).
+    import eventlet
+    import eventlet.wsgi
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG)
+    eventlet.wsgi.server(listener, app, log_output=False, max_size=max_connections)
 
 
 def start_queue_listener(app: Flask) -> None:
