@@ -258,8 +258,18 @@ class Stack:
             "STREAMBRIDGE_MAXLEN": "2000000",
             **extra_env,
         }
+        self.start_web()
+        session = requests.Session()
+        session.post(self.url + "/login", data={"username": "bench", "password": PASSWORD})
+        self.cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+        self.start_bridge()
+        return self
+
+    def start_web(self, **extra_env: str) -> None:
         self.port = free_port()
+        env, self.env = self.env, {**self.env, **extra_env}
         self.web = self._spawn("web", "--host", "127.0.0.1", "--port", str(self.port))
+        self.env = env
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -269,11 +279,11 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        session = requests.Session()
-        session.post(self.url + "/login", data={"username": "bench", "password": PASSWORD})
-        self.cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
-        self.start_bridge()
-        return self
+
+    def restart_web(self, **extra_env: str) -> None:
+        self.web.terminate()
+        self.web.wait(15)
+        self.start_web(**extra_env)
 
     def _spawn(self, *args: str) -> subprocess.Popen:
         log = (self.tmp / f"{args[0]}.log").open("ab")
@@ -332,8 +342,10 @@ def drained(client: redis.Redis) -> bool:
 
 # -- producers ------------------------------------------------------------------------
 class Producer:
-    def __init__(self, kind: str, stack: Stack) -> None:
+    def __init__(self, kind: str, stack: Stack, pad: int = 0) -> None:
         self.kind = kind
+        # Padding: realistic, compressible text, to measure permessage-deflate.
+        self.pad = ("streambridge keeps every event " * (pad // 30 + 1))[:pad]
         self.redis = stack.redis()
         if kind == "plain":
             from flask_socketio import SocketIO
@@ -347,6 +359,8 @@ class Producer:
 
     def send(self, n: int) -> None:
         body = {"t": time.time() * 1000, "n": n}
+        if self.pad:
+            body["pad"] = self.pad
         if self.kind == "plain":
             self.socketio.emit(CHANNEL, body)
         else:
@@ -413,9 +427,10 @@ def phase_rate(
     seconds: float,
     n_clients: int,
     settle_s: float = 10.0,
+    pad: int = 0,
 ) -> dict[str, Any]:
     """``n_clients`` connected clients, ``rate`` events/s for ``seconds``."""
-    producer = Producer(kind, stack)
+    producer = Producer(kind, stack, pad)
     clients.report()  # start counting from zero
     pids = {"bridge": stack.bridge.pid, "web": stack.web.pid}  # type: ignore[union-attr]
     with Sampler(pids) as s:
@@ -440,6 +455,22 @@ def phase_rate(
         "shed_reconnects": report["reconnects"],
         "processes": s.summary(),
     }
+
+
+def phase_deflate(stack: Stack, n_clients: int, rate: float, seconds: float) -> dict[str, Any]:
+    """The same load with ~1 KB bodies, permessage-deflate off and on."""
+    out = {}
+    for on in (False, True):
+        stack.restart_web(STREAMBRIDGE_WEBSOCKET_COMPRESSION="1" if on else "0")
+        clients = Clients(stack, 2)
+        try:
+            clients.connect(n_clients, deflate=on)
+            result = phase_rate(stack, clients, "streambridge", rate, seconds, n_clients, pad=1000)
+        finally:
+            clients.close()
+        out["on" if on else "off"] = result
+    stack.restart_web()
+    return out
 
 
 def phase_overload(
@@ -536,21 +567,36 @@ def phase_bridge_memory(stack: Stack, n: int, step: int) -> dict[str, Any]:
 
 
 def phase_idle_memory(stack: Stack, connections: int) -> dict[str, Any]:
-    """Web server memory per idle connection."""
+    """Web server memory per idle connection. A first round of connections warms the
+    allocator up (handshake garbage, pools); the figure is the second round's growth."""
     clients = Clients(stack, 2)
     try:
+        cold = rss_mb(stack.web.pid)
+        clients.connect(connections)
+        clients.disconnect()
+        wait_for(lambda: _connected_metric(stack) == 0, 60, "every client to disconnect")
         before = rss_mb(stack.web.pid)
         clients.connect(connections)
-        time.sleep(2)  # let allocations settle before reading RSS once more
+        wait_for(lambda: _connected_metric(stack) == connections, 60, "every client connected")
         after = rss_mb(stack.web.pid)
     finally:
         clients.close()
     return {
         "connections": connections,
+        "web_rss_cold_mb": round(cold, 1),
         "web_rss_before_mb": round(before, 1),
         "web_rss_after_mb": round(after, 1),
         "kb_per_connection": round((after - before) * 1024 / connections, 1),
+        "kb_per_connection_from_cold": round((after - cold) * 1024 / connections, 1),
     }
+
+
+def _connected_metric(stack: Stack) -> float:
+    text = requests.get(stack.url + "/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("streambridge_web_connected_clients "):
+            return float(line.split()[1])
+    return -1.0
 
 
 def phase_catch_up(stack: Stack, missed: int) -> dict[str, Any]:
@@ -638,6 +684,8 @@ def run(args: argparse.Namespace) -> int:
                     )
             finally:
                 clients.close()
+            step("permessage-deflate off / on")
+            guarded(results, "deflate", phase_deflate, stack, n, 500, sizes["seconds"])
             results["overload"] = []
             for kind in ("streambridge", "plain"):
                 step(f"{kind}: overload")
@@ -807,6 +855,25 @@ def table(r: dict[str, Any]) -> str:
     )
     cu = r["catch_up"]
     rows.append((f"catch-up of {cu['missed']:,} missed events", f"{cu['seconds']} s", "", ""))
+    deflate = r.get("deflate", {})
+    if "on" in deflate:
+        off, on = deflate["off"], deflate["on"]
+        rows.append(
+            (
+                "deflate off/on (1 KB bodies, 500 ev/s): web CPU s",
+                f"{off['processes']['web']['cpu_s']} / {on['processes']['web']['cpu_s']}",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "deflate off/on: p99 ms",
+                f"{off['latency_ms']['p99']} / {on['latency_ms']['p99']}",
+                "",
+                "",
+            )
+        )
     mem = r["bridge_memory"]
     rows.append(
         (

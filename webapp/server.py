@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 
+import greenlet
 import structlog
 from flask import Flask
 
@@ -37,11 +38,22 @@ def run_app(app: Flask, host: str, port: int) -> None:
     """Subscribe to the queue, then serve until SIGTERM/SIGINT."""
     sb = state(app)
     start_queue_listener(app)
+    serving = greenlet.getcurrent()
 
     def on_term(signum: int, _frame: object) -> None:
         log.info("web.signal", signal=signal.Signals(signum).name)
-        # The async server returns on SystemExit; without this handler eventlet can
-        # sit on SIGTERM for seconds.
+        # Close every client connection so their handlers end (the server waits for
+        # them) and the clients reconnect, to another server if there is one.
+        eio = sb.socketio.server.eio
+        for sock in list(eio.sockets.values()):
+            sock.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+        # The async server returns on SystemExit, but under eventlet the handler runs in
+        # whichever green thread is current: deliver the exit to the serving one.
+        if sb.settings.async_mode == "eventlet" and greenlet.getcurrent() is not serving:
+            from eventlet import hubs
+
+            hubs.get_hub().schedule_call_global(0, serving.throw, SystemExit(0))
+            return
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_term)
