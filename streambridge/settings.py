@@ -134,6 +134,18 @@ class WebSettings(CommonSettings):
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSocket connections."
     )
+    session_lifetime_s: int = Field(
+        12 * 3600, ge=60, description="A login lasts this long; its sockets close then."
+    )
+    trusted_proxies: int = Field(
+        0, ge=0, le=5, description="Reverse proxies in front whose X-Forwarded-* to trust."
+    )
+    login_rate_limit: str = Field(
+        "10 per minute", description="POST /login per client address (empty: no limit)."
+    )
+    api_rate_limit: str = Field(
+        "300 per minute", description="POST /api/ per login (empty: no limit)."
+    )
     queue_ready_timeout_s: float = Field(
         10.0, gt=0, description="How long start-up waits for the queue subscription."
     )

@@ -39,6 +39,8 @@ def env(redis_server, redis_client, users_file):
         STREAMBRIDGE_USERS_FILE=str(users_file),
         STREAMBRIDGE_SECRET_KEY="x" * 40,
         STREAMBRIDGE_CLAIM_IDLE_MS="2000",
+        # Tests log in far more often than people; the limits have tests of their own.
+        STREAMBRIDGE_LOGIN_RATE_LIMIT="10000 per minute",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,13 @@ from streambridge.embedded_redis import free_port
 ROOT = Path(__file__).resolve().parent.parent
 SOCKETIO_PATH = "/ws/socket.io"
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
+PASSWORD_OF = PASSWORDS
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf[-_]token" (?:content|value)="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"):
@@ -126,14 +134,23 @@ class Web(Proc):
         return self
 
     def login(self, user: str, password: str | None = None) -> requests.Session:
+        """Log in through the form, as a browser does; the session then sends the
+        page's CSRF token with every request (as the page's scripts do)."""
         session = requests.Session()
+        session.headers["Origin"] = self.url
+        form = session.get(self.url + "/login", timeout=5).text
         response = session.post(
             self.url + "/login",
-            data={"username": user, "password": password or PASSWORDS[user]},
+            data={
+                "username": user,
+                "password": password or PASSWORD_OF.get(user, ""),
+                "csrf_token": csrf_token(form),
+            },
             allow_redirects=False,
             timeout=5,
         )
         assert response.status_code == 302, response.text
+        session.headers["X-CSRFToken"] = csrf_token(session.get(self.url + "/", timeout=5).text)
         return session
 
 

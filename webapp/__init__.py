@@ -16,6 +16,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from streambridge.settings import WebSettings
+from webapp.logins import LoginRegistry
 from webapp.users import UserStore
 
 MIN_SECRET_KEY_CHARS = 32
@@ -34,7 +35,8 @@ def create_app(
 ) -> Flask:
     """The app; ``redis_client`` replaces the one made from ``REDIS_URL`` (for tests)."""
     from webapp import api, auth, pages
-    from webapp.extension import StreamBridge
+    from webapp.extension import StreamBridge, state
+    from webapp.security import protect
 
     settings = settings or WebSettings()
     app = Flask(__name__, template_folder=str(_templates_dir()))
@@ -43,6 +45,9 @@ def create_app(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=settings.session_lifetime_s,
+        # The token lives as long as the session: a page left open stays usable.
+        WTF_CSRF_TIME_LIMIT=None,
     )
     if test_config:
         app.config.update(test_config)
@@ -51,6 +56,10 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     StreamBridge(app, user_loader=auth.current_viewer, settings=settings, redis_client=redis_client)
+    registry = LoginRegistry(state(app).redis, settings.session_lifetime_s)
+    app.extensions["streambridge.logins"] = registry
+    state(app).logins_alive = registry.alive
+    protect(app, settings, memory_limits=redis_client is not None)
     return app
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from producers.publisher import Publisher
 from streambridge.contract import ContractError
@@ -27,6 +27,8 @@ def post_event():
     # Who first: an anonymous caller learns nothing about input rules.
     if current_user() is None:
         return error(401, "login required")
+    if current_app.config.get("WTF_CSRF_ENABLED", True):
+        current_app.extensions["streambridge.csrf"].protect()  # cross-site posts stop here
     if not request.is_json:
         return error(415, "send JSON (Content-Type: application/json)")
     data = request.get_json(silent=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -13,25 +14,36 @@ from flask import (
 )
 
 from webapp.identity import Viewer
+from webapp.logins import LoginRegistry
 from webapp.users import User, UserStore
 
 bp = Blueprint("auth", __name__)
-SESSION_USER = "user"
+SESSION_LOGIN = "login"
 
 
 def users() -> UserStore:
     return current_app.extensions["streambridge.users"]
 
 
+def logins() -> LoginRegistry:
+    return current_app.extensions["streambridge.logins"]
+
+
 def current_user() -> User | None:
-    name = session.get(SESSION_USER)
-    return users().get(name) if isinstance(name, str) else None
+    """The user of this request's login, if the login is still alive."""
+    login_id = session.get(SESSION_LOGIN)
+    if not isinstance(login_id, str):
+        return None
+    if "streambridge_user" not in g:
+        name = logins().user_of(login_id)
+        g.streambridge_user = users().get(name) if name else None
+    return g.streambridge_user
 
 
 def current_viewer() -> Viewer | None:
     """The user loader the standalone app gives the StreamBridge extension."""
     user = current_user()
-    return user.viewer() if user is not None else None
+    return user.viewer(session.get(SESSION_LOGIN)) if user is not None else None
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -42,9 +54,14 @@ def login():
         password = request.form.get("password", "")
         user = users().verify(name, password)
         if user is not None:
-            # A fresh session on login: nothing from before survives (no fixation).
+            # A fresh session and a fresh server-side login: nothing from before
+            # survives (no fixation).
+            old = session.get(SESSION_LOGIN)
+            if isinstance(old, str):
+                logins().end(old)
             session.clear()
-            session[SESSION_USER] = user.name
+            session.permanent = True
+            session[SESSION_LOGIN] = logins().create(user.name)
             return redirect(url_for("pages.index"))
         error = "Wrong user name or password."
     status = 401 if error else 200
@@ -53,5 +70,8 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    login_id = session.get(SESSION_LOGIN)
+    if isinstance(login_id, str):
+        logins().end(login_id)  # its sockets, on every server, close within a second
     session.clear()
     return redirect(url_for("auth.login"))

@@ -48,6 +48,8 @@ EXTENSION_KEY = "streambridge"
 
 UserLoader = Callable[[], Any]
 RoomsLoader = Callable[[str], Iterable[str]]
+LoginsAlive = Callable[[Iterable[str]], set[str]]
+LOGIN_CHECK_EVERY_S = 0.5
 
 
 @dataclass
@@ -61,6 +63,28 @@ class State:
     catchup: CatchUp
     publisher: Publisher
     metrics: WebMetrics
+    logins_alive: LoginsAlive | None = None
+
+    def watch_logins(self) -> None:
+        """Disconnect sockets whose login has ended (logout, expiry), every half second."""
+        if self.logins_alive is None:
+            return
+        while True:
+            self.socketio.sleep(LOGIN_CHECK_EVERY_S)
+            try:
+                self.close_ended_logins()
+            except redis.RedisError as exc:
+                log.warning("web.login_check_failed", error=str(exc))
+
+    def close_ended_logins(self) -> int:
+        assert self.logins_alive is not None
+        clients = [c for c in list(self.catchup.clients.values()) if c.user.login_id]
+        alive = self.logins_alive(c.user.login_id for c in clients)
+        ended = [c for c in clients if c.user.login_id not in alive]
+        for client in ended:
+            log.info("socket.login_ended", sid=client.sid, user=client.user.name)
+            self.socketio.server.disconnect(client.sid, namespace=client.namespace)
+        return len(ended)
 
 
 def flask_login_user() -> str | None:
@@ -83,6 +107,7 @@ class StreamBridge:
         rooms_loader: RoomsLoader | None = None,
         settings: WebSettings | None = None,
         redis_client: redis.Redis | None = None,
+        logins_alive: LoginsAlive | None = None,
         **options: Any,
     ) -> None:
         """``options`` are settings by field name (``stream="events"``,
@@ -92,6 +117,7 @@ class StreamBridge:
         self._rooms_loader = rooms_loader
         self._settings = settings
         self._redis_client = redis_client
+        self._logins_alive = logins_alive
         self.options = options
         self.socketio: SocketIO | None = None
         if app is not None:
@@ -137,7 +163,7 @@ class StreamBridge:
             client_manager=manager,
             max_http_buffer_size=settings.max_request_bytes,
             # None: same origin only (python-socketio compares Origin with Host).
-            cors_allowed_origins=settings.allowed_origins or None,
+            cors_allowed_origins=_origin_check(settings.allowed_origins),
         )
         if not settings.websocket_compression:
             app.wsgi_app = _NoWebSocketExtensions(app.wsgi_app)  # type: ignore[method-assign]
@@ -145,7 +171,14 @@ class StreamBridge:
         manager.metrics = metrics
         catchup = CatchUp(client, manager, settings, metrics)
         state = State(
-            settings, client, socketio, manager, catchup, Publisher(client, settings), metrics
+            settings,
+            client,
+            socketio,
+            manager,
+            catchup,
+            Publisher(client, settings),
+            metrics,
+            self._logins_alive,
         )
         app.extensions[EXTENSION_KEY] = state
         sockets.register(socketio, catchup, self.current_viewer, metrics)
@@ -165,6 +198,23 @@ class StreamBridge:
         return state().publisher.publish(channel, body, room, namespace)
 
     emit_event = publish  # the name the original pattern used
+
+
+def _origin_check(allowed: list[str]) -> Callable[[str | None, dict], bool]:
+    """Sockets from this app's own origin, or one of ``allowed``; nothing else, even
+    with a valid session cookie (cross-site WebSocket hijacking)."""
+    extra = {o.rstrip("/") for o in allowed}
+
+    def check(origin: str | None, environ: dict) -> bool:
+        if origin is None:
+            return True  # not a browser: no ambient cookie to abuse
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+        allowed_here = origin.rstrip("/") in extra or origin == own
+        if not allowed_here:
+            log.warning("socket.origin_refused", origin=origin[:200])
+        return allowed_here
+
+    return check
 
 
 class _NoWebSocketExtensions:

@@ -17,6 +17,7 @@ class Viewer:
 
     name: str
     rooms: frozenset[str] = field(default_factory=frozenset)
+    login_id: str | None = None  # the server-side login this socket belongs to, if any
 
     @property
     def own_room(self) -> str:

@@ -24,12 +24,16 @@ def register(
 ) -> None:
     @socketio.on("connect")
     def on_connect(auth=None):
+        sid = request.sid
+        # Hold live events before anything that can yield (the login lookup does I/O):
+        # a pre-connected client is already in the broadcast room, and nothing may
+        # reach it before its CONNECT packet and its replay.
+        catchup.manager.hold(sid)
         viewer = current_viewer()
         if viewer is None:
+            catchup.manager.forget(sid)
             log.info("socket.refused", reason="not logged in")
             raise ConnectionRefusedError("not logged in")
-        sid = request.sid
-        # Hold live events first, then join: nothing can slip between replay and live.
         catchup.on_connect(sid, "/", viewer)
         for room in viewer.all_rooms:
             join_room(room)

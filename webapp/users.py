@@ -30,8 +30,8 @@ class User:
     password_hash: str
     rooms: tuple[str, ...] = field(default_factory=tuple)
 
-    def viewer(self) -> Viewer:
-        return Viewer(self.name, frozenset(self.rooms))
+    def viewer(self, login_id: str | None = None) -> Viewer:
+        return Viewer(self.name, frozenset(self.rooms), login_id)
 
     @property
     def own_room(self) -> str:

@@ -37,10 +37,14 @@ def settings(tmp_path, **overrides) -> WebSettings:
     return WebSettings(**values)
 
 
+NO_CSRF = {"WTF_CSRF_ENABLED": False}
+
+
 @pytest.fixture
 def app(tmp_path, fake):
     write_users(tmp_path / "users.json", PASSWORDS)
-    return create_app(settings(tmp_path), redis_client=fake)
+    # CSRF has integration tests of its own (tests/integration/test_security.py).
+    return create_app(settings(tmp_path), NO_CSRF, redis_client=fake)
 
 
 @pytest.fixture
@@ -54,8 +58,12 @@ def login(client, name: str = "alice", password: str | None = None):
 
 
 def session_user(client):
+    """The user of the client's login, if the login is alive."""
     with client.session_transaction() as session:
-        return session.get("user")
+        login_id = session.get("login")
+    if login_id is None:
+        return None
+    return client.application.extensions["streambridge.logins"].user_of(login_id)
 
 
 # -- pages and login ---------------------------------------------------------------------
@@ -101,7 +109,17 @@ def test_login_starts_a_fresh_session(client):
         session["planted"] = "by an attacker"
     login(client)
     with client.session_transaction() as session:
-        assert dict(session) == {"user": "alice"}
+        assert set(session) == {"login", "_permanent"}  # nothing planted survives
+    assert session_user(client) == "alice"
+
+
+def test_a_second_login_ends_the_first(client):
+    login(client)
+    with client.session_transaction() as session:
+        first = session["login"]
+    login(client)
+    logins = client.application.extensions["streambridge.logins"]
+    assert logins.user_of(first) is None
 
 
 def test_session_cookie_is_httponly_and_samesite_lax(client):
@@ -225,7 +243,7 @@ def test_api_refuses_nan_bodies(client, fake):
 
 def test_api_applies_the_body_size_limit(tmp_path, fake):
     write_users(tmp_path / "users.json", PASSWORDS)
-    app = create_app(settings(tmp_path, max_body_bytes=10), redis_client=fake)
+    app = create_app(settings(tmp_path, max_body_bytes=10), NO_CSRF, redis_client=fake)
     client = app.test_client()
     login(client)
     response = client.post("/api/", json={"channel": "m", "body": "a" * 20})

@@ -1,0 +1,70 @@
+"""The standalone app's web defences: CSRF, rate limits, cookie flags, proxies.
+
+* CSRF (Flask-WTF): forms carry a hidden ``csrf_token``, the page a
+  ``<meta name="csrf-token">`` that scripts send as ``X-CSRFToken``. ``/api/`` checks
+  it after the login check, so an anonymous call still gets 401 first.
+* Rate limits (Flask-Limiter, counters in Redis): ``/login`` per client address,
+  ``/api/`` per login; 429 with ``Retry-After``.
+* The session cookie is ``Secure`` whenever the request came over https.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, request, session
+from flask.sessions import SecureCookieSessionInterface
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from streambridge.settings import WebSettings
+
+csrf = CSRFProtect()
+
+
+class _SecureWhenHttps(SecureCookieSessionInterface):
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
+def _login_or_address() -> str:
+    login = session.get("login")
+    return f"login:{login}" if isinstance(login, str) else get_remote_address()
+
+
+def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -> None:
+    from webapp import api, auth
+
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    app.session_interface = _SecureWhenHttps()
+
+    csrf.init_app(app)
+    csrf.exempt(api.bp)  # checked in the view, after the login check
+    app.extensions["streambridge.csrf"] = csrf
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc: CSRFError):
+        if request.path.startswith("/api/"):
+            return jsonify({"status": False, "error": exc.description}), 400
+        return exc.description, 400
+
+    limiter = Limiter(
+        key_func=get_remote_address,
+        app=app,
+        storage_uri="memory://" if memory_limits else settings.redis_url,
+        strategy="fixed-window",
+        headers_enabled=True,
+        key_prefix="streambridge:limits",
+    )
+    if settings.login_rate_limit:
+        limiter.limit(settings.login_rate_limit, methods=["POST"])(auth.login)
+    if settings.api_rate_limit:
+        limiter.limit(settings.api_rate_limit, key_func=_login_or_address)(api.post_event)
+
+    @app.errorhandler(429)
+    def too_many(exc):
+        if request.path.startswith("/api/"):
+            return jsonify({"status": False, "error": f"too many requests: {exc.description}"}), 429
+        return f"Too many requests ({exc.description}); try again later.", 429
