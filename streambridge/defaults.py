@@ -49,7 +49,7 @@ CLIENT_SCRIPT_URL = "/streambridge.js"
 REPLAY_LIMIT = 10_000
 """Most entries replayed to one client on connect; a longer gap is not recovered."""
 
-REPLAY_PAGE = 1_000
+REPLAY_PAGE = 200
 """Entries read per XRANGE while replaying."""
 
 MAX_CLIENT_QUEUE = 2_000

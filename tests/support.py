@@ -213,10 +213,20 @@ class Client:
         with self.lock:
             self.events.append((event, body, meta))
 
-    def connect(self, web: Web, session: requests.Session | None = None, auth=None) -> Client:
+    def connect(
+        self,
+        web: Web,
+        session: requests.Session | None = None,
+        auth=None,
+        origin: str | None = None,
+    ) -> Client:
+        """``origin``: the Origin header of the WebSocket handshake (websocket-client
+        writes its own; a second header would be a different request)."""
         headers = {}
         if session is not None:
             headers["Cookie"] = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+        if origin is not None:
+            self.sio.eio.websocket_extra_options = {"origin": origin}
         self.sio.connect(
             web.url,
             headers=headers,

@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 RECOVERY_EVENT = "streambridge:recovery"
 CONNECT_WAIT_S = 5.0
 RESYNC_RETRY_S = 30.0
+DRAIN_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ class CatchUp:
             if len(page) < self.settings.replay_page:
                 return sent
             cursor = f"({page[-1][0]}"
+            self._wait_drained(client)
 
     def _finish(self, client: Client, plan: Plan, replayed: int, notify: bool = True) -> None:
         self.metrics.replayed.inc(replayed)
@@ -228,6 +230,16 @@ class CatchUp:
         if event.namespace != client.namespace or not client.user.may_receive(event.room):
             return None
         return event
+
+    def _wait_drained(self, client: Client) -> None:
+        """Pace a long replay by what the client takes: let its queue drain to half the
+        shedding limit before the next page (a client that takes nothing is shed)."""
+        limit = self.manager.max_client_queue // 2
+        deadline = time.monotonic() + DRAIN_WAIT_S
+        while self.manager.queue_length(client.sid, client.namespace) > limit:
+            if time.monotonic() > deadline or client.sid not in self.clients:
+                return
+            self.manager.server.sleep(0.01)
 
     def _wait_connected(self, client: Client) -> bool:
         deadline = time.monotonic() + CONNECT_WAIT_S

@@ -13,6 +13,8 @@ python-socketio's RedisManager, plus what durable delivery needs:
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -153,6 +155,10 @@ class StreamQueueManager(socketio.RedisManager):
             message.get("namespace") or "/",
             message.get("room"),
         )
+        # Let the writers run between messages: a burst read from one pub/sub buffer
+        # would otherwise fill every client's queue at once, and the queue length
+        # would measure the burst instead of how slow a client is.
+        self.server.sleep(0)
 
     def deliver_stream_event(
         self, event: str, data: list[Any], namespace: str, room: str | None
@@ -186,6 +192,11 @@ class StreamQueueManager(socketio.RedisManager):
                 if self.positions.get(sid, ZERO) < stream_id:
                     self.positions[sid] = stream_id
 
+    def queue_length(self, sid: str, namespace: str) -> int:
+        eio_sid = self.eio_sid_from_sid(sid, namespace)
+        sock = self.server.eio.sockets.get(eio_sid) if eio_sid else None
+        return sock.queue.qsize() if sock is not None else 0
+
     def _shed(self, sid: str, sock: Any) -> None:
         """A client that cannot keep up: drop what is queued for it and close its
         connection. Its memory stays bounded, the others are not held up, and it comes
@@ -204,6 +215,13 @@ class StreamQueueManager(socketio.RedisManager):
         if self.metrics is not None:
             self.metrics.shed.inc()
         self.server.start_background_task(sock.close, wait=False, abort=True)
+        # The writer may be stuck sending to a client that does not read: cut the TCP
+        # connection under it, so it ends now rather than at a socket time-out.
+        environ = self.server.environ.get(sock.sid) or {}
+        raw = getattr(environ.get("eventlet.input"), "get_socket", lambda: None)()
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
 
     def send_to(self, sid: str, namespace: str, event: str, data: list[Any]) -> None:
         """Send one event to one client now (replays and notices), bypassing any hold."""
