@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import tempfile
@@ -260,7 +261,16 @@ class Stack:
         }
         self.start_web()
         session = requests.Session()
-        session.post(self.url + "/login", data={"username": "bench", "password": PASSWORD})
+        form = session.get(self.url + "/login", timeout=5).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token, "no CSRF token on the login page"
+        response = session.post(
+            self.url + "/login",
+            data={"username": "bench", "password": PASSWORD, "csrf_token": token.group(1)},
+            allow_redirects=False,
+            timeout=5,
+        )
+        assert response.status_code == 302, f"login failed: {response.status_code}"
         self.cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         self.start_bridge()
         return self
