@@ -232,14 +232,14 @@ class CatchUp:
         return event
 
     def _wait_drained(self, client: Client) -> None:
-        """Pace a long replay by what the client takes: let its queue drain to half the
-        shedding limit before the next page (a client that takes nothing is shed)."""
-        limit = self.manager.max_client_queue // 2
+        """Pace a long replay by what the client takes: let its queue drain below three
+        quarters of the shedding limit before the next page."""
+        limit = self.manager.max_client_queue * 3 // 4
         deadline = time.monotonic() + DRAIN_WAIT_S
         while self.manager.queue_length(client.sid, client.namespace) > limit:
             if time.monotonic() > deadline or client.sid not in self.clients:
                 return
-            self.manager.server.sleep(0.01)
+            self.manager.server.sleep(0.002)
 
     def _wait_connected(self, client: Client) -> bool:
         deadline = time.monotonic() + CONNECT_WAIT_S

@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
+YIELD_EVERY = 32  # queue messages handled between two yields to the writers
 
 Held = tuple[StreamId, str, list[Any]]  # (id, event, [body, meta])
 
@@ -73,6 +74,7 @@ class StreamQueueManager(socketio.RedisManager):
     ) -> None:
         super().__init__(url, channel=channel, **kwargs)
         self.max_client_queue = max_client_queue
+        self._since_yield = 0
         self.metrics: Any = None  # WebMetrics, set by the extension
         self._shedding: set[str] = set()
         self.subscribed = threading.Event()  # green under eventlet (patched first)
@@ -155,10 +157,14 @@ class StreamQueueManager(socketio.RedisManager):
             message.get("namespace") or "/",
             message.get("room"),
         )
-        # Let the writers run between messages: a burst read from one pub/sub buffer
-        # would otherwise fill every client's queue at once, and the queue length
-        # would measure the burst instead of how slow a client is.
-        self.server.sleep(0)
+        # Let the writers run now and then: a burst read from one pub/sub buffer would
+        # otherwise fill every client's queue at once, and the queue length would
+        # measure the burst instead of how slow a client is. Not after every message:
+        # each yield wakes every writer, which costs more than the delivery itself.
+        self._since_yield += 1
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            self.server.sleep(0)
 
     def deliver_stream_event(
         self, event: str, data: list[Any], namespace: str, room: str | None
@@ -176,6 +182,14 @@ class StreamQueueManager(socketio.RedisManager):
                     continue
                 held = self._held.get(sid)
                 if held is not None:
+                    if len(held) >= self.max_client_queue:
+                        # Caught up too slowly while live events keep coming: shed it;
+                        # it reconnects from its last id.
+                        sock = sockets.get(eio_sid)
+                        if sock is not None:
+                            self._held.pop(sid, None)
+                            self._shed(sid, sock)
+                        continue
                     held.append((stream_id, event, data))
                     continue
                 covered = self._covered.get(sid)

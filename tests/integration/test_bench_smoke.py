@@ -1,0 +1,31 @@
+"""The benchmark runs from a clean checkout: every phase of its short form completes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, clean_env
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(300)
+def test_quick_benchmark_runs_every_phase(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "bench/run.py", "--quick", "--json", str(out)],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    errors = {k: v for k, v in results.items() if isinstance(v, dict) and "error" in v}
+    assert errors == {}
+    assert all("error" not in phase for phase in results["overload"])
+    assert results["bridge_backlog"]["entries_per_s"] > 0
+    for phase in results["rates"]:
+        assert phase["delivered_pct"] == 100.0, phase
+    assert "bridge backlog" in run.stdout  # the table
