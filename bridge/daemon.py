@@ -47,7 +47,13 @@ class Bridge:
         metrics: BridgeMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.redis = client if client is not None else connect(settings.redis_url)
+        # surrogateescape: an entry that is not UTF-8 still reads (and is dead-lettered
+        # byte for byte) instead of failing the whole XREADGROUP again and again.
+        self.redis = (
+            client
+            if client is not None
+            else connect(settings.redis_url, encoding_errors="surrogateescape")
+        )
         self.stopping = threading.Event()
         self.epoch = ""
         self.stats = {"read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0}

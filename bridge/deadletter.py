@@ -18,16 +18,25 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def raw(value: str) -> str | bytes:
+    # Text read with surrogateescape (not UTF-8) goes back as the original bytes.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+    return value
+
+
 def dead_fields(
     fields: Mapping[Any, Any] | None, stream_id: str, reason: str, consumer: str
-) -> dict[str, str]:
+) -> dict[str | bytes, str | bytes]:
     """The original fields plus why and where; an original field that collides with
     a meta field is kept as ``original:<name>``."""
-    out: dict[str, str] = {}
+    out: dict[str | bytes, str | bytes] = {}
     for key, value in (fields or {}).items():
         name = _text(key)
         escape = name in META_FIELDS or name.startswith(_RENAMED)
-        out[_RENAMED + name if escape else name] = _text(value)
+        out[raw(_RENAMED + name if escape else name)] = raw(_text(value))
     out[REASON] = reason
     out[ORIGINAL_ID] = stream_id
     out[CONSUMER] = consumer

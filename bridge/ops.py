@@ -6,7 +6,7 @@ from typing import Any
 
 import redis
 
-from bridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fields
+from bridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fields, raw
 from streambridge.settings import BridgeSettings
 
 
@@ -110,7 +110,7 @@ def requeue(
             pipe = client.pipeline(transaction=True)
             pipe.xadd(
                 settings.stream,
-                original_fields(fields),
+                {raw(k): raw(v) for k, v in original_fields(fields).items()},
                 maxlen=settings.maxlen,
                 approximate=True,
             )

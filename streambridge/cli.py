@@ -138,7 +138,8 @@ def _ops(args: argparse.Namespace) -> int:
     from streambridge.settings import BridgeSettings
 
     settings = BridgeSettings()
-    client = connect(settings.redis_url)
+    # Dead letters keep a bad producer's bytes as they were: read them without failing.
+    client = connect(settings.redis_url, encoding_errors="surrogateescape")
     if args.command == "status":
         data = ops.status(client, settings)
         print(json.dumps(data, indent=2) if args.json else ops.format_status(data))
@@ -146,10 +147,10 @@ def _ops(args: argparse.Namespace) -> int:
     if args.dead_command == "list":
         letters = ops.dead_letters(client, settings, args.count)
         if args.json:
-            print(json.dumps(letters, indent=2))
+            print(json.dumps(letters, indent=2))  # ASCII: bytes that are not UTF-8 escape
         for d in [] if args.json else letters:
             print(f"{d['id']}  (was {d['original_id']})  {d['reason']}")
-            print(f"    {json.dumps(d['fields'], ensure_ascii=False)[:200]}")
+            print(f"    {json.dumps(d['fields'])[:200]}")
         return 0
     if args.all == bool(args.ids):
         print("error: give dead-letter ids or --all (not both)", file=sys.stderr)

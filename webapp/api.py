@@ -31,7 +31,10 @@ def post_event():
         current_app.extensions["streambridge.csrf"].protect()  # cross-site posts stop here
     if not request.is_json:
         return error(415, "send JSON (Content-Type: application/json)")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        return error(400, "request body is nested too deeply")
     if data is None:
         return error(400, "request body is not valid JSON")
     publisher: Publisher = state().publisher

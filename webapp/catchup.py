@@ -150,7 +150,12 @@ class CatchUp:
         # Trimming removes the oldest entries: if last_id's own entry is still there,
         # nothing after it was trimmed. XDEL in the middle shows in max-deleted-entry-id.
         first = info.get("first-entry")
-        lost = not first or StreamId.parse(first[0]) > after
+        added = info.get("entries-added")  # Redis >= 7.0
+        if after == ZERO and added is not None:
+            # From the very beginning: complete unless something was ever removed.
+            lost = added > info["length"]
+        else:
+            lost = not first or StreamId.parse(first[0]) > after
         max_deleted = info.get("max-deleted-entry-id")  # Redis >= 7.0
         if max_deleted is not None and StreamId.parse(max_deleted) > after:
             lost = True

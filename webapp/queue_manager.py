@@ -128,6 +128,18 @@ class StreamQueueManager(socketio.RedisManager):
                 retry = min(RETRY_MAX_S, retry * 2)
             self._check_gap()
 
+    def _listen(self):
+        # Decode here and pass on only objects: python-socketio's listener fails on a
+        # JSON number or string outside its per-message guard and drops the connection,
+        # so anyone who can PUBLISH could make every server reconnect.
+        for message in super()._listen():
+            try:
+                data = self.json.loads(message)
+            except Exception:  # not JSON (pickle, garbage): ignored, never unpickled
+                continue
+            if isinstance(data, dict):
+                yield data
+
     def _check_gap(self) -> None:
         if self._gap:
             self._gap = False

@@ -58,10 +58,21 @@ def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -
         headers_enabled=True,
         key_prefix="streambridge:limits",
     )
+    # The limits live in the wrapper the decorator returns: it must be what is served.
     if settings.login_rate_limit:
-        limiter.limit(settings.login_rate_limit, methods=["POST"])(auth.login)
+        app.view_functions["auth.login"] = limiter.limit(
+            settings.login_rate_limit, methods=["POST"]
+        )(auth.login)
     if settings.api_rate_limit:
-        limiter.limit(settings.api_rate_limit, key_func=_login_or_address)(api.post_event)
+        app.view_functions["api.post_event"] = limiter.limit(
+            settings.api_rate_limit, key_func=_login_or_address
+        )(api.post_event)
+
+    @app.errorhandler(413)
+    def too_large(exc):
+        if request.path.startswith("/api/"):
+            return jsonify({"status": False, "error": "request body too large"}), 413
+        return "Request body too large.", 413
 
     @app.errorhandler(429)
     def too_many(exc):
