@@ -135,7 +135,8 @@ class StreamQueueManager(socketio.RedisManager):
         for message in super()._listen():
             try:
                 data = self.json.loads(message)
-            except Exception:  # not JSON (pickle, garbage): ignored, never unpickled
+            except Exception as exc:  # not JSON (pickle, garbage): ignored, never unpickled
+                log.warning("queue.bad_message", error=str(exc)[:200])
                 continue
             if isinstance(data, dict):
                 yield data
