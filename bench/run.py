@@ -632,6 +632,7 @@ def phase_catch_up(stack: Stack, missed: int) -> dict[str, Any]:
     epoch = client.get("events:epoch")
     publisher.publish_many({"channel": CHANNEL, "body": {"t": 0, "n": i}} for i in range(missed))
     wait_for(lambda: drained(client), 60, "the bridge")
+    wait_for(lambda: queue_read(client), 60, "the web server to read the queue")
     clients = Clients(stack, 1)
     try:
         clients.report()
@@ -720,10 +721,10 @@ def run(args: argparse.Namespace) -> int:
                     sizes["overload_slow"],
                     10,
                 )
-            step("idle connections")
-            guarded(results, "idle_memory", phase_idle_memory, stack, sizes["idle_connections"])
             step("catch-up")
             guarded(results, "catch_up", phase_catch_up, stack, sizes["missed"])
+            step("idle connections")
+            guarded(results, "idle_memory", phase_idle_memory, stack, sizes["idle_connections"])
             step("bridge memory")
             guarded(
                 results,
