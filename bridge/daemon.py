@@ -283,7 +283,10 @@ class Bridge:
                 planned.append((stream_id, "dead"))
                 self.log.warning("bridge.dead_letter", stream_id=stream_id, reason=reason)
             else:
-                pipe.publish(s.queue_channel, emit_message(event, stream_id, self.epoch))
+                # execute_command: the PUBLISH wrapper costs more than it does, per entry.
+                pipe.execute_command(
+                    "PUBLISH", s.queue_channel, emit_message(event, stream_id, self.epoch)
+                )
                 planned.append((stream_id, "emit"))
         results = pipe.execute(raise_on_error=False) if planned else []
         self.metrics.batch_seconds.observe(time.perf_counter() - started)

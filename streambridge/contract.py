@@ -104,7 +104,8 @@ class Event(BaseModel):
         Raises ContractError with a short, human-readable reason.
         """
         try:
-            return cls.model_validate(dict(data), context={"max_body_bytes": max_body_bytes})
+            mapping = data if type(data) is dict else dict(data)
+            return cls.model_validate(mapping, context={"max_body_bytes": max_body_bytes})
         except ValidationError as exc:
             raise ContractError(describe(exc)) from None
 
