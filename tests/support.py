@@ -255,3 +255,43 @@ class Client:
     def close(self) -> None:
         if self.sio.connected:
             self.sio.disconnect()
+        # python-engineio's client leaves the WebSocket of a connection the server ended
+        # open (a ResourceWarning later, in another test).
+        ws = getattr(self.sio.eio, "ws", None)
+        if ws is not None:
+            ws.shutdown()
+
+
+class PacedProducer:
+    """XADDs ``limit`` events to ``channel`` on a thread, about ``rate`` per second, until
+    stopped; ``ids`` grows as it goes."""
+
+    def __init__(self, client, channel: str, limit: int, rate: float = 50.0) -> None:
+        self.client = client
+        self.channel = channel
+        self.limit = limit
+        self.interval = 1 / rate
+        self.ids: list[str] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        for n in range(self.limit):
+            if self.stopping.is_set():
+                return
+            self.ids.append(self.client.xadd("events", {"channel": self.channel, "body": str(n)}))
+            self.stopping.wait(self.interval)  # pacing the producer
+
+    def start(self) -> PacedProducer:
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float = 20) -> None:
+        self.thread.join(timeout)
+
+    def __enter__(self) -> PacedProducer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.join()

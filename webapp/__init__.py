@@ -13,7 +13,6 @@ from typing import Any
 
 import redis
 from flask import Flask
-from flask_socketio import SocketIO
 
 from streambridge.settings import WebSettings
 from webapp.logins import LoginRegistry
@@ -61,10 +60,6 @@ def create_app(
     state(app).logins_alive = registry.alive
     protect(app, settings, memory_limits=redis_client is not None)
     return app
-
-
-def get_socketio(app: Flask) -> SocketIO:
-    return app.extensions["socketio"]
 
 
 def _secret_key(settings: WebSettings) -> str:

@@ -68,10 +68,15 @@ class CatchUp:
         manager.on_gap = self.on_gap
 
     # -- connect / disconnect --------------------------------------------------------
-    def on_connect(self, sid: str, namespace: str, user: Viewer) -> None:
-        """Called in the connect handler, before the client joins its rooms."""
-        self.clients[sid] = Client(sid, namespace, user)
+    def hold(self, sid: str) -> None:
+        """First thing in the connect handler, before anything that can yield: a
+        pre-connected client is already in the broadcast room, and nothing may reach it
+        before its CONNECT packet and its replay."""
         self.manager.hold(sid)
+
+    def on_connect(self, sid: str, namespace: str, user: Viewer) -> None:
+        """The client is accepted; called before it joins its rooms."""
+        self.clients[sid] = Client(sid, namespace, user)
 
     def on_disconnect(self, sid: str) -> bool:
         """Forget the client; True if it was one of ours (it had connected)."""
@@ -144,7 +149,7 @@ class CatchUp:
             return self._refuse("stream does not exist", epoch)
         last = StreamId.parse(info["last-generated-id"])
         if after > last:
-            return self._refuse("last_id is in the future", epoch)
+            return self._refuse("last_id is in the future", epoch, last)
         if after == last:
             return Plan(True, None, after, last, epoch)  # nothing to replay
         # Trimming removes the oldest entries: if last_id's own entry is still there,

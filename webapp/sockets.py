@@ -25,13 +25,10 @@ def register(
     @socketio.on("connect")
     def on_connect(auth=None):
         sid = request.sid
-        # Hold live events before anything that can yield (the login lookup does I/O):
-        # a pre-connected client is already in the broadcast room, and nothing may
-        # reach it before its CONNECT packet and its replay.
-        catchup.manager.hold(sid)
+        catchup.hold(sid)  # before the login lookup, which does I/O
         viewer = current_viewer()
         if viewer is None:
-            catchup.manager.forget(sid)
+            catchup.on_disconnect(sid)
             log.info("socket.refused", reason="not logged in")
             raise ConnectionRefusedError("not logged in")
         catchup.on_connect(sid, "/", viewer)

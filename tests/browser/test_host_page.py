@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from tests.support import HostApp, wait_until
+from tests.support import HostApp, PacedProducer, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -30,18 +28,8 @@ def test_client_script_catches_up_after_restart_without_duplicates(
     page.get_by_label("Password").fill(HostApp.password)
     page.get_by_role("button", name="Enter").click()
     page.wait_for_function("document.getElementById('status').textContent === 'connected'")
-    produced: list[str] = []
-    stop = threading.Event()
-
-    def produce() -> None:
-        for n in range(300):
-            if stop.is_set():
-                return
-            produced.append(redis_client.xadd("events", {"channel": "message", "body": str(n)}))
-            stop.wait(0.02)  # pacing, ~50 events/s
-
-    producer = threading.Thread(target=produce)
-    producer.start()
+    producer = PacedProducer(redis_client, "message", 300).start()
+    produced = producer.ids
     try:
         wait_until(lambda: len(produced) > 30, 10, "events before the restart")
         assert host.terminate() == 0
@@ -54,7 +42,7 @@ def test_client_script_catches_up_after_restart_without_duplicates(
             "document.getElementById('status').textContent === 'connected'", timeout=20_000
         )
     finally:
-        producer.join(20)
+        producer.join()  # it runs to all 300 events
     page.wait_for_function(
         "n => document.querySelectorAll('#events li').length >= n", arg=len(produced)
     )

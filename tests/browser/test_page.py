@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 
 import pytest
 
 from tests.browser.conftest import log_in, message_ids, wait_messages, wait_status
-from tests.support import Web, wait_until
+from tests.support import PacedProducer, Web, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -58,19 +57,8 @@ def test_web_restart_page_reconnects_and_catches_up_exactly_once(
     page, env, tmp_path, processes, web, bridge, redis_client, artifacts
 ):
     log_in(page, web)
-    produced: list[str] = []
-    stop = threading.Event()
-
-    def produce() -> None:
-        n = 0
-        while not stop.is_set() and n < 400:
-            produced.append(redis_client.xadd("events", {"channel": "tick", "body": str(n)}))
-            n += 1
-            stop.wait(0.02)  # ~50 events/s, paced
-
-    producer = threading.Thread(target=produce)
-    producer.start()
-    try:
+    with PacedProducer(redis_client, "tick", 400) as producer:
+        produced = producer.ids
         wait_until(lambda: len(produced) > 30, 10, "events before the restart")
         assert web.terminate() == 0
         down_from = len(produced)
@@ -82,9 +70,6 @@ def test_web_restart_page_reconnects_and_catches_up_exactly_once(
         restarted.start()
         wait_status(page, "connected", timeout=20_000)
         wait_until(lambda: len(produced) > down_to + 60, 10, "events after the restart")
-    finally:
-        stop.set()
-        producer.join(10)
     wait_messages(page, len(produced), timeout=15_000)
     page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
     assert message_ids(page) == produced  # every event, exactly once, in stream order

@@ -25,18 +25,6 @@ MAX_CLIENT_QUEUE = 50  # WebSettings.max_client_queue allows >= 10
 SMALL_RCVBUF = 4096
 
 
-@pytest.fixture
-def clients(clients):
-    """As conftest's, and also closes the socket of a client the server disconnected
-    (python-engineio's client leaves it open)."""
-    yield clients
-    for client in clients:
-        client.close()
-        ws = getattr(client.sio.eio, "ws", None)
-        if ws is not None:
-            ws.shutdown()
-
-
 def cookie_of(session) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
 

@@ -37,19 +37,6 @@ RECOVERY = "streambridge:recovery"
 # -- helpers -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clients():
-    """As conftest's, but also closes the WebSocket of connections the server ended:
-    engineio's client leaves those open (a ResourceWarning later, in another test)."""
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.close()
-        ws = getattr(client.sio.eio, "ws", None)
-        if ws is not None:
-            ws.shutdown()
-
-
 def start_web(env, tmp_path, processes, name: str, **settings: str) -> Web:
     proc = Web(dict(env, **settings), tmp_path, name=name)
     processes.append(proc)
