@@ -7,7 +7,7 @@ import signal
 
 import structlog
 
-from bridge.daemon import Bridge
+from bridge.daemon import ShardedBridge
 from bridge.metrics import BridgeMetrics
 from streambridge.sd_notify import notify
 from streambridge.settings import BridgeSettings
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, settings.metrics_host, metrics.registry)
-    bridge = Bridge(settings, metrics=metrics)
+    bridge = ShardedBridge(settings, metrics=metrics)
     log = structlog.get_logger("bridge")
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -53,12 +53,12 @@ def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
 def check(settings: BridgeSettings) -> int:
     import redis
 
-    from streambridge.redis_conn import connect
-
+    shards = [settings.for_shard(i) for i in range(settings.shards)]
     try:
-        alive = connect(settings.redis_url).exists(settings.alive_key)
+        client = settings.connect()
+        dead = [s.alive_key for s in shards if not client.exists(s.alive_key)]
     except redis.RedisError as exc:
         print(f"not alive: cannot reach Redis: {exc}")
         return 1
-    print("alive" if alive else f"not alive: {settings.alive_key} has expired")
-    return 0 if alive else 1
+    print(f"not alive: {', '.join(dead)} expired" if dead else "alive")
+    return 1 if dead else 0

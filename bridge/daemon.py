@@ -20,8 +20,7 @@ from bridge.backoff import Backoff
 from bridge.deadletter import dead_fields
 from bridge.metrics import BridgeMetrics
 from streambridge.contract import ContractError, Event
-from streambridge.queue import emit_message
-from streambridge.redis_conn import connect
+from streambridge.queue import emit_message, publish_command
 from streambridge.settings import BridgeSettings
 
 log = structlog.get_logger(__name__)
@@ -45,15 +44,14 @@ class Bridge:
         settings: BridgeSettings,
         client: redis.Redis | None = None,
         metrics: BridgeMetrics | None = None,
+        shard: int = 0,
     ) -> None:
-        self.settings = settings
-        # surrogateescape: an entry that is not UTF-8 still reads (and is dead-lettered
-        # byte for byte) instead of failing the whole XREADGROUP again and again.
-        self.redis = (
-            client
-            if client is not None
-            else connect(settings.redis_url, encoding_errors="surrogateescape")
-        )
+        """One bridge loop for one stream: shard ``shard`` of ``settings.shards``."""
+        # Meta names the shard only when there are several (ids are per shard).
+        self.shard = shard if settings.shards > 1 else None
+        self.settings = settings = settings.for_shard(shard)
+        self.redis = client if client is not None else connect(settings)
+        self.publish_command = publish_command(settings.sharded_pubsub)
         self.stopping = threading.Event()
         self.epoch = ""
         self.stats = {"read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0}
@@ -238,9 +236,10 @@ class Bridge:
     def refresh_gauges(self) -> None:
         for group in self.redis.xinfo_groups(self.settings.stream):
             if group["name"] == self.settings.group:
+                stream = self.settings.stream
                 if group.get("lag") is not None:
-                    self.metrics.group_lag.set(group["lag"])
-                self.metrics.group_pending.set(group["pending"])
+                    self.metrics.group_lag.labels(stream).set(group["lag"])
+                self.metrics.group_pending.labels(stream).set(group["pending"])
 
     def process(
         self, entries: Sequence[Entry], *, redelivered: bool = False, read_next: bool = False
@@ -285,7 +284,9 @@ class Bridge:
             else:
                 # execute_command: the PUBLISH wrapper costs more than it does, per entry.
                 pipe.execute_command(
-                    "PUBLISH", s.queue_channel, emit_message(event, stream_id, self.epoch)
+                    self.publish_command,
+                    s.queue_channel,
+                    emit_message(event, stream_id, self.epoch, self.shard),
                 )
                 planned.append((stream_id, "emit"))
         results = pipe.execute(raise_on_error=False) if planned else []
@@ -337,6 +338,56 @@ class Bridge:
             for p in pending
             if p["message_id"] in wanted and p["times_delivered"] > self.settings.max_deliveries
         }
+
+
+def connect(settings: BridgeSettings) -> Any:
+    # surrogateescape: an entry that is not UTF-8 still reads (and is dead-lettered
+    # byte for byte) instead of failing the whole XREADGROUP again and again.
+    return settings.connect(encoding_errors="surrogateescape")
+
+
+class ShardedBridge:
+    """One bridge loop per shard stream, each in its own thread, one Redis client."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        client: Any = None,
+        metrics: BridgeMetrics | None = None,
+    ) -> None:
+        client = client if client is not None else connect(settings)
+        metrics = metrics or BridgeMetrics()
+        self.bridges = [Bridge(settings, client, metrics, i) for i in range(settings.shards)]
+        self.on_ready: Callable[[], Any] | None = None
+        self._ready: set[int] = set()
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        for bridge in self.bridges:
+            bridge.stop()
+
+    def run(self) -> None:
+        for index, bridge in enumerate(self.bridges):
+            bridge.on_ready = lambda index=index: self._one_ready(index)
+        if len(self.bridges) == 1:
+            self.bridges[0].run()
+            return
+        threads = [
+            threading.Thread(target=b.run, name=f"bridge-{b.settings.stream}", daemon=True)
+            for b in self.bridges
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)  # short waits: the main thread must see signals
+
+    def _one_ready(self, index: int) -> None:
+        with self._lock:
+            first_time = len(self._ready) < len(self.bridges)
+            self._ready.add(index)
+            if first_time and len(self._ready) == len(self.bridges) and self.on_ready:
+                self.on_ready()
 
 
 def _entries(reply: Any) -> list[Entry]:

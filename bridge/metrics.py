@@ -24,11 +24,13 @@ class BridgeMetrics:
         self.group_lag = Gauge(
             "streambridge_bridge_group_lag",
             "Entries in the stream not yet delivered to the consumer group (Redis >= 7).",
+            ["stream"],
             registry=r,
         )
         self.group_pending = Gauge(
             "streambridge_bridge_group_pending",
             "Entries delivered to the group but not acked.",
+            ["stream"],
             registry=r,
         )
         self.redis_errors = Counter(

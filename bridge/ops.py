@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
+from redis.cluster import RedisCluster
 
 from bridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fields, raw
 from streambridge.settings import BridgeSettings
 
 
-def status(client: redis.Redis, settings: BridgeSettings) -> dict[str, Any]:
-    """Stream length and ends, each group's lag and pending entries per consumer."""
+def status(client: Any, settings: BridgeSettings) -> dict[str, Any]:
+    """Per stream (one, or each shard): length and ends, each group's lag and pending
+    entries per consumer, and on a cluster the node that holds it."""
+    if settings.shards == 1:
+        return _stream_status(client, settings)
+    return {
+        "shards": [_stream_status(client, settings.for_shard(i)) for i in range(settings.shards)]
+    }
+
+
+def _stream_status(client: Any, settings: BridgeSettings) -> dict[str, Any]:
     out: dict[str, Any] = {
         "stream": settings.stream,
         "exists": bool(client.exists(settings.stream)),
@@ -24,6 +33,8 @@ def status(client: redis.Redis, settings: BridgeSettings) -> dict[str, Any]:
         else 0,
         "epoch": client.get(settings.epoch_key),
     }
+    if isinstance(client, RedisCluster):
+        out["node"] = client.get_node_from_key(settings.stream).name
     if not out["exists"]:
         return out
     kind = client.type(settings.stream)
@@ -56,6 +67,8 @@ def status(client: redis.Redis, settings: BridgeSettings) -> dict[str, Any]:
 
 
 def format_status(data: dict[str, Any]) -> str:
+    if "shards" in data:
+        return "\n\n".join(format_status(shard) for shard in data["shards"])
     lines = [
         f"stream        {data['stream']}" + ("" if data["exists"] else " (does not exist)"),
         f"length        {data['length']}",
@@ -64,6 +77,8 @@ def format_status(data: dict[str, Any]) -> str:
         f"epoch         {data['epoch'] or '-'}",
         f"dead letters  {data['dead_letters']}",
     ]
+    if data.get("node"):
+        lines.append(f"node          {data['node']}")
     if data.get("error"):
         lines.append(f"error         {data['error']}")
     for group in data["groups"]:
@@ -80,11 +95,21 @@ def format_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def dead_letters(client: redis.Redis, settings: BridgeSettings, count: int) -> list[dict]:
+def dead_letters(client: Any, settings: BridgeSettings, count: int) -> list[dict]:
+    """The oldest ``count`` dead letters of each shard."""
+    return [
+        letter
+        for i in range(settings.shards)
+        for letter in _dead_letters(client, settings.for_shard(i), count)
+    ]
+
+
+def _dead_letters(client: Any, settings: BridgeSettings, count: int) -> list[dict]:
     entries = client.xrange(settings.dead_stream, "-", "+", count=count)
     return [
         {
             "id": dead_id,
+            "stream": settings.stream,
             "original_id": fields.get(ORIGINAL_ID),
             "reason": fields.get(REASON),
             "consumer": fields.get(CONSUMER),
@@ -94,20 +119,35 @@ def dead_letters(client: redis.Redis, settings: BridgeSettings, count: int) -> l
     ]
 
 
-def requeue(
-    client: redis.Redis, settings: BridgeSettings, ids: list[str] | None
-) -> list[tuple[str, str]]:
-    """Append dead letters back to the stream (as new entries) and delete them from
-    the dead-letter stream, each in one transaction. ``ids=None``: all of them.
-    Returns (dead id, new stream id) pairs."""
+def requeue(client: Any, settings: BridgeSettings, ids: list[str] | None) -> list[tuple[str, str]]:
+    """Append dead letters back to the stream they came from (as new entries) and
+    delete them from the dead-letter stream, each in one transaction (the two keys
+    share a cluster slot). ``ids=None``: all of them. Returns (dead id, new id) pairs."""
+    shards = [settings.for_shard(i) for i in range(settings.shards)]
+    if ids is not None:
+        missing = [i for i in ids if not any(_one(client, s, i) for s in shards)]
+        if missing:
+            raise KeyError(missing[0])
+    moved: list[tuple[str, str]] = []
+    for shard in shards:
+        moved.extend(_requeue(client, shard, ids))
+    return moved
+
+
+def _requeue(client: Any, settings: BridgeSettings, ids: list[str] | None) -> list[tuple[str, str]]:
     moved: list[tuple[str, str]] = []
     if ids is None:
         batches = _all_dead(client, settings)
     else:
-        batches = [[(i, f) for i, f in (_one(client, settings, i) for i in ids) if f]]
+        batches = [[found[0] for found in (_one(client, settings, i) for i in ids) if found]]
+    # MULTI needs both keys in one cluster slot: true of a shard (its hash tag covers
+    # its dead letters), not of a single unsharded stream on a cluster.
+    atomic = not isinstance(client, RedisCluster) or client.keyslot(
+        settings.stream
+    ) == client.keyslot(settings.dead_stream)
     for batch in batches:
         for dead_id, fields in batch:
-            pipe = client.pipeline(transaction=True)
+            pipe = client.pipeline(transaction=atomic)
             pipe.xadd(
                 settings.stream,
                 {raw(k): raw(v) for k, v in original_fields(fields).items()},
@@ -120,14 +160,11 @@ def requeue(
     return moved
 
 
-def _one(client: redis.Redis, settings: BridgeSettings, dead_id: str):
-    found = client.xrange(settings.dead_stream, dead_id, dead_id, count=1)
-    if not found:
-        raise KeyError(dead_id)
-    return found[0]
+def _one(client: Any, settings: BridgeSettings, dead_id: str) -> list:
+    return client.xrange(settings.dead_stream, dead_id, dead_id, count=1)
 
 
-def _all_dead(client: redis.Redis, settings: BridgeSettings):
+def _all_dead(client: Any, settings: BridgeSettings):
     # Snapshot the end first, so entries dead-lettered again meanwhile are not looped on.
     last = client.xrevrange(settings.dead_stream, "+", "-", count=1)
     if not last:

@@ -8,7 +8,6 @@ from typing import Any
 import redis
 
 from streambridge.contract import ContractError, Event
-from streambridge.redis_conn import connect
 from streambridge.settings import ProducerSettings
 
 PIPELINE_CHUNK = 1_000
@@ -16,7 +15,8 @@ PIPELINE_CHUNK = 1_000
 
 
 class Publisher:
-    """Appends events to one stream. Reuse one instance; it holds a connection pool."""
+    """Appends events to the stream (to its shard by room, when sharded). Reuse one
+    instance; it holds a connection pool."""
 
     def __init__(
         self,
@@ -24,7 +24,8 @@ class Publisher:
         settings: ProducerSettings | None = None,
     ) -> None:
         self.settings = settings or ProducerSettings()
-        self.redis = client if client is not None else connect(self.settings.redis_url)
+        self.redis = client if client is not None else self.settings.connect()
+        self.stream_keys = self.settings.stream_keys
 
     def event(
         self, channel: str, body: Any, room: str | None = None, namespace: str = "/"
@@ -36,7 +37,7 @@ class Publisher:
     def add(self, event: Event, pipe: Any = None) -> Any:
         target = pipe if pipe is not None else self.redis
         return target.xadd(
-            self.settings.stream,
+            self.stream_keys[event.shard(len(self.stream_keys))],
             event.to_fields(),
             maxlen=self.settings.maxlen,
             approximate=True,

@@ -134,12 +134,11 @@ def _ops(args: argparse.Namespace) -> int:
     import json
 
     from bridge import ops
-    from streambridge.redis_conn import connect
     from streambridge.settings import BridgeSettings
 
     settings = BridgeSettings()
     # Dead letters keep a bad producer's bytes as they were: read them without failing.
-    client = connect(settings.redis_url, encoding_errors="surrogateescape")
+    client = settings.connect(encoding_errors="surrogateescape")
     if args.command == "status":
         data = ops.status(client, settings)
         print(json.dumps(data, indent=2) if args.json else ops.format_status(data))

@@ -8,6 +8,7 @@ it before XADD, the bridge validates every entry it reads, the web app validates
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -134,6 +135,10 @@ class Event(BaseModel):
             fields["namespace"] = self.namespace
         return fields
 
+    def shard(self, count: int) -> int:
+        """Which of ``count`` shard streams this event goes to (see ``shard_for``)."""
+        return shard_for(self.room, count)
+
     def decoded_body(self) -> Any:
         return json.loads(self.body)
 
@@ -162,3 +167,10 @@ def describe(exc: ValidationError) -> str:
             message = "must be 1-64 characters of A-Z a-z 0-9 _ . : -"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
+
+
+def shard_for(room: str | None, count: int) -> int:
+    """The shard of an event for ``room``: CRC-32 (the zlib one, as in every language's
+    standard library) of the room's UTF-8 bytes, modulo ``count``; no room is the empty
+    string, shard 0. One room, one shard: a room's events keep their order."""
+    return zlib.crc32((room or "").encode()) % count if count > 1 else 0

@@ -18,3 +18,13 @@ def epoch(stream: str) -> str:
 def alive(stream: str, group: str, consumer: str) -> str:
     """Liveness key a bridge refreshes with a TTL (read by ``bridge --check``)."""
     return f"{stream}:alive:{group}:{consumer}"
+
+
+def shard(stream: str, index: int, count: int) -> str:
+    """Stream key of shard ``index`` of ``count``: the hash tag keeps each shard's keys
+    (dead letters, epoch, ...) in one cluster slot; one shard keeps the plain key."""
+    return stream if count == 1 else f"{stream}:{{{index}}}"
+
+
+def shards(stream: str, count: int) -> list[str]:
+    return [shard(stream, i, count) for i in range(count)]

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import Any
+
+from redis.client import PubSub
+from redis.cluster import RedisCluster
 
 from streambridge.contract import Event
 
@@ -28,20 +32,38 @@ def _quoted(value: str | None) -> str:
     return _dumps(value)
 
 
-def meta_json(stream_id: str, epoch: str) -> str:
+def meta_json(stream_id: str, epoch: str, shard: int | None = None) -> str:
     # Stream ids are digits and a dash (Redis makes them); the epoch is quoted once.
-    return f'{{"id":"{stream_id}","epoch":{_quoted(epoch)},"{META_MARKER}":1}}'
+    where = "" if shard is None else f',"shard":{shard}'
+    return f'{{"id":"{stream_id}","epoch":{_quoted(epoch)}{where},"{META_MARKER}":1}}'
 
 
-def emit_message(event: Event, stream_id: str, epoch: str) -> str:
+def emit_message(event: Event, stream_id: str, epoch: str, shard: int | None = None) -> str:
     """The queue message that makes every web server emit ``event``.
 
-    Browsers get ``(body, {"id": stream_id, "epoch": epoch})``. Built by hand, once:
+    Browsers get ``(body, {"id": stream_id, "epoch": epoch})``, plus ``"shard"`` when
+    the stream is sharded (ids are ordered within one shard). Built by hand, once:
     the body is validated JSON text and the channel is validated to need no escaping.
     """
     return (
         f'{{"method":"emit","event":"{event.channel}","data":[{event.body},'
-        f'{meta_json(stream_id, epoch)}],"binary":false,'
+        f'{meta_json(stream_id, epoch, shard)}],"binary":false,'
         f'"namespace":{_quoted(event.namespace)},"room":{_quoted(event.room)},'
         f'"skip_sid":null,"callback":null,"host_id":"{BRIDGE_HOST_ID}"}}'
     )
+
+
+def publish_command(sharded: bool) -> str:
+    """SPUBLISH (sharded pub/sub: one cluster node carries the channel) or PUBLISH
+    (classic: a cluster copies it to every node)."""
+    return "SPUBLISH" if sharded else "PUBLISH"
+
+
+def subscriber(client: Any, channel: str) -> PubSub:
+    """A pub/sub connection for ``channel``. On a cluster, a plain one to the node that
+    owns the channel's slot: it carries sharded messages, and classic ones reach every
+    node. Subscribe/unsubscribe replies are kept: a server-side SUNSUBSCRIBE (the slot
+    moved) must be seen."""
+    if isinstance(client, RedisCluster):
+        client = client.get_redis_connection(client.get_node_from_key(channel))
+    return client.pubsub(ignore_subscribe_messages=False)

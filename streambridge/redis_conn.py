@@ -1,46 +1,189 @@
-"""The one place that turns a URL into a Redis client."""
+"""The one place that turns a URL into a Redis client.
+
+URLs:
+
+* ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix:///path``;
+* ``redis+sentinel://[[user]:password@]host1:port1,host2:port2/db/service_name``
+  (also ``rediss+sentinel://``): the master that the Sentinels name, followed across
+  failovers; the same form python-socketio reads;
+* ``redis+cluster://[[user]:password@]host1:port1,host2:port2`` (also
+  ``rediss+cluster://``), or any ``redis://`` URL with ``cluster=True``: Redis Cluster.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
 
 SOCKET_TIMEOUT_S = 10.0
 """Upper bound on any single command; blocking reads are shorter than this."""
+
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+Client = redis.Redis | RedisCluster
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a URL points at."""
+
+    kind: str  # "single" | "sentinel" | "cluster"
+    url: str  # for "single": the URL redis-py reads as it is
+    hosts: list[tuple[str, int]] = field(default_factory=list)
+    tls: bool = False
+    db: int = 0
+    service: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+def parse(url: str, *, cluster: bool = False) -> Target:
+    """Check ``url`` and say what it points at; ValueError with the reason if it is bad."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES + CLUSTER_SCHEMES:
+        allowed = ", ".join(s + "://" for s in SCHEMES + CLUSTER_SCHEMES)
+        raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} (use {allowed})")
+    if scheme == "unix":
+        if cluster:
+            raise ValueError("a Redis Cluster cannot be reached over a unix:// socket")
+        if not parts.path:
+            raise ValueError("unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
+        return Target("single", url)
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    tls = scheme.startswith("rediss")
+    if scheme in ("redis", "rediss") and not cluster:
+        return Target("single", url)
+    default_port = 26379 if scheme.endswith("+sentinel") else 6379
+    hosts = _hosts(parts.netloc.rpartition("@")[2], url, default_port)
+    segments = [s for s in parts.path.split("/") if s]
+    if scheme.endswith("+sentinel"):
+        if cluster:
+            raise ValueError("STREAMBRIDGE_CLUSTER is set but the URL names Sentinels")
+        db = _db(segments[0] if segments else "0", url)
+        service = segments[1] if len(segments) > 1 else None
+        if not service:
+            raise ValueError(
+                f"Sentinel URL needs the service name: "
+                f"redis+sentinel://host:26379,host2:26379/0/mymaster (got {redacted(url)})"
+            )
+        return Target("sentinel", url, hosts, tls, db, service, user, password)
+    if segments and _db(segments[0], url) != 0:
+        raise ValueError("Redis Cluster has only database 0")
+    return Target("cluster", url, hosts, tls, 0, None, user, password)
+
+
+def is_cluster_url(url: str, cluster: bool = False) -> bool:
+    return parse(url, cluster=cluster).kind == "cluster"
 
 
 def connect(
     url: str,
     *,
+    cluster: bool = False,
     decode_responses: bool = True,
     pool_size: int | None = None,
-    **options: object,
-) -> redis.Redis:
+    **options: Any,
+) -> Client:
     """A client for ``url``; nothing is sent until first use.
 
-    ``pool_size``: at most this many connections, callers wait for a free one (for
-    servers where many green threads share one client).
+    ``pool_size``: at most this many connections (per node on a cluster), callers
+    wait for a free one (for servers where many green threads share one client).
     """
+    target = parse(url, cluster=cluster)
     options.setdefault("socket_connect_timeout", 5.0)
     options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     options.setdefault("health_check_interval", 30)
-    if pool_size is not None:
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=SOCKET_TIMEOUT_S,
-            decode_responses=decode_responses,
+    options["decode_responses"] = decode_responses
+    if target.kind == "sentinel":
+        return _sentinel_master(target, options)
+    if target.kind == "cluster":
+        if pool_size is not None:
+            options["connection_pool_class"] = redis.BlockingConnectionPool
+            options["max_connections"] = pool_size
+            options["timeout"] = SOCKET_TIMEOUT_S
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in target.hosts],
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
             **options,
         )
+    if pool_size is not None:
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=SOCKET_TIMEOUT_S, **options
+        )
         return redis.Redis(connection_pool=pool)
-    return redis.Redis.from_url(url, decode_responses=decode_responses, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
+    # The Sentinels are asked where the master is on every (re)connect, and a
+    # connection to a master that became a replica is dropped (READONLY): clients
+    # follow a failover by themselves.
+    sentinel = Sentinel(
+        target.hosts,
+        sentinel_kwargs={
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            "socket_timeout": options["socket_timeout"],
+        },
+        username=target.username,
+        password=target.password,
+        db=target.db,
+        ssl=target.tls,
+        **options,
+    )
+    assert target.service is not None
+    return sentinel.master_for(target.service)
+
+
+def limiter_storage_uri(url: str, *, cluster: bool = False) -> str:
+    """The same Redis as a ``limits`` storage URI (Flask-Limiter's own URL forms)."""
+    target = parse(url, cluster=cluster)
+    parts = urlsplit(url)
+    if target.kind == "single":
+        if parts.scheme.lower() == "unix":
+            return urlunsplit(parts._replace(scheme="redis+unix"))
+        return url
+    auth = parts.netloc.rpartition("@")[0]
+    hosts = ",".join(f"{h}:{p}" for h, p in target.hosts)
+    netloc = f"{auth}@{hosts}" if auth else hosts
+    if target.kind == "cluster":
+        return f"{'rediss' if target.tls else 'redis'}+cluster://{netloc}"
+    scheme = "rediss+sentinel" if target.tls else "redis+sentinel"
+    return f"{scheme}://{netloc}/{target.service}?db={target.db}"
 
 
 def redacted(url: str) -> str:
     """The URL with any password hidden, for logs."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _hosts(netloc: str, url: str, default_port: int) -> list[tuple[str, int]]:
+    hosts = []
+    for item in netloc.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep:
+            host, port = item.strip(), str(default_port)
+        host = host.strip("[]")  # IPv6 literal
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad host:port {item!r} in {redacted(url)}")
+        hosts.append((host, int(port)))
+    return hosts
+
+
+def _db(text: str, url: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"bad database number {text!r} in {redacted(url)}")
+    return int(text)

@@ -9,10 +9,10 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from streambridge import defaults, keys
+from streambridge import defaults, keys, redis_conn
 
 PREFIX = "STREAMBRIDGE_"
 
@@ -31,7 +31,15 @@ class CommonSettings(BaseSettings):
     redis_url: str = Field(
         defaults.REDIS_URL,
         validation_alias=AliasChoices("REDIS_URL", "STREAMBRIDGE_REDIS_URL"),
-        description="Redis connection URL (redis://, rediss://, unix://).",
+        description="Redis URL: redis://, rediss://, unix://, redis+sentinel://, redis+cluster://.",
+    )
+    cluster: bool = Field(False, description="The URL is one node of a Redis Cluster.")
+    shards: int = Field(
+        1, ge=1, le=1024, description="Stream keys events are spread over (by room)."
+    )
+    queue_pubsub: Literal["auto", "classic", "sharded"] = Field(
+        "auto",
+        description="Queue pub/sub: sharded (SPUBLISH) or classic; auto: sharded on a cluster.",
     )
     stream: str = Field(defaults.STREAM, min_length=1, description="Stream key.")
     queue_channel: str = Field(
@@ -43,6 +51,17 @@ class CommonSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a terminal, JSON otherwise."
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_url(cls, value: str) -> str:
+        redis_conn.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _url_fits_cluster(self) -> Self:
+        redis_conn.parse(self.redis_url, cluster=self.cluster)
+        return self
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Self:
@@ -57,6 +76,29 @@ class CommonSettings(BaseSettings):
             values["redis_url"] = config["REDIS_URL"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def is_cluster(self) -> bool:
+        return redis_conn.is_cluster_url(self.redis_url, self.cluster)
+
+    @property
+    def sharded_pubsub(self) -> bool:
+        """SPUBLISH/SSUBSCRIBE for the queue (the bridge and every web server agree)."""
+        if self.queue_pubsub == "auto":
+            return self.is_cluster
+        return self.queue_pubsub == "sharded"
+
+    @property
+    def stream_keys(self) -> list[str]:
+        return keys.shards(self.stream, self.shards)
+
+    def for_shard(self, shard: int) -> Self:
+        """These settings narrowed to one shard's stream (whose own keys follow it)."""
+        return self.model_copy(update={"stream": self.stream_keys[shard], "shards": 1})
+
+    def connect(self, **options: Any) -> redis_conn.Client:
+        """A client for this Redis (single, Sentinel or Cluster)."""
+        return redis_conn.connect(self.redis_url, cluster=self.cluster, **options)
 
     @property
     def dead_stream(self) -> str:

@@ -1,10 +1,13 @@
 """Catch-up: replay from the stream what a client missed, then let live events flow.
 
-A client connects with ``auth: {"last_id", "epoch"}``. Its live events are held
-back while the entries after ``last_id`` that its user may see are replayed in
-stream order; then the held events newer than the replay are sent. The client
-always gets one ``streambridge:recovery`` event saying whether its history is
-complete. Anything doubtful fails closed: no partial replay, ``recovered: false``.
+A client connects with its position: ``auth: {"positions": {"<shard>": {"last_id",
+"epoch"}}}`` (or ``{"last_id", "epoch"}``, the position in shard 0, as an unsharded
+stream has only that). Its live events are held back while the entries after each
+position that its user may see are replayed, shard by shard in stream order (a room
+lives in one shard, so room order holds); then the held events newer than the replay
+are sent. The client always gets one ``streambridge:recovery`` event saying whether
+its history is complete and where it now is in each shard. Anything doubtful fails
+closed: no partial replay, ``recovered: false``.
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ CONNECT_WAIT_S = 5.0
 RESYNC_RETRY_S = 30.0
 DRAIN_WAIT_S = 10.0
 
+Position = tuple[Any, Any]  # (last_id, epoch) as the client sent them
+
 
 @dataclass(frozen=True)
 class Plan:
+    """What to do for one shard."""
+
     recovered: bool
     reason: str | None
     after: StreamId | None  # replay entries after this id (None: no replay)
@@ -43,6 +50,49 @@ class Plan:
     def covered(self) -> StreamId | None:
         """Everything up to here the client has once the replay is sent (recovered only)."""
         return self.through if self.recovered and self.after is not None else None
+
+
+@dataclass(frozen=True)
+class Plans:
+    """One plan per shard; the history is complete only if it is in every shard."""
+
+    shards: list[Plan]
+
+    @property
+    def recovered(self) -> bool:
+        return all(p.recovered for p in self.shards)
+
+    @property
+    def reason(self) -> str | None:
+        return next((p.reason for p in self.shards if p.reason), None)
+
+    @property
+    def replays(self) -> bool:
+        # Fail closed: a gap in one shard means no replay in any.
+        return self.recovered and any(p.covered for p in self.shards)
+
+    def covered(self) -> dict[int, StreamId]:
+        if not self.recovered:
+            return {}
+        return {i: p.covered for i, p in enumerate(self.shards) if p.covered is not None}
+
+    def start(self) -> dict[int, StreamId]:
+        return {i: p.through for i, p in enumerate(self.shards)}
+
+    def info(self, replayed: int) -> dict[str, Any]:
+        """The recovery event: complete or not, and where the client now is."""
+        info: dict[str, Any] = {
+            "recovered": self.recovered,
+            "replayed": replayed,
+            "epoch": self.shards[0].epoch,
+            "positions": {
+                str(i): {"last_id": str(p.through), "epoch": p.epoch}
+                for i, p in enumerate(self.shards)
+            },
+        }
+        if self.reason:
+            info["reason"] = self.reason
+        return info
 
 
 @dataclass
@@ -64,6 +114,7 @@ class CatchUp:
         self.redis = client
         self.manager = manager
         self.settings = settings
+        self.shards = [settings.for_shard(i) for i in range(settings.shards)]
         self.clients: dict[str, Client] = {}
         manager.on_gap = self.on_gap
 
@@ -89,15 +140,46 @@ class CatchUp:
         client = self.clients.get(sid)
         if client is None or not self._wait_connected(client):
             return
-        last_id, epoch = _position(auth)
+        positions = self.positions(auth)
         try:
-            plan = self.plan(last_id, epoch)
-            replayed = self.replay(client, plan) if plan.covered else 0
+            plans = self.plan_all(positions)
+            replayed = self.replay_all(client, plans)
         except redis.RedisError as exc:
             log.warning("catchup.redis_error", sid=sid, error=str(exc))
-            plan = Plan(False, "stream unavailable", None, ZERO, "")
-            replayed = 0
-        self._finish(client, plan, replayed)
+            plans, replayed = self._unavailable(), 0
+        self._finish(client, plans, replayed)
+
+    def positions(self, auth: Any) -> list[Position]:
+        """The client's position in each shard (None, None where it has none)."""
+        out: list[Position] = [(None, None)] * len(self.shards)
+        if not isinstance(auth, dict):
+            return out
+        given = auth.get("positions")
+        if isinstance(given, dict):
+            for key, value in given.items():
+                known = isinstance(key, str) and key.isdigit() and int(key) < len(out)
+                if known and isinstance(value, dict):
+                    out[int(key)] = (value.get("last_id"), value.get("epoch"))
+        elif "last_id" in auth:
+            out[0] = (auth.get("last_id"), auth.get("epoch"))
+        return out
+
+    def plan_all(self, positions: list[Position]) -> Plans:
+        return Plans([self.plan(last_id, epoch, i) for i, (last_id, epoch) in enumerate(positions)])
+
+    def replay_all(self, client: Client, plans: Plans) -> int:
+        if not plans.replays:
+            return 0
+        return sum(self.replay(client, plan, i) for i, plan in enumerate(plans.shards))
+
+    def _unavailable(self, through: dict[int, StreamId] | None = None) -> Plans:
+        through = through or {}
+        return Plans(
+            [
+                Plan(False, "stream unavailable", None, through.get(i, ZERO), "")
+                for i in range(len(self.shards))
+            ]
+        )
 
     def on_gap(self) -> None:
         """The queue listener lost its subscription and has it back. Called in the
@@ -109,47 +191,50 @@ class CatchUp:
         self.manager.server.start_background_task(self.resync, clients)
 
     def resync(self, clients: list[Client]) -> None:
-        """Replay for each held client from the last id it got, so clients that never
-        disconnected miss nothing."""
+        """Replay for each held client from the last id it got in each shard, so
+        clients that never disconnected miss nothing."""
         log.info("catchup.resync", clients=len(clients))
         for client in clients:
-            plan, replayed = self._resync_one(client)
-            self._finish(client, plan, replayed, notify=not plan.recovered)
+            plans, replayed = self._resync_one(client)
+            self._finish(client, plans, replayed, notify=not plans.recovered)
 
-    def _resync_one(self, client: Client) -> tuple[Plan, int]:
+    def _resync_one(self, client: Client) -> tuple[Plans, int]:
         # Redis has just come back (or is coming back): retry for a while before
         # telling the client its history is incomplete.
         deadline = time.monotonic() + RESYNC_RETRY_S
         delay = 0.05
         while True:
-            position = self.manager.positions.get(client.sid, ZERO)
+            at = dict(self.manager.positions.get(client.sid, {}))
             try:
-                plan = self.plan(str(position), self._epoch())
-                return plan, self.replay(client, plan) if plan.covered else 0
+                epochs = [self._epoch(i) for i in range(len(self.shards))]
+                positions = [(str(at.get(i, ZERO)), epochs[i]) for i in range(len(self.shards))]
+                plans = self.plan_all(positions)
+                return plans, self.replay_all(client, plans)
             except redis.RedisError as exc:
                 if time.monotonic() > deadline or client.sid not in self.clients:
                     log.warning("catchup.redis_error", sid=client.sid, error=str(exc))
-                    return Plan(False, "stream unavailable", None, position, ""), 0
+                    return self._unavailable(at), 0
                 self.manager.server.sleep(delay)
                 delay = min(1.0, delay * 2)
 
     # -- the decision -------------------------------------------------------------
-    def plan(self, last_id: Any, client_epoch: Any) -> Plan:
-        epoch = self._epoch()
+    def plan(self, last_id: Any, client_epoch: Any, shard: int = 0) -> Plan:
+        """The plan for one shard, from the client's position there."""
+        epoch = self._epoch(shard)
         if last_id is None:
-            return self._fresh(epoch)
+            return self._fresh(epoch, shard)
         try:
             after = StreamId.parse(last_id)
         except ValueError:
-            return self._refuse("malformed last_id", epoch)
+            return self._refuse("malformed last_id", epoch, shard)
         if not isinstance(client_epoch, str) or client_epoch != epoch:
-            return self._refuse("stream was recreated (epoch changed)", epoch)
-        info = self._stream_info()
+            return self._refuse("stream was recreated (epoch changed)", epoch, shard)
+        info = self._stream_info(shard)
         if info is None:
-            return self._refuse("stream does not exist", epoch)
+            return self._refuse("stream does not exist", epoch, shard)
         last = StreamId.parse(info["last-generated-id"])
         if after > last:
-            return self._refuse("last_id is in the future", epoch, last)
+            return self._refuse("last_id is in the future", epoch, shard, last)
         if after == last:
             return Plan(True, None, after, last, epoch)  # nothing to replay
         # Trimming removes the oldest entries: if last_id's own entry is still there,
@@ -165,41 +250,41 @@ class CatchUp:
         if max_deleted is not None and StreamId.parse(max_deleted) > after:
             lost = True
         if lost:
-            return self._refuse("history after last_id was trimmed", epoch, last)
-        if self._count_after(after, self.settings.replay_limit + 1) > self.settings.replay_limit:
-            return self._refuse(
-                f"more than {self.settings.replay_limit} entries missed", epoch, last
-            )
+            return self._refuse("history after last_id was trimmed", epoch, shard, last)
+        limit = self.settings.replay_limit
+        if self._count_after(after, limit + 1, shard) > limit:
+            return self._refuse(f"more than {limit} entries missed", epoch, shard, last)
         return Plan(True, None, after, last, epoch)
 
-    def _fresh(self, epoch: str) -> Plan:
-        info = self._stream_info()
+    def _fresh(self, epoch: str, shard: int) -> Plan:
+        info = self._stream_info(shard)
         last = StreamId.parse(info["last-generated-id"]) if info else ZERO
         return Plan(True, None, None, last, epoch)
 
-    def _refuse(self, reason: str, epoch: str, through: StreamId | None = None) -> Plan:
+    def _refuse(self, reason: str, epoch: str, shard: int, through: StreamId | None = None) -> Plan:
         if through is None:
-            info = self._stream_info()
+            info = self._stream_info(shard)
             through = StreamId.parse(info["last-generated-id"]) if info else ZERO
         return Plan(False, reason, None, through, epoch)
 
     # -- the work -------------------------------------------------------------------
-    def replay(self, client: Client, plan: Plan) -> int:
-        """Send the visible entries in (plan.after, plan.through], a page at a time."""
-        assert plan.after is not None
+    def replay(self, client: Client, plan: Plan, shard: int = 0) -> int:
+        """Send one shard's visible entries in (plan.after, plan.through], a page at a
+        time."""
         sent = 0
-        if plan.after >= plan.through:
+        if plan.after is None or plan.after >= plan.through:
             return sent
+        stream = self.shards[shard].stream
         cursor = f"({plan.after}"
         end = str(plan.through)
         while True:
-            page = self.redis.xrange(
-                self.settings.stream, cursor, end, count=self.settings.replay_page
-            )
+            page = self.redis.xrange(stream, cursor, end, count=self.settings.replay_page)
             for stream_id, fields in page:
                 event = self._visible(client, fields)
                 if event is not None:
                     meta = {"id": stream_id, "epoch": plan.epoch, "replayed": True}
+                    if len(self.shards) > 1:
+                        meta["shard"] = shard
                     self.manager.send_to(
                         client.sid, client.namespace, event.channel, [event.decoded_body(), meta]
                     )
@@ -209,16 +294,14 @@ class CatchUp:
             cursor = f"({page[-1][0]}"
             self._wait_drained(client)
 
-    def _finish(self, client: Client, plan: Plan, replayed: int, notify: bool = True) -> None:
+    def _finish(self, client: Client, plan: Plans, replayed: int, notify: bool = True) -> None:
         self.metrics.replayed.inc(replayed)
         self.metrics.recoveries.labels("true" if plan.recovered else "false").inc()
         released = self.manager.release(
-            client.sid, client.namespace, covered=plan.covered, start=plan.through
+            client.sid, client.namespace, covered=plan.covered(), start=plan.start()
         )
         if notify:
-            info = {"recovered": plan.recovered, "replayed": replayed, "epoch": plan.epoch}
-            if plan.reason:
-                info["reason"] = plan.reason
+            info = plan.info(replayed)
             self.manager.send_to(client.sid, client.namespace, RECOVERY_EVENT, [info])
         log.info(
             "catchup.done",
@@ -259,33 +342,30 @@ class CatchUp:
             self.manager.server.sleep(0.005)
         return True
 
-    def _epoch(self) -> str:
-        return self.redis.get(self.settings.epoch_key) or ""
+    def _epoch(self, shard: int) -> str:
+        return self.redis.get(self.shards[shard].epoch_key) or ""
 
-    def _stream_info(self) -> dict | None:
+    def _stream_info(self, shard: int) -> dict | None:
         try:
-            return self.redis.xinfo_stream(self.settings.stream)
+            return self.redis.xinfo_stream(self.shards[shard].stream)
         except redis.ResponseError as exc:
             if "no such key" in str(exc).lower():
                 return None
             raise
 
-    def _count_after(self, after: StreamId, limit: int) -> int:
-        """How many entries follow ``after`` (stops counting at ``limit``)."""
+    def _count_after(self, after: StreamId, limit: int, shard: int) -> int:
+        """How many entries follow ``after`` in one shard (stops counting at ``limit``)."""
         count = 0
         cursor = f"({after}"
         while count < limit:
             page = self.redis.xrange(
-                self.settings.stream, cursor, "+", count=min(self.settings.replay_page, limit)
+                self.shards[shard].stream,
+                cursor,
+                "+",
+                count=min(self.settings.replay_page, limit),
             )
             count += len(page)
             if len(page) < min(self.settings.replay_page, limit):
                 break
             cursor = f"({page[-1][0]}"
         return count
-
-
-def _position(auth: Any) -> tuple[Any, Any]:
-    if not isinstance(auth, dict):
-        return None, None
-    return auth.get("last_id"), auth.get("epoch")

@@ -32,7 +32,6 @@ from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
 
 from producers.publisher import Publisher
-from streambridge.redis_conn import connect
 from streambridge.settings import WebSettings
 from webapp import sockets
 from webapp.catchup import CatchUp
@@ -148,12 +147,13 @@ class StreamBridge:
     # -- set-up -------------------------------------------------------------------
     def init_app(self, app: Flask) -> State:
         settings = self._settings or WebSettings.from_config(app.config, **self.options)
-        client = self._redis_client or connect(
-            settings.redis_url, pool_size=settings.redis_pool_size
-        )
+        client = self._redis_client or settings.connect(pool_size=settings.redis_pool_size)
         manager = StreamQueueManager(
             settings.redis_url,
             channel=settings.queue_channel,
+            cluster=settings.cluster,
+            sharded_pubsub=settings.sharded_pubsub,
+            shards=settings.shards,
             max_client_queue=settings.max_client_queue,
         )
         socketio = SocketIO(

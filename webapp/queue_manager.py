@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import socketio
 import structlog
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from streambridge.ids import ZERO, StreamId
-from streambridge.queue import META_MARKER
+from streambridge.queue import META_MARKER, publish_command, subscriber
+from streambridge.redis_conn import connect
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +36,7 @@ RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 YIELD_EVERY = 32  # queue messages handled between two yields to the writers
 
-Held = tuple[StreamId, str, list[Any]]  # (id, event, [body, meta])
+Held = tuple[int, StreamId, str, list[Any]]  # (shard, id, event, [body, meta])
 
 
 def stream_meta(message: dict) -> dict | None:
@@ -70,9 +72,23 @@ class StreamQueueManager(socketio.RedisManager):
     name = "streambridge-redis"
 
     def __init__(
-        self, url: str, channel: str, *, max_client_queue: int = 2_000, **kwargs: Any
+        self,
+        url: str,
+        channel: str,
+        *,
+        cluster: bool = False,
+        sharded_pubsub: bool = False,
+        shards: int = 1,
+        max_client_queue: int = 2_000,
+        **kwargs: Any,
     ) -> None:
+        # RedisManager would hand URLs it does not know to Kombu: connections are
+        # made here instead, by the one function that knows every URL form.
         super().__init__(url, channel=channel, **kwargs)
+        self.cluster = cluster
+        self.sharded_pubsub = sharded_pubsub
+        self.shards = shards
+        self._publish_command = publish_command(sharded_pubsub)
         self.max_client_queue = max_client_queue
         self._since_yield = 0
         self.metrics: Any = None  # WebMetrics, set by the extension
@@ -81,9 +97,11 @@ class StreamQueueManager(socketio.RedisManager):
         self.on_gap: Callable[[], None] | None = None
         self._lock = threading.RLock()
         self._held: dict[str, list[Held]] = {}
-        self.positions: dict[str, StreamId] = {}
-        # Up to here a client already has everything (it was replayed): drop repeats.
-        self._covered: dict[str, StreamId] = {}
+        # Per client, per shard: the newest id it was sent.
+        self.positions: dict[str, dict[int, StreamId]] = {}
+        # Per client, per shard: up to here it already has everything (it was
+        # replayed): drop repeats.
+        self._covered: dict[str, dict[int, StreamId]] = {}
         self._gap = False
         self._ever_subscribed = False
 
@@ -91,23 +109,55 @@ class StreamQueueManager(socketio.RedisManager):
     def wait_subscribed(self, timeout: float) -> bool:
         return self.subscribed.wait(timeout)
 
+    def _client(self) -> Any:
+        # No socket timeout: a quiet channel is not a dead connection.
+        return connect(
+            self.redis_url,
+            cluster=self.cluster,
+            decode_responses=False,
+            socket_timeout=None,
+            health_check_interval=0,
+        )
+
     def _redis_connect(self) -> None:
-        super()._redis_connect()
+        """A fresh pub/sub connection (on a cluster: to the node that has the channel
+        now, after a failover or a slot move)."""
+        if self.redis is None:
+            self.redis = self._client()
+        self.pubsub = subscriber(self._client(), self.channel)
         # redis-py keeps connect callbacks as weak methods: keep the hook alive here.
         self._reconnect_hook = _ReconnectHook(self, self.pubsub.on_connect)
         self.pubsub.on_connect = self._reconnect_hook.on_connect
+        self.connected = True
+
+    def _publish(self, data: Any) -> Any:
+        # Emits of the web app itself (not stream events) to the other servers.
+        if self.redis is None:
+            self.redis = self._client()
+        message = self.json.dumps(data)
+        try:
+            return self.redis.execute_command(self._publish_command, self.channel, message)
+        except redis.RedisError as exc:  # redis-py reconnects on the next call: once more
+            log.warning("queue.publish_retry", error=str(exc))
+            return self.redis.execute_command(self._publish_command, self.channel, message)
 
     def mark_gap(self) -> None:
         self._gap = True
 
     def _redis_listen_with_retries(self):
+        """Data messages of the channel, across reconnects."""
         retry = RETRY_MIN_S
         connected = False
+        channel = self.channel.encode()
         while True:
             try:
                 if not connected:
+                    self._close_pubsub()
                     self._redis_connect()
-                    self.pubsub.subscribe(self.channel)
+                    if self.sharded_pubsub:
+                        self.pubsub.ssubscribe(self.channel)
+                    else:
+                        self.pubsub.subscribe(self.channel)
                     self.pubsub.ping()  # answered only once SUBSCRIBE is in effect
                     connected = True
                     retry = RETRY_MIN_S
@@ -115,11 +165,18 @@ class StreamQueueManager(socketio.RedisManager):
                         self._gap = True
                     self._ever_subscribed = True
                     self.subscribed.set()
-                    log.info("queue.subscribed", channel=self.channel)
+                    log.info("queue.subscribed", channel=self.channel, sharded=self.sharded_pubsub)
                     self._check_gap()  # hold clients before any newer message is handled
                 for message in self.pubsub.listen():
                     self._check_gap()
-                    yield message
+                    kind = message["type"]
+                    if kind in (b"message", b"smessage", "message", "smessage"):
+                        if message["channel"] == channel:
+                            yield message["data"]
+                    elif kind in (b"unsubscribe", b"sunsubscribe", "unsubscribe", "sunsubscribe"):
+                        # The server ended the subscription (its slot moved to
+                        # another node): subscribe again where the channel is now.
+                        raise redis.ConnectionError("subscription ended by the server")
             except Exception as exc:
                 connected = False
                 self.subscribed.clear()
@@ -128,11 +185,16 @@ class StreamQueueManager(socketio.RedisManager):
                 retry = min(RETRY_MAX_S, retry * 2)
             self._check_gap()
 
+    def _close_pubsub(self) -> None:
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                self.pubsub.close()
+
     def _listen(self):
         # Decode here and pass on only objects: python-socketio's listener fails on a
         # JSON number or string outside its per-message guard and drops the connection,
         # so anyone who can PUBLISH could make every server reconnect.
-        for message in super()._listen():
+        for message in self._redis_listen_with_retries():
             try:
                 data = self.json.loads(message)
             except Exception as exc:  # not JSON (pickle, garbage): ignored, never unpickled
@@ -187,6 +249,10 @@ class StreamQueueManager(socketio.RedisManager):
         except ValueError:
             log.warning("queue.bad_stream_id", stream_id=str(data[1].get("id"))[:64])
             return
+        shard = data[1].get("shard", 0)
+        if type(shard) is not int or not 0 <= shard < self.shards:
+            log.warning("queue.bad_shard", shard=str(shard)[:16], shards=self.shards)
+            return
         packets = None
         with self._lock:
             sockets = self.server.eio.sockets
@@ -203,10 +269,10 @@ class StreamQueueManager(socketio.RedisManager):
                             self._held.pop(sid, None)
                             self._shed(sid, sock)
                         continue
-                    held.append((stream_id, event, data))
+                    held.append((shard, stream_id, event, data))
                     continue
                 covered = self._covered.get(sid)
-                if covered is not None and stream_id <= covered:
+                if covered is not None and stream_id <= covered.get(shard, ZERO):
                     continue
                 sock = sockets.get(eio_sid)
                 if sock is not None and sock.queue.qsize() > self.max_client_queue:
@@ -216,8 +282,9 @@ class StreamQueueManager(socketio.RedisManager):
                     packets = self._encode(event, data, namespace)
                 for p in packets:
                     self.server._send_eio_packet(eio_sid, p)
-                if self.positions.get(sid, ZERO) < stream_id:
-                    self.positions[sid] = stream_id
+                positions = self.positions.setdefault(sid, {})
+                if positions.get(shard, ZERO) < stream_id:
+                    positions[shard] = stream_id
 
     def queue_length(self, sid: str, namespace: str) -> int:
         eio_sid = self.eio_sid_from_sid(sid, namespace)
@@ -271,29 +338,37 @@ class StreamQueueManager(socketio.RedisManager):
             self._held.setdefault(sid, [])
 
     def release(
-        self, sid: str, namespace: str, *, covered: StreamId | None, start: StreamId
+        self,
+        sid: str,
+        namespace: str,
+        *,
+        covered: dict[int, StreamId],
+        start: dict[int, StreamId],
     ) -> int:
         """Send what was held, in stream order, skipping what the replay covered.
 
-        ``start`` is where the client's live history begins (the stream's newest id
-        when it was caught up); its position never goes below that.
+        Per shard: ``covered``, up to where the replay sent everything; ``start``,
+        where the client's live history begins (the shard's newest id when it was
+        caught up); its position never goes below that.
         """
         with self._lock:
             held = self._held.pop(sid, None) or []
-            held.sort(key=lambda h: h[0])
-            position = max(self.positions.get(sid, ZERO), start)
-            if covered is not None:
-                self._covered[sid] = max(covered, self._covered.get(sid, ZERO))
-                position = max(position, covered)
+            held.sort(key=lambda h: (h[1], h[0]))
+            positions = self.positions.setdefault(sid, {})
+            for shard, stream_id in start.items():
+                positions[shard] = max(positions.get(shard, ZERO), stream_id)
+            mine = self._covered.setdefault(sid, {})
+            for shard, stream_id in covered.items():
+                mine[shard] = max(mine.get(shard, ZERO), stream_id)
+                positions[shard] = max(positions.get(shard, ZERO), stream_id)
             sent = 0
-            for stream_id, event, data in held:
-                if covered is not None and stream_id <= covered:
+            for shard, stream_id, event, data in held:
+                if stream_id <= covered.get(shard, ZERO):
                     continue
                 self.send_to(sid, namespace, event, data)
                 sent += 1
-                if position < stream_id:
-                    position = stream_id
-            self.positions[sid] = position
+                if positions.get(shard, ZERO) < stream_id:
+                    positions[shard] = stream_id
             return sent
 
     def forget(self, sid: str) -> None:

@@ -17,6 +17,7 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from streambridge.redis_conn import limiter_storage_uri
 from streambridge.settings import WebSettings
 
 csrf = CSRFProtect()
@@ -53,7 +54,9 @@ def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -
     limiter = Limiter(
         key_func=get_remote_address,
         app=app,
-        storage_uri="memory://" if memory_limits else settings.redis_url,
+        storage_uri="memory://"
+        if memory_limits
+        else limiter_storage_uri(settings.redis_url, cluster=settings.cluster),
         strategy="fixed-window",
         headers_enabled=True,
         key_prefix="streambridge:limits",

@@ -5,9 +5,10 @@
  *   sb.onRecovery((info) => { if (!info.recovered) location.reload(); });
  *   sb.onStatus((state, detail) => { ... });          // connected | reconnecting | offline
  *
- * It connects with the last stream id it saw (kept in sessionStorage, so a reload in
- * the same tab resumes), drops ids it has already delivered, and tells you when the
- * server could not recover the history.
+ * It connects with the last stream id it saw in each shard (kept in sessionStorage, so
+ * a reload in the same tab resumes), drops ids it has already delivered, and tells you
+ * when the server could not recover the history. meta.shard is set when the stream is
+ * sharded: ids are ordered within one shard (a room's events are all in one shard).
  */
 (function (root) {
   "use strict";
@@ -23,20 +24,24 @@
     return x[0] - y[0] || x[1] - y[1];
   }
 
+  function shardOf(meta) { return String(meta.shard || 0); }
+
+  // Per shard: {last_id, epoch}.
   function Position(key) {
     this.key = key;
-    this.value = {};
-    try { this.value = JSON.parse(sessionStorage.getItem(key)) || {}; } catch (e) { this.value = {}; }
+    this.shards = {};
+    try {
+      var stored = JSON.parse(sessionStorage.getItem(key)) || {};
+      this.shards = stored.last_id ? {"0": stored} : (stored.shards || {});
+    } catch (e) { this.shards = {}; }
   }
   Position.prototype.save = function () {
-    try { sessionStorage.setItem(this.key, JSON.stringify(this.value)); } catch (e) { /* private mode */ }
+    try { sessionStorage.setItem(this.key, JSON.stringify({shards: this.shards})); } catch (e) { /* private mode */ }
   };
-  Position.prototype.advance = function (meta) {
-    if (meta.epoch && meta.epoch !== this.value.epoch) {
-      this.value = {epoch: meta.epoch};
-    }
-    if (!this.value.last_id || compareIds(meta.id, this.value.last_id) > 0) this.value.last_id = meta.id;
-    this.save();
+  Position.prototype.advance = function (shard, id, epoch) {
+    var at = this.shards[shard];
+    if (!at || (epoch && epoch !== at.epoch)) at = this.shards[shard] = {epoch: epoch || null};
+    if (!at.last_id || compareIds(id, at.last_id) > 0) at.last_id = id;
   };
 
   function connect(options) {
@@ -66,9 +71,7 @@
       path: options.path || "/ws/socket.io",
       transports: options.transports || ["websocket", "polling"],
       withCredentials: true,
-      auth: function (cb) {
-        cb({last_id: position.value.last_id || null, epoch: position.value.epoch || null});
-      }
+      auth: function (cb) { cb({positions: position.shards}); }
     });
 
     socket.on("connect", function () { attempts = 0; status("connected"); });
@@ -90,17 +93,19 @@
       status(socket.active ? "reconnecting" : "offline", {attempt: attempts, reason: message});
     });
     socket.on(RECOVERY, function (info) {
-      if (info && info.epoch && info.epoch !== position.value.epoch) {
-        position.value = {epoch: info.epoch};
-        position.save();
-      }
+      // Where the server says this client now is: complete from here on.
+      var at = (info && info.positions) || {};
+      Object.keys(at).forEach(function (shard) { position.advance(shard, at[shard].last_id, at[shard].epoch); });
+      position.save();
       recoveryHandlers.forEach(function (h) { h(info || {}); });
     });
     socket.onAny(function (channel, body, meta) {
       if (channel === RECOVERY || !meta || typeof meta.id !== "string") return;
-      if (seen.has(meta.id)) return;  // redelivered: already shown
-      remember(meta.id);
-      position.advance(meta);
+      var key = shardOf(meta) + "/" + meta.id;
+      if (seen.has(key)) return;  // redelivered: already shown
+      remember(key);
+      position.advance(shardOf(meta), meta.id, meta.epoch);
+      position.save();
       (handlers[channel] || []).forEach(function (h) { h(body, meta); });
       anyHandlers.forEach(function (h) { h(channel, body, meta); });
     });
