@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 import structlog
+from redis.exceptions import RedisClusterException
 
 from bridge.backoff import Backoff
 from bridge.deadletter import dead_fields
@@ -90,7 +91,7 @@ class Bridge:
                 if self._prefetched:  # read before the stop: finish and ack them too
                     self.process(self._prefetched)
                     self._prefetched = []
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
                 self._pause(backoff, "bridge.redis_unavailable", error=str(exc))
             except NotReady as exc:
                 self._pause(backoff, "bridge.stream_not_ready", error=str(exc))
@@ -386,8 +387,10 @@ class ShardedBridge:
         with self._lock:
             first_time = len(self._ready) < len(self.bridges)
             self._ready.add(index)
-            if first_time and len(self._ready) == len(self.bridges) and self.on_ready:
-                self.on_ready()
+            if first_time and len(self._ready) == len(self.bridges):
+                log.info("bridge.all_ready", shards=len(self.bridges))
+                if self.on_ready is not None:
+                    self.on_ready()
 
 
 def _entries(reply: Any) -> list[Entry]:

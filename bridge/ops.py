@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.cluster import RedisCluster
-
 from bridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fields, raw
+from streambridge.redis_conn import as_cluster
 from streambridge.settings import BridgeSettings
 
 
@@ -33,8 +32,9 @@ def _stream_status(client: Any, settings: BridgeSettings) -> dict[str, Any]:
         else 0,
         "epoch": client.get(settings.epoch_key),
     }
-    if isinstance(client, RedisCluster):
-        out["node"] = client.get_node_from_key(settings.stream).name
+    cluster = as_cluster(client)
+    if cluster is not None:
+        out["node"] = cluster.get_node_from_key(settings.stream).name
     if not out["exists"]:
         return out
     kind = client.type(settings.stream)
@@ -142,9 +142,10 @@ def _requeue(client: Any, settings: BridgeSettings, ids: list[str] | None) -> li
         batches = [[found[0] for found in (_one(client, settings, i) for i in ids) if found]]
     # MULTI needs both keys in one cluster slot: true of a shard (its hash tag covers
     # its dead letters), not of a single unsharded stream on a cluster.
-    atomic = not isinstance(client, RedisCluster) or client.keyslot(
-        settings.stream
-    ) == client.keyslot(settings.dead_stream)
+    cluster = as_cluster(client)
+    atomic = cluster is None or cluster.keyslot(settings.stream) == cluster.keyslot(
+        settings.dead_stream
+    )
     for batch in batches:
         for dead_id, fields in batch:
             pipe = client.pipeline(transaction=atomic)

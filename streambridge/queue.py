@@ -13,9 +13,9 @@ import json
 from typing import Any
 
 from redis.client import PubSub
-from redis.cluster import RedisCluster
 
 from streambridge.contract import Event
+from streambridge.redis_conn import as_cluster
 
 BRIDGE_HOST_ID = "streambridge-bridge"
 """host_id of bridge messages; never equal to a web server's random host_id."""
@@ -64,6 +64,7 @@ def subscriber(client: Any, channel: str) -> PubSub:
     owns the channel's slot: it carries sharded messages, and classic ones reach every
     node. Subscribe/unsubscribe replies are kept: a server-side SUNSUBSCRIBE (the slot
     moved) must be seen."""
-    if isinstance(client, RedisCluster):
-        client = client.get_redis_connection(client.get_node_from_key(channel))
+    cluster = as_cluster(client)
+    if cluster is not None:
+        client = cluster.get_redis_connection(cluster.get_node_from_key(channel))
     return client.pubsub(ignore_subscribe_messages=False)

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 SOCKET_TIMEOUT_S = 10.0
@@ -26,7 +27,39 @@ SOCKET_TIMEOUT_S = 10.0
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
-Client = redis.Redis | RedisCluster
+
+class LazyCluster:
+    """A RedisCluster made on first use.
+
+    RedisCluster reads the slot map from its nodes in its constructor; a process
+    starting while the cluster is unreachable must back off and retry like on any
+    other outage, not fail where the client is made.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._cluster: RedisCluster | None = None
+
+    def cluster(self) -> RedisCluster:
+        if self._cluster is None:
+            try:
+                self._cluster = RedisCluster(**self._options)
+            except RedisClusterException as exc:
+                raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+        return self._cluster
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cluster(), name)
+
+
+Client = redis.Redis | RedisCluster | LazyCluster
+
+
+def as_cluster(client: Any) -> RedisCluster | None:
+    """The RedisCluster behind ``client``, or None if it is not a cluster client."""
+    if isinstance(client, LazyCluster):
+        return client.cluster()
+    return client if isinstance(client, RedisCluster) else None
 
 
 @dataclass(frozen=True)
@@ -108,8 +141,7 @@ def connect(
         if pool_size is not None:
             options["connection_pool_class"] = redis.BlockingConnectionPool
             options["max_connections"] = pool_size
-            options["timeout"] = SOCKET_TIMEOUT_S
-        return RedisCluster(
+        return LazyCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in target.hosts],
             username=target.username,
             password=target.password,

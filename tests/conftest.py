@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from streambridge.embedded_redis import RedisServer
-from tests.support import PASSWORDS, Bridge, Web, clean_env
+from tests.support import PASSWORDS, REPORTS, Bridge, Web, clean_env
 from webapp.users import UserStore
 
 
@@ -73,3 +73,10 @@ def clients():
     yield made
     for client in made:
         client.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORTS:
+        terminalreporter.section("figures measured by the tests")
+        for line in REPORTS:
+            terminalreporter.write_line(line)

@@ -42,6 +42,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(0.02)
 
 
+REPORTS: list[str] = []
+"""Figures a test measured (not pass/fail), printed at the end of the run."""
+
+
+def report(line: str) -> None:
+    REPORTS.append(line)
+
+
 def clean_env(**settings: str) -> dict[str, str]:
     """The environment for a child process: ours minus any streambridge/Redis settings."""
     env = {
@@ -185,7 +193,7 @@ class Bridge(Proc):
     def start(self, wait: bool = True) -> Bridge:
         super().start()
         if wait:
-            self.wait_log('"bridge.ready"')
+            self.wait_log('"bridge.all_ready"')
         return self
 
 

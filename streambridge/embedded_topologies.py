@@ -1,0 +1,229 @@
+"""Local Redis Cluster and Sentinel sets of private redis-server processes, for the
+tests and the benchmark (each node on 127.0.0.1 and a free port)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from streambridge.embedded_redis import START_TIMEOUT_S, RedisServer, find_redis_server, free_port
+
+SERVICE = "mymaster"
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except redis.RedisError as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not reached in {timeout}s (last error: {last})")
+
+
+def redis_cli() -> str:
+    found = shutil.which("redis-cli") or str(Path(find_redis_server()).with_name("redis-cli"))
+    if not Path(found).exists():
+        raise FileNotFoundError("redis-cli not found: run the set-up (it installs redis-tools)")
+    return found
+
+
+class LocalCluster:
+    """``masters`` cluster-enabled redis-servers joined by ``redis-cli --cluster create``
+    (no replicas: every node is a master)."""
+
+    def __init__(self, directory: str | Path, masters: int = 3) -> None:
+        self.directory = Path(directory)
+        self.nodes = [
+            RedisServer(
+                self.directory / f"node{i}",
+                appendfsync="always",
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    str(free_port()),
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> LocalCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [redis_cli(), "--cluster", "create", *addresses, "--cluster-replicas", "0"],
+            input="yes\n",
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Every node says the cluster is ok and sees every master."""
+
+        def ok() -> bool:
+            for node in self.nodes:
+                info = node.client().cluster("info")
+                if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) < len(
+                    self.nodes
+                ):
+                    return False
+            return True
+
+        _wait(ok, timeout, "cluster_state:ok on every node")
+
+    def client(self, **kwargs: Any) -> RedisCluster:
+        return RedisCluster(
+            host="127.0.0.1", port=self.nodes[0].port, decode_responses=True, **kwargs
+        )
+
+    def node_ids(self) -> dict[int, str]:
+        """port -> node id."""
+        return {n.port: n.client().cluster("myid") for n in self.nodes}
+
+    def port_of(self, key: str) -> int:
+        """The port of the master that owns ``key``'s slot."""
+        slot = self.client().keyslot(key)
+        for start, end, master, *_ in self.nodes[0].client().execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return int(master[1])
+        raise LookupError(slot)
+
+    def move_empty_slot(self, key: str, to_port: int) -> None:
+        """Give ``key``'s (empty) slot to another master: how an operator places a
+        shard on a master of its own (``CLUSTER SETSLOT <slot> NODE``, target first)."""
+        slot = self.client().keyslot(key)
+        target = self.node_ids()[to_port]
+        ordered = sorted(self.nodes, key=lambda n: n.port != to_port)
+        for node in ordered:
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
+        _wait(lambda: self.port_of(key) == to_port, 10, f"slot {slot} on {to_port}")
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.client().flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class LocalSentinel:
+    """One master, one replica and ``sentinels`` Sentinels watching them (quorum 2,
+    a master is down after ``down_after_ms`` without answers)."""
+
+    def __init__(
+        self, directory: str | Path, sentinels: int = 3, down_after_ms: int = 1000
+    ) -> None:
+        self.directory = Path(directory)
+        self.master = RedisServer(self.directory / "master", appendfsync="always")
+        self.replica = RedisServer(
+            self.directory / "replica",
+            appendfsync="always",
+            extra_args=["--replicaof", "127.0.0.1", str(self.master.port)],
+        )
+        self.down_after_ms = down_after_ms
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinels: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/0/{SERVICE}"
+
+    def start(self) -> LocalSentinel:
+        self.master.start()
+        self.replica.start()
+        _wait(
+            lambda: self.replica.client().info("replication")["master_link_status"] == "up",
+            START_TIMEOUT_S,
+            "replica in sync",
+        )
+        for i, port in enumerate(self.sentinel_ports):
+            directory = self.directory / f"sentinel{i}"
+            directory.mkdir(parents=True, exist_ok=True)
+            config = directory / "sentinel.conf"  # Sentinel rewrites it: its own copy
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                f"logfile {directory / 'sentinel.log'}\n"
+                f"sentinel monitor {SERVICE} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {SERVICE} 10000\n"
+                f"sentinel parallel-syncs {SERVICE} 1\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    [find_redis_server(), str(config), "--sentinel"], stdin=subprocess.DEVNULL
+                )
+            )
+        others = len(self.sentinel_ports) - 1
+
+        def watching() -> bool:
+            for port in self.sentinel_ports:
+                s = redis.Redis(port=port, decode_responses=True, socket_timeout=1)
+                if (
+                    len(s.sentinel_slaves(SERVICE)) < 1
+                    or len(s.sentinel_sentinels(SERVICE)) < others
+                ):
+                    return False
+            return True
+
+        _wait(watching, 30, "every Sentinel sees the replica and the other Sentinels")
+        return self
+
+    def master_port(self) -> int:
+        """Where the Sentinels say the master is now."""
+        s = redis.Redis(port=self.sentinel_ports[0], decode_responses=True, socket_timeout=1)
+        return int(s.sentinel_get_master_addr_by_name(SERVICE)[1])
+
+    def wait_failover(self, old_port: int, timeout: float = 30.0) -> int:
+        """Until every Sentinel names a new master that accepts writes; its port."""
+
+        def moved() -> int | None:
+            ports = set()
+            for port in self.sentinel_ports:
+                s = redis.Redis(port=port, decode_responses=True, socket_timeout=1)
+                ports.add(int(s.sentinel_get_master_addr_by_name(SERVICE)[1]))
+            if len(ports) != 1 or old_port in ports:
+                return None
+            (new,) = ports
+            role = redis.Redis(port=new, decode_responses=True, socket_timeout=1).role()[0]
+            return new if role == "master" else None
+
+        return _wait(moved, timeout, "failover")
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.sentinels:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.replica.stop()
+        self.master.stop()

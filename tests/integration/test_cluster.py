@@ -1,0 +1,226 @@
+"""streambridge on a real local Redis Cluster (3 masters, `redis-cli --cluster create`):
+sharded streams on every master, sharded pub/sub for the queue, catch-up per shard,
+and a bridge killed while it works."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from producers.publisher import Publisher
+from streambridge import keys
+from streambridge.contract import shard_for
+from streambridge.embedded_topologies import LocalCluster
+from streambridge.settings import ProducerSettings
+from tests.support import PASSWORDS, Bridge, Client, Web, clean_env, report, wait_until
+from webapp.users import UserStore
+
+pytestmark = pytest.mark.integration
+
+SHARDS = 4  # {0}..{3}: with the slots split in three, one shard at least on every master
+RECOVERY = "streambridge:recovery"
+
+
+def rooms_covering(shards: int) -> list[str]:
+    """One team room per shard."""
+    found: dict[int, str] = {}
+    k = 0
+    while len(found) < shards:
+        found.setdefault(shard_for(f"team:{k}", shards), f"team:{k}")
+        k += 1
+    return [found[i] for i in range(shards)]
+
+
+TEAMS = rooms_covering(SHARDS)
+# Broadcasts, alice's own events and every team room: all shards get events.
+ROOMS = [None, "user:alice", *TEAMS]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    local = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def cluster_env(cluster, tmp_path):
+    cluster.flush()
+    users = UserStore(tmp_path / "users.json")
+    users.add("alice", PASSWORDS["alice"])
+    users.add("dora", "dora-password", rooms=TEAMS)
+    return clean_env(
+        REDIS_URL=cluster.url,
+        STREAMBRIDGE_SHARDS=str(SHARDS),
+        STREAMBRIDGE_USERS_FILE=str(tmp_path / "users.json"),
+        STREAMBRIDGE_SECRET_KEY="x" * 40,
+        STREAMBRIDGE_CLAIM_IDLE_MS="2000",
+        STREAMBRIDGE_LOGIN_RATE_LIMIT="10000 per minute",
+    )
+
+
+@pytest.fixture
+def publisher(cluster):
+    return Publisher(settings=ProducerSettings(redis_url=cluster.url, shards=SHARDS))
+
+
+def start(processes, proc):
+    processes.append(proc)
+    return proc.start()
+
+
+def login(web: Web, user: str):
+    return web.login(user, "dora-password" if user == "dora" else None)
+
+
+def connect(clients, web, user, auth=None) -> Client:
+    client = Client().connect(web, login(web, user), auth=auth)
+    clients.append(client)
+    return client
+
+
+def publish(publisher: Publisher, start: int, count: int) -> list[dict]:
+    rooms = [ROOMS[n % len(ROOMS)] for n in range(start, start + count)]
+    items = [
+        {"channel": "tick", "body": {"n": n, "room": room}, "room": room}
+        for n, room in zip(range(start, start + count), rooms, strict=True)
+    ]
+    publisher.publish_many(items)
+    return [i["body"] for i in items]
+
+
+def visible_to(user: str, bodies: list[dict]) -> list[dict]:
+    mine = {None, "user:alice"} if user == "alice" else {None, *TEAMS}
+    return [b for b in bodies if b["room"] in mine]
+
+
+def ticks(client: Client) -> list[tuple[dict, dict]]:
+    return [(body, meta) for _, body, meta in client.received("tick")]
+
+
+def assert_room_order(pairs: list[tuple[dict, dict]]) -> None:
+    """Within a room (so within a shard) events come in publish and id order."""
+    by_room: dict[str | None, list[tuple[int, str]]] = {}
+    for body, meta in pairs:
+        assert meta["shard"] == shard_for(body["room"], SHARDS)
+        by_room.setdefault(body["room"], []).append((body["n"], meta["id"]))
+    for room, seen in by_room.items():
+        numbers = [n for n, _ in seen]
+        assert numbers == sorted(numbers), f"room {room} out of order"
+        ids = [tuple(map(int, i.split("-"))) for _, i in seen]
+        assert ids == sorted(ids), f"room {room}: ids out of order"
+
+
+def positions(client: Client) -> dict[str, dict[str, str]]:
+    """What streambridge.js sends on reconnect: per shard, the newest id and its epoch
+    (from the recovery event, then every event)."""
+    at: dict[str, dict[str, str]] = {}
+    for _, info, _ in client.received(RECOVERY):
+        at.update(info["positions"])
+    for _, meta in ticks(client):
+        shard = str(meta["shard"])
+        if shard not in at or tuple(map(int, meta["id"].split("-"))) > tuple(
+            map(int, at[shard]["last_id"].split("-"))
+        ):
+            at[shard] = {"last_id": meta["id"], "epoch": meta["epoch"]}
+    return at
+
+
+def test_shards_land_on_every_master(cluster):
+    masters = {node.port for node in cluster.nodes}
+    assert {cluster.port_of(key) for key in keys.shards("events", SHARDS)} == masters
+
+
+def test_sharded_delivery_and_catch_up_on_a_cluster(
+    cluster, cluster_env, tmp_path, processes, clients, publisher
+):
+    web = start(processes, Web(cluster_env, tmp_path))
+    start(processes, Bridge(cluster_env, tmp_path))
+    # The web server listens with SSUBSCRIBE on the node that owns the channel's slot.
+    channel_node = cluster.client().get_node_from_key("flask-socketio")
+    node = cluster.client().get_redis_connection(channel_node)
+    assert node.execute_command("PUBSUB", "SHARDNUMSUB", "flask-socketio")[1] == 1
+
+    dora = connect(clients, web, "dora")
+    alice = connect(clients, web, "alice")
+    first = publish(publisher, 0, 600)
+    wanted = visible_to("dora", first)
+    dora.wait_for(len(wanted), "tick", timeout=20)
+    alice.wait_for(len(visible_to("alice", first)), "tick", timeout=20)
+    # Every shard, so every master, carried events.
+    client = cluster.client()
+    lengths = [client.xlen(k) for k in keys.shards("events", SHARDS)]
+    assert all(n > 0 for n in lengths), lengths
+    # Shards are delivered side by side: all of them, once, each room in order.
+    assert sorted(b["n"] for b, _ in ticks(dora)) == [b["n"] for b in wanted]
+    assert_room_order(ticks(dora))
+    assert sorted(b["n"] for b, _ in ticks(alice)) == [b["n"] for b in visible_to("alice", first)]
+    assert_room_order(ticks(alice))
+
+    # Dora goes away; events go on in every shard; she comes back with her positions.
+    at = positions(dora)
+    assert set(at) == {str(i) for i in range(SHARDS)}
+    dora.close()
+    missed = publish(publisher, 600, 400)
+    alice.wait_for(len(visible_to("alice", first + missed)), "tick", timeout=20)
+    again = connect(clients, web, "dora", auth={"positions": at})
+    info = again.wait_for(1, RECOVERY)[0][1]
+    expected = visible_to("dora", missed)
+    again.wait_for(len(expected), "tick", timeout=20)
+    assert info["recovered"] is True and info["replayed"] == len(expected)
+    got = ticks(again)
+    assert sorted(b["n"] for b, _ in got) == [b["n"] for b in expected]  # no repeats
+    assert all(meta["replayed"] for _, meta in got)
+    assert_room_order(got)
+    report(
+        f"cluster: {SHARDS} shards on 3 masters, entries per shard {lengths}; "
+        f"dora caught up {info['replayed']} events across shards"
+    )
+
+
+def test_bridge_killed_on_a_cluster_loses_nothing(
+    cluster, cluster_env, tmp_path, processes, clients, publisher
+):
+    web = start(processes, Web(cluster_env, tmp_path))
+    bridge = start(processes, Bridge(cluster_env, tmp_path, name="bridge-k"))
+    dora = connect(clients, web, "dora")
+    produced: list[dict] = []
+
+    def produce() -> None:
+        for chunk in range(30):  # 3,000 events, about 1,000/s
+            produced.extend(publish(publisher, chunk * 100, 100))
+            time.sleep(0.1)  # pacing the producer
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    for n in (1, 2):
+        wait_until(lambda n=n: len(produced) >= n * 1_000, 20, "events produced")
+        bridge.process.send_signal(signal.SIGKILL)
+        bridge.process.wait(5)
+        bridge.start(wait=False)  # same consumer name: its own pending entries first
+    producer.join(30)
+    wanted = visible_to("dora", produced)
+    wait_until(lambda: len({b["n"] for b, _ in ticks(dora)}) >= len(wanted), 30, "every event")
+    got = ticks(dora)
+    first_seen, seen = [], set()
+    for body, meta in got:  # a repeat (published, killed before its ack) is dropped
+        if (meta["shard"], meta["id"]) not in seen:
+            seen.add((meta["shard"], meta["id"]))
+            first_seen.append((body, meta))
+    assert sorted(b["n"] for b, _ in first_seen) == [b["n"] for b in wanted]
+    assert_room_order(first_seen)
+    client = cluster.client()
+    wait_until(
+        lambda: all(
+            client.xpending(k, "bridge")["pending"] == 0 for k in keys.shards("events", SHARDS)
+        ),
+        10,
+        "every shard acked",
+    )
+    report(
+        f"cluster: bridge SIGKILLed twice during 3,000 events over {SHARDS} shards: "
+        f"{len(wanted)} delivered, {len(got) - len(first_seen)} repeats (deduplicated by id)"
+    )
