@@ -176,21 +176,22 @@ def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
     return sentinel.master_for(target.service)
 
 
-def limiter_storage_uri(url: str, *, cluster: bool = False) -> str:
-    """The same Redis as a ``limits`` storage URI (Flask-Limiter's own URL forms)."""
+def limiter_storage(url: str, *, cluster: bool = False) -> tuple[str, dict[str, Any]]:
+    """The same Redis as a ``limits`` storage URI and options (Flask-Limiter's own
+    URL forms)."""
     target = parse(url, cluster=cluster)
     parts = urlsplit(url)
     if target.kind == "single":
         if parts.scheme.lower() == "unix":
-            return urlunsplit(parts._replace(scheme="redis+unix"))
-        return url
+            return urlunsplit(parts._replace(scheme="redis+unix")), {}
+        return url, {}
     auth = parts.netloc.rpartition("@")[0]
     hosts = ",".join(f"{h}:{p}" for h, p in target.hosts)
     netloc = f"{auth}@{hosts}" if auth else hosts
     if target.kind == "cluster":
-        return f"{'rediss' if target.tls else 'redis'}+cluster://{netloc}"
+        return f"{'rediss' if target.tls else 'redis'}+cluster://{netloc}", {}
     scheme = "rediss+sentinel" if target.tls else "redis+sentinel"
-    return f"{scheme}://{netloc}/{target.service}?db={target.db}"
+    return f"{scheme}://{netloc}/{target.service}", {"db": target.db}
 
 
 def redacted(url: str) -> str:

@@ -17,7 +17,7 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from streambridge.redis_conn import limiter_storage_uri
+from streambridge.redis_conn import limiter_storage
 from streambridge.settings import WebSettings
 
 csrf = CSRFProtect()
@@ -51,12 +51,16 @@ def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -
             return jsonify({"status": False, "error": exc.description}), 400
         return exc.description, 400
 
+    storage_uri, storage_options = (
+        ("memory://", {})
+        if memory_limits
+        else limiter_storage(settings.redis_url, cluster=settings.cluster)
+    )
     limiter = Limiter(
         key_func=get_remote_address,
         app=app,
-        storage_uri="memory://"
-        if memory_limits
-        else limiter_storage_uri(settings.redis_url, cluster=settings.cluster),
+        storage_uri=storage_uri,
+        storage_options=storage_options,
         strategy="fixed-window",
         headers_enabled=True,
         key_prefix="streambridge:limits",
