@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SOCKET_TIMEOUT_S = 10.0
 """Upper bound on any single command; blocking reads are shorter than this."""
@@ -136,6 +136,10 @@ def connect(
     options.setdefault("health_check_interval", 30)
     options["decode_responses"] = decode_responses
     if target.kind == "sentinel":
+        if pool_size is not None:
+            options["connection_pool_class"] = _BlockingSentinelPool
+            options["max_connections"] = pool_size
+            options["timeout"] = SOCKET_TIMEOUT_S
         return _sentinel_master(target, options)
     if target.kind == "cluster":
         if pool_size is not None:
@@ -156,10 +160,20 @@ def connect(
     return redis.Redis.from_url(url, **options)
 
 
+class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's pool (follows the master) that waits for a free connection at its
+    limit, like the pool one Redis gets with ``pool_size``."""
+
+
 def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
     # The Sentinels are asked where the master is on every (re)connect, and a
     # connection to a master that became a replica is dropped (READONLY): clients
     # follow a failover by themselves.
+    pool_options = {
+        k: options.pop(k)
+        for k in ("connection_pool_class", "max_connections", "timeout")
+        if k in options
+    }
     sentinel = Sentinel(
         target.hosts,
         sentinel_kwargs={
@@ -173,7 +187,7 @@ def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
         **options,
     )
     assert target.service is not None
-    return sentinel.master_for(target.service)
+    return sentinel.master_for(target.service, **pool_options)
 
 
 def limiter_storage(url: str, *, cluster: bool = False) -> tuple[str, dict[str, Any]]:
@@ -183,7 +197,7 @@ def limiter_storage(url: str, *, cluster: bool = False) -> tuple[str, dict[str, 
     parts = urlsplit(url)
     if target.kind == "single":
         if parts.scheme.lower() == "unix":
-            return urlunsplit(parts._replace(scheme="redis+unix")), {}
+            return "redis+unix" + url[len(parts.scheme) :], {}
         return url, {}
     auth = parts.netloc.rpartition("@")[0]
     hosts = ",".join(f"{h}:{p}" for h, p in target.hosts)

@@ -124,7 +124,8 @@ class StreamQueueManager(socketio.RedisManager):
         now, after a failover or a slot move)."""
         if self.redis is None:
             self.redis = self._client()
-        self.pubsub = subscriber(self._client(), self.channel)
+        self._subscriber_client = self._client()
+        self.pubsub = subscriber(self._subscriber_client, self.channel)
         # redis-py keeps connect callbacks as weak methods: keep the hook alive here.
         self._reconnect_hook = _ReconnectHook(self, self.pubsub.on_connect)
         self.pubsub.on_connect = self._reconnect_hook.on_connect
@@ -186,9 +187,12 @@ class StreamQueueManager(socketio.RedisManager):
             self._check_gap()
 
     def _close_pubsub(self) -> None:
-        if self.pubsub is not None:
-            with contextlib.suppress(Exception):
-                self.pubsub.close()
+        """Let go of the previous subscription and its client (on a cluster, a client
+        holds connections to every node it discovered)."""
+        for resource in (self.pubsub, getattr(self, "_subscriber_client", None)):
+            if resource is not None:
+                with contextlib.suppress(Exception):
+                    resource.close()
 
     def _listen(self):
         # Decode here and pass on only objects: python-socketio's listener fails on a

@@ -2,15 +2,26 @@
 # A complete producer for cron or any shell script: one XADD with redis-cli.
 #   REDIS_URL=redis://localhost:6379/0 ./cron_publish.sh message '{"text": "backup done"}' [room]
 # The body is JSON text. MAXLEN ~ keeps the stream bounded, like publish() does.
+# Sharded streams (STREAMBRIDGE_SHARDS=N): the key is <stream>:{crc32(room) % N}, the
+# CRC-32 taken from gzip's trailer. On a Redis Cluster set STREAMBRIDGE_CLUSTER=1 and
+# REDIS_URL to any one node (redis-cli then follows redirections).
 set -eu
 channel=$1
 body=$2
 room=${3:-}
 stream=${STREAMBRIDGE_STREAM:-events}
 maxlen=${STREAMBRIDGE_MAXLEN:-100000}
+shards=${STREAMBRIDGE_SHARDS:-1}
 url=${REDIS_URL:-redis://localhost:6379/0}
+if [ "$shards" -gt 1 ]; then
+  # gzip ends with the CRC-32 of its input, little-endian, then the input's length.
+  crc=$(printf %s "$room" | gzip -c | tail -c8 | od -An -tu4 -N4 --endian=little | tr -d ' ')
+  stream="$stream:{$((crc % shards))}"
+fi
+cluster=
+case "${STREAMBRIDGE_CLUSTER:-0}" in 1|true|yes) cluster=-c ;; esac
 if [ -n "$room" ]; then
-  exec redis-cli -u "$url" XADD "$stream" MAXLEN '~' "$maxlen" '*' channel "$channel" body "$body" room "$room"
+  exec redis-cli $cluster -u "$url" XADD "$stream" MAXLEN '~' "$maxlen" '*' channel "$channel" body "$body" room "$room"
 else
-  exec redis-cli -u "$url" XADD "$stream" MAXLEN '~' "$maxlen" '*' channel "$channel" body "$body"
+  exec redis-cli $cluster -u "$url" XADD "$stream" MAXLEN '~' "$maxlen" '*' channel "$channel" body "$body"
 fi

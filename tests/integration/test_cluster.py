@@ -4,7 +4,11 @@ and a bridge killed while it works."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,7 +19,7 @@ from streambridge import keys
 from streambridge.contract import shard_for
 from streambridge.embedded_topologies import LocalCluster
 from streambridge.settings import ProducerSettings
-from tests.support import PASSWORDS, Bridge, Client, Web, clean_env, report, wait_until
+from tests.support import PASSWORDS, ROOT, Bridge, Client, Web, clean_env, report, wait_until
 from webapp.users import UserStore
 
 pytestmark = pytest.mark.integration
@@ -175,6 +179,20 @@ def test_sharded_delivery_and_catch_up_on_a_cluster(
     assert sorted(b["n"] for b, _ in got) == [b["n"] for b in expected]  # no repeats
     assert all(meta["replayed"] for _, meta in got)
     assert_room_order(got)
+    # The operator's view: one entry per shard, with the node that holds it.
+    out = subprocess.run(
+        [sys.executable, "-m", "streambridge.cli", "status", "--json"],
+        env=cluster_env, capture_output=True, text=True, cwd=ROOT, timeout=30, check=True,
+    )  # fmt: skip
+    status = json.loads(out.stdout)["shards"]
+    assert [s["stream"] for s in status] == keys.shards("events", SHARDS)
+    assert {int(s["node"].rsplit(":", 1)[1]) for s in status} == {n.port for n in cluster.nodes}
+    assert all(s["groups"][0]["lag"] == 0 for s in status)
+    check = subprocess.run(
+        [sys.executable, "-m", "streambridge.cli", "bridge", "--check", "--consumer", "bridge"],
+        env=cluster_env, capture_output=True, text=True, cwd=ROOT, timeout=30,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout
     report(
         f"cluster: {SHARDS} shards on 3 masters, entries per shard {lengths}; "
         f"dora caught up {info['replayed']} events across shards"
@@ -224,3 +242,27 @@ def test_bridge_killed_on_a_cluster_loses_nothing(
         f"cluster: bridge SIGKILLed twice during 3,000 events over {SHARDS} shards: "
         f"{len(wanted)} delivered, {len(got) - len(first_seen)} repeats (deduplicated by id)"
     )
+
+
+@pytest.mark.parametrize("producer", ["cli", "node", "shell"])
+def test_every_example_producer_picks_the_shard_of_the_room(cluster, cluster_env, producer):
+    """Producers in other languages compute the same shard as publish() does."""
+    node_url = f"redis://127.0.0.1:{cluster.nodes[0].port}/0"  # one node: they follow MOVED
+    env = dict(cluster_env, REDIS_URL=node_url, STREAMBRIDGE_CLUSTER="1")
+    command = {
+        "cli": [sys.executable, "-m", "streambridge.cli", "publish"],
+        "node": [shutil.which("node") or "node", "producers/examples/node/producer.mjs"],
+        "shell": ["sh", "producers/examples/cron_publish.sh"],
+    }[producer]
+    client = cluster.client()
+    for room in [*TEAMS, "user:alice", "user:émile", ""]:
+        args = ["message", '"hi"', *(["--room", room] if producer == "cli" else [room])]
+        if producer == "cli" and not room:
+            args = args[:2]
+        out = subprocess.run(
+            [*command, *args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        stream_id = out.stdout.strip().splitlines()[-1]
+        key = keys.shard("events", shard_for(room or None, SHARDS), SHARDS)
+        assert client.xrange(key, stream_id, stream_id), (room, key)

@@ -1,7 +1,10 @@
 // A Node.js producer: append one event to the stream with the `redis` npm package.
 //   REDIS_URL=redis://localhost:6379/0 node producer.mjs message '{"text": "hi"}' [room]
 // Prints the stream id. The body is JSON text; it is checked here before XADD.
-import { createClient } from "redis";
+// Sharded streams (STREAMBRIDGE_SHARDS=N): the key is <stream>:{crc32(room) % N}. On a
+// Redis Cluster set STREAMBRIDGE_CLUSTER=1 and REDIS_URL to any one node.
+import { crc32 } from "node:zlib";
+import { createClient, createCluster } from "redis";
 
 const [channel, body, room] = process.argv.slice(2);
 if (!channel || body === undefined) {
@@ -19,13 +22,19 @@ try {
   process.exit(2);
 }
 
-const client = createClient({ url: process.env.REDIS_URL || "redis://localhost:6379/0" });
+const url = process.env.REDIS_URL || "redis://localhost:6379/0";
+const cluster = ["1", "true", "yes"].includes(process.env.STREAMBRIDGE_CLUSTER || "0");
+const client = cluster ? createCluster({ rootNodes: [{ url }] }) : createClient({ url });
 client.on("error", (err) => console.error("redis:", err.message));
 await client.connect();
 const fields = { channel, body };
 if (room) fields.room = room;
-const id = await client.xAdd(process.env.STREAMBRIDGE_STREAM || "events", "*", fields, {
+const shards = Number(process.env.STREAMBRIDGE_SHARDS || 1);
+const stream = process.env.STREAMBRIDGE_STREAM || "events";
+// One room, one shard: the same CRC-32 as Python's zlib.crc32 (and every other language's).
+const key = shards > 1 ? `${stream}:{${crc32(room || "") % shards}}` : stream;
+const id = await client.xAdd(key, "*", fields, {
   TRIM: { strategy: "MAXLEN", strategyModifier: "~", threshold: Number(process.env.STREAMBRIDGE_MAXLEN || 100000) },
 });
 console.log(id);
-await client.quit();
+await client.close();
