@@ -15,13 +15,14 @@ from typing import Any
 
 import redis
 import structlog
-from redis.exceptions import RedisClusterException
+from redis.exceptions import AskError, MovedError, RedisClusterException
 
 from bridge.backoff import Backoff
 from bridge.deadletter import dead_fields
 from bridge.metrics import BridgeMetrics
 from streambridge.contract import ContractError, Event
 from streambridge.queue import emit_message, publish_command
+from streambridge.redis_conn import as_cluster
 from streambridge.settings import BridgeSettings
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,8 @@ class Bridge:
         self.settings = settings = settings.for_shard(shard)
         self.redis = client if client is not None else connect(settings)
         self.publish_command = publish_command(settings.sharded_pubsub)
+        self._channel_node: Any = None
+        self._channel_node_stale = False
         self.stopping = threading.Event()
         self.epoch = ""
         self.stats = {"read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0}
@@ -78,6 +81,7 @@ class Bridge:
             # After an error, entries read but not processed are still in our pending
             # list: drain_own_pending replays them, so forget the prefetched copy.
             self._prefetched = []
+            self._channel_node = None  # after an error the node may have changed
             try:
                 self.ensure_group()
                 self.drain_own_pending()
@@ -255,7 +259,8 @@ class Bridge:
         started = time.perf_counter()
         self._count("read", len(entries))
         over_limit = self._over_delivered(entries) if redelivered else {}
-        pipe = self.redis.pipeline(transaction=False)
+        messages: list[str] = []
+        dead = self.redis.pipeline(transaction=False)
         planned: list[tuple[str, str]] = []  # (stream id, "emit" | "dead")
         gone: list[str] = []
         for stream_id, fields in entries:
@@ -274,7 +279,7 @@ class Bridge:
                 except Exception as exc:  # one odd entry must not stall the batch
                     reason = f"cannot be validated: {type(exc).__name__}: {exc}"[:500]
             if reason is not None:
-                pipe.xadd(
+                dead.xadd(
                     s.dead_stream,
                     dead_fields(fields, stream_id, reason, s.consumer),
                     maxlen=s.dead_maxlen,
@@ -283,20 +288,20 @@ class Bridge:
                 planned.append((stream_id, "dead"))
                 self.log.warning("bridge.dead_letter", stream_id=stream_id, reason=reason)
             else:
-                # execute_command: the PUBLISH wrapper costs more than it does, per entry.
-                pipe.execute_command(
-                    self.publish_command,
-                    s.queue_channel,
-                    emit_message(event, stream_id, self.epoch, self.shard),
-                )
+                messages.append(emit_message(event, stream_id, self.epoch, self.shard))
                 planned.append((stream_id, "emit"))
-        results = pipe.execute(raise_on_error=False) if planned else []
+        sent = {
+            "emit": iter(self._publish_all(messages)),
+            "dead": iter(dead.execute(raise_on_error=False) if len(dead) else []),
+        }
+        results = [next(sent[kind]) for _, kind in planned]
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         ack = list(gone)
         for (stream_id, kind), result in zip(planned, results, strict=True):
             if isinstance(result, Exception):
                 # Left pending: claimed again after claim_idle_ms, dead after max_deliveries.
-                self.log.error("bridge.publish_failed", stream_id=stream_id, error=str(result))
+                error = f"{type(result).__name__}: {result}"
+                self.log.error("bridge.publish_failed", stream_id=stream_id, error=error)
                 if isinstance(result, (redis.ConnectionError, redis.TimeoutError)):
                     raise result
                 continue
@@ -316,6 +321,43 @@ class Bridge:
         replies = pipe.execute()
         self._count("acked", len(ack))
         return _entries(replies[-1]) if read_next else []
+
+    def _publish_all(self, messages: list[str]) -> list[Any]:
+        """Publish each message; its result or its error, in order. A message that met
+        a moved slot (cluster reshard or failover) is sent once more, at once, to the
+        channel's new node."""
+        results = self._publish(messages)
+        moved = [i for i, r in enumerate(results) if isinstance(r, (MovedError, AskError))]
+        if moved:
+            self.log.warning("bridge.queue_channel_moved", error=str(results[moved[0]]))
+            self._channel_node = None
+            for i, result in zip(moved, self._publish([messages[i] for i in moved]), strict=True):
+                results[i] = result
+        return results
+
+    def _publish(self, messages: list[str]) -> list[Any]:
+        if not messages:
+            return []
+        pipe = self._publisher().pipeline(transaction=False)
+        for message in messages:
+            # execute_command: the PUBLISH wrapper costs more than it does, per entry.
+            pipe.execute_command(self.publish_command, self.settings.queue_channel, message)
+        return pipe.execute(raise_on_error=False)
+
+    def _publisher(self) -> Any:
+        """Where the queue messages go. On a cluster, a plain client of the node that
+        owns the channel's slot: a cluster pipeline routes each command on its own,
+        which costs more than the PUBLISH. Looked up again after any failure."""
+        cluster = as_cluster(self.redis)
+        if cluster is None:
+            return self.redis
+        if self._channel_node is None:
+            if self._channel_node_stale:
+                cluster.nodes_manager.initialize()  # the slot map may have changed
+            node = cluster.get_node_from_key(self.settings.queue_channel)
+            self._channel_node = cluster.get_redis_connection(node)
+            self._channel_node_stale = True
+        return self._channel_node
 
     def _count(self, outcome: str, n: int = 1) -> None:
         self.stats[outcome] += n

@@ -266,3 +266,36 @@ def test_every_example_producer_picks_the_shard_of_the_room(cluster, cluster_env
         stream_id = out.stdout.strip().splitlines()[-1]
         key = keys.shard("events", shard_for(room or None, SHARDS), SHARDS)
         assert client.xrange(key, stream_id, stream_id), (room, key)
+
+
+def test_queue_channel_slot_moved_mid_run(cluster, cluster_env, tmp_path, processes, clients,
+                                          publisher):  # fmt: skip
+    """The master that carries the queue's sharded channel changes (a reshard, or a
+    failover): Redis ends the web server's subscription (SUNSUBSCRIBE) and answers the
+    bridge's SPUBLISH with MOVED. Both find the new node; the client misses nothing."""
+    web = start(processes, Web(cluster_env, tmp_path))
+    bridge = start(processes, Bridge(cluster_env, tmp_path))
+    dora = connect(clients, web, "dora")
+    first = publish(publisher, 0, 300)
+    dora.wait_for(len(visible_to("dora", first)), "tick", timeout=20)
+    before = cluster.port_of("flask-socketio")
+    target = next(n.port for n in cluster.nodes if n.port != before)
+    mark = len(web.output())
+    cluster.move_empty_slot("flask-socketio", target)
+    web.wait_log('"queue.subscribed"', after=mark)
+    second = publish(publisher, 300, 300)
+    wanted = visible_to("dora", first + second)
+    wait_until(lambda: len({b["n"] for b, _ in ticks(dora)}) >= len(wanted), 30, "every event")
+    assert sorted({b["n"] for b, _ in ticks(dora)}) == [b["n"] for b in wanted]
+    assert cluster.port_of("flask-socketio") == target
+    node = next(n for n in cluster.nodes if n.port == target).client()
+    assert node.execute_command("PUBSUB", "SHARDNUMSUB", "flask-socketio")[1] == 1
+    assert dora.sio.connected
+    assert '"queue.disconnected"' in web.output()
+    # Its first SPUBLISH after the move met MOVED and was sent again to the new node.
+    assert '"bridge.queue_channel_moved"' in bridge.output()
+    assert '"bridge.publish_failed"' not in bridge.output()
+    report(
+        f"cluster: queue channel moved from :{before} to :{target} mid-run; "
+        f"web re-subscribed, bridge re-routed, {len(wanted)} events all delivered"
+    )
