@@ -121,3 +121,51 @@ def test_logout_closes_the_socket(page, web, bridge):
     wait_until(lambda: '"socket.disconnected"' in web.output(), 5, "the server to see it close")
     page.goto(web.url + "/")
     assert page.url == web.url + "/login"
+
+
+def test_sharded_streams_page_catches_up_every_shard(page, env, tmp_path, processes, redis_server):
+    """Three shard streams on one Redis: broadcasts live in shard 0, alice's own events
+    in another. Before the web server goes down the page has seen only broadcasts; its
+    position in alice's shard comes from the server's recovery event, so what was
+    published there while it was away is caught up too."""
+    from producers.publisher import Publisher
+    from streambridge.contract import shard_for
+    from streambridge.settings import ProducerSettings
+    from tests.support import Bridge
+
+    sharded = dict(env, STREAMBRIDGE_SHARDS="3")
+    assert shard_for(None, 3) != shard_for("user:alice", 3)
+    web, bridge = Web(sharded, tmp_path), Bridge(sharded, tmp_path)
+    processes.extend([web, bridge])
+    web.start()
+    bridge.start()
+    publisher = Publisher(settings=ProducerSettings(redis_url=redis_server.url, shards=3))
+    log_in(page, web)
+    shown: list[str] = []
+
+    def send(n: int, room: str | None) -> None:
+        publisher.publish("tick", f"{n}", room=room)
+        shown.append(f"{n}")
+
+    for n in range(20):
+        send(n, None)  # broadcasts only: nothing yet in alice's shard
+    wait_messages(page, 20)
+    assert web.terminate() == 0
+    wait_status(page, "reconnecting")
+    for n in range(20, 60):
+        send(n, "user:alice" if n % 2 else None)
+    restarted = Web(sharded, tmp_path, name="web-restarted", port=web.port)
+    processes.append(restarted)
+    restarted.start()
+    wait_status(page, "connected", timeout=20_000)
+    for n in range(60, 80):
+        send(n, "user:alice" if n % 2 else None)
+    wait_messages(page, len(shown), timeout=15_000)
+    page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
+    assert sorted(bodies, key=int) == shown  # every event exactly once
+    replayed = page.eval_on_selector_all(
+        "#messages li.replayed .body", "els => els.map(e => e.textContent)"
+    )
+    assert set(shown[20:60]) <= set(replayed)  # both shards caught up
+    assert page.locator("#notice").is_hidden()
