@@ -29,3 +29,17 @@ def test_quick_benchmark_runs_every_phase(tmp_path):
     for phase in results["rates"]:
         assert phase["delivered_pct"] == 100.0, phase
     assert "bridge backlog" in run.stdout  # the table
+
+
+@pytest.mark.timeout(300)
+def test_quick_cluster_benchmark_runs(tmp_path):
+    out = tmp_path / "cluster.json"
+    run = subprocess.run(
+        [sys.executable, "bench/cluster.py", "--quick", "--json", str(out)],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["shards"], r["masters_used"]) for r in runs] == [(1, 1), (3, 3)]
+    assert all(r["entries_per_s"] > 0 for r in runs)
+    assert sum(runs[1]["entries_per_shard"]) == runs[1]["entries"]
