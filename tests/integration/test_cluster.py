@@ -299,3 +299,31 @@ def test_queue_channel_slot_moved_mid_run(cluster, cluster_env, tmp_path, proces
         f"cluster: queue channel moved from :{before} to :{target} mid-run; "
         f"web re-subscribed, bridge re-routed, {len(wanted)} events all delivered"
     )
+
+
+def test_dead_letters_stay_in_their_shard_and_requeue_there(cluster, cluster_env, tmp_path,
+                                                              processes):  # fmt: skip
+    """A bad entry in one shard is dead-lettered next to it (same slot) and requeued into
+    the same shard, in one MULTI."""
+    bridge = start(processes, Bridge(cluster_env, tmp_path))
+    client = cluster.client()
+    shard_key = keys.shard("events", 3, SHARDS)
+    bad_id = client.xadd(shard_key, {"channel": "bad channel!", "body": '"x"'})
+    dead_key = keys.dead(shard_key)
+    wait_until(lambda: client.exists(dead_key) and client.xlen(dead_key) == 1, 10, "dead letter")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "streambridge.cli", *args],
+            env=cluster_env, capture_output=True, text=True, cwd=ROOT, timeout=30,
+        )  # fmt: skip
+
+    [letter] = json.loads(cli("dead", "list", "--json").stdout)
+    assert (letter["stream"], letter["original_id"]) == (shard_key, bad_id)
+    bridge.terminate()  # so the requeued entry stays in the stream to be looked at
+    out = cli("dead", "requeue", letter["id"])
+    assert out.returncode == 0, out.stderr
+    assert client.xlen(dead_key) == 0
+    [(_, fields)] = client.xrange(shard_key, f"({bad_id}", "+")
+    assert fields["channel"] == "bad channel!"
+    assert cli("dead", "requeue", "1-1").returncode == 1  # unknown id: an error, not silence
