@@ -85,9 +85,11 @@ class Plans:
             "recovered": self.recovered,
             "replayed": replayed,
             "epoch": self.shards[0].epoch,
+            # Not where the stream could not be read (no epoch): the client keeps its own.
             "positions": {
                 str(i): {"last_id": str(p.through), "epoch": p.epoch}
                 for i, p in enumerate(self.shards)
+                if p.epoch
             },
         }
         if self.reason:

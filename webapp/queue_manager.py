@@ -109,22 +109,18 @@ class StreamQueueManager(socketio.RedisManager):
     def wait_subscribed(self, timeout: float) -> bool:
         return self.subscribed.wait(timeout)
 
-    def _client(self) -> Any:
-        # No socket timeout: a quiet channel is not a dead connection.
-        return connect(
-            self.redis_url,
-            cluster=self.cluster,
-            decode_responses=False,
-            socket_timeout=None,
-            health_check_interval=0,
-        )
+    def _client(self, *, listening: bool = False) -> Any:
+        # Listening, no socket timeout: a quiet channel is not a dead connection.
+        quiet: dict[str, Any] = {"socket_timeout": None, "health_check_interval": 0}
+        options = quiet if listening else {}
+        return connect(self.redis_url, cluster=self.cluster, decode_responses=False, **options)
 
     def _redis_connect(self) -> None:
         """A fresh pub/sub connection (on a cluster: to the node that has the channel
         now, after a failover or a slot move)."""
         if self.redis is None:
             self.redis = self._client()
-        self._subscriber_client = self._client()
+        self._subscriber_client = self._client(listening=True)
         self.pubsub = subscriber(self._subscriber_client, self.channel)
         # redis-py keeps connect callbacks as weak methods: keep the hook alive here.
         self._reconnect_hook = _ReconnectHook(self, self.pubsub.on_connect)
@@ -171,10 +167,10 @@ class StreamQueueManager(socketio.RedisManager):
                 for message in self.pubsub.listen():
                     self._check_gap()
                     kind = message["type"]
-                    if kind in (b"message", b"smessage", "message", "smessage"):
+                    if kind in ("message", "smessage"):
                         if message["channel"] == channel:
                             yield message["data"]
-                    elif kind in (b"unsubscribe", b"sunsubscribe", "unsubscribe", "sunsubscribe"):
+                    elif kind in ("unsubscribe", "sunsubscribe"):
                         # The server ended the subscription (its slot moved to
                         # another node): subscribe again where the channel is now.
                         raise redis.ConnectionError("subscription ended by the server")
