@@ -75,6 +75,20 @@ def main(argv: list[str] | None = None) -> int:
 
         prepare()  # first of all: eventlet must patch before sockets are imported
     args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    try:
+        return _run(args)
+    except ValidationError as exc:  # a bad setting: say which and why, no traceback
+        from streambridge.settings import env_name
+
+        for error in exc.errors(include_input=False, include_url=False):
+            where = env_name(str(error["loc"][0])) if error["loc"] else "settings"
+            print(f"error: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "web":
         return _web(args)
 

@@ -23,10 +23,20 @@ def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def env_name(field: str) -> str:
+    """The environment variable of a setting (as named in a validation error)."""
+    name = field.upper()
+    unprefixed = name in ("REDIS_URL", "NOTIFY_SOCKET") or name.startswith(PREFIX)
+    return name if unprefixed else PREFIX + name
+
+
 class CommonSettings(BaseSettings):
     """What every process needs: where Redis is, key names, limits, logging."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: an error about REDIS_URL must not print its password.
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     redis_url: str = Field(
         defaults.REDIS_URL,

@@ -143,3 +143,21 @@ def test_publisher_appends_each_event_to_the_shard_of_its_room():
         assert any(f.get("room") == room for _, f in fake.xrange(key)), (room, key)
     assert sum(fake.xlen(k) for k in keys.shards("events", 4)) == len(rooms)
     assert not fake.exists("events")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"REDIS_URL": "redis+sentinel://:hunter2@s1:26379/0"}, "REDIS_URL: Value error, Sentinel"),
+        ({"REDIS_URL": "amqp://u:hunter2@h/"}, "REDIS_URL: Value error, unsupported"),
+        ({"STREAMBRIDGE_SHARDS": "0"}, "STREAMBRIDGE_SHARDS: Input should be greater"),
+    ],
+)
+def test_the_cli_names_a_bad_setting_without_its_secret(env, expected, monkeypatch, capsys):
+    from streambridge.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "hunter2" not in err and "Traceback" not in err
