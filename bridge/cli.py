@@ -51,13 +51,13 @@ def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
 
 
 def check(settings: BridgeSettings) -> int:
-    import redis
+    from streambridge.redis_conn import ERRORS
 
     shards = [settings.for_shard(i) for i in range(settings.shards)]
     try:
         client = settings.connect()
         dead = [s.alive_key for s in shards if not client.exists(s.alive_key)]
-    except redis.RedisError as exc:
+    except ERRORS as exc:
         print(f"not alive: cannot reach Redis: {exc}")
         return 1
     print(f"not alive: {', '.join(dead)} expired" if dead else "alive")

@@ -105,16 +105,21 @@ def _run(args: argparse.Namespace) -> int:
             return bridge_cli.run(args, BridgeSettings())
         if args.command == "publish":
             from producers import cli as producer_cli
+            from streambridge.redis_conn import ERRORS
 
-            return producer_cli.run(args)
+            try:
+                return producer_cli.run(args)
+            except ERRORS as exc:
+                print(f"error: cannot reach Redis: {exc}", file=sys.stderr)
+                return 1
         if args.command == "user":
             return _user(args)
         if args.command in ("status", "dead"):
-            import redis
+            from streambridge.redis_conn import ERRORS
 
             try:
                 return _ops(args)
-            except redis.ConnectionError as exc:
+            except ERRORS as exc:
                 print(f"error: cannot reach Redis: {exc}", file=sys.stderr)
                 return 1
         if args.command == "dev":

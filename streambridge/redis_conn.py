@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
 from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -54,6 +55,10 @@ class LazyCluster:
 
 Client = redis.Redis | RedisCluster | LazyCluster
 
+ERRORS = (redis.RedisError, RedisClusterException)
+"""What a failing Redis raises: redis-py's cluster client raises RedisClusterException
+(not a RedisError) when no node of the cluster answers."""
+
 
 def as_cluster(client: Any) -> RedisCluster | None:
     """The RedisCluster behind ``client``, or None if it is not a cluster client."""
@@ -74,6 +79,7 @@ class Target:
     service: str | None = None
     username: str | None = None
     password: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # from the query string
 
 
 def parse(url: str, *, cluster: bool = False) -> Target:
@@ -107,10 +113,10 @@ def parse(url: str, *, cluster: bool = False) -> Target:
                 f"Sentinel URL needs the service name: "
                 f"redis+sentinel://host:26379,host2:26379/0/mymaster (got {redacted(url)})"
             )
-        return Target("sentinel", url, hosts, tls, db, service, user, password)
+        return Target("sentinel", url, hosts, tls, db, service, user, password, _query(parts))
     if segments and _db(segments[0], url) != 0:
         raise ValueError("Redis Cluster has only database 0")
-    return Target("cluster", url, hosts, tls, 0, None, user, password)
+    return Target("cluster", url, hosts, tls, 0, None, user, password, _query(parts))
 
 
 def is_cluster_url(url: str, cluster: bool = False) -> bool:
@@ -131,6 +137,7 @@ def connect(
     wait for a free one (for servers where many green threads share one client).
     """
     target = parse(url, cluster=cluster)
+    options = {**target.options, **options}
     options.setdefault("socket_connect_timeout", 5.0)
     options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     options.setdefault("health_check_interval", 30)
@@ -176,9 +183,10 @@ def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
     }
     sentinel = Sentinel(
         target.hosts,
+        # Asking the Sentinels is always bounded, also for a listening client.
         sentinel_kwargs={
             "socket_connect_timeout": options["socket_connect_timeout"],
-            "socket_timeout": options["socket_timeout"],
+            "socket_timeout": options["socket_timeout"] or SOCKET_TIMEOUT_S,
         },
         username=target.username,
         password=target.password,
@@ -191,21 +199,30 @@ def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
 
 
 def limiter_storage(url: str, *, cluster: bool = False) -> tuple[str, dict[str, Any]]:
-    """The same Redis as a ``limits`` storage URI and options (Flask-Limiter's own
-    URL forms)."""
+    """The same Redis as a ``limits`` storage URI and options (Flask-Limiter's own URL
+    forms): TLS and credentials as options, Sentinels asked without the master's
+    credentials (as streambridge's own clients do), never a password in the URI."""
     target = parse(url, cluster=cluster)
     parts = urlsplit(url)
     if target.kind == "single":
         if parts.scheme.lower() == "unix":
             return "redis+unix" + url[len(parts.scheme) :], {}
         return url, {}
-    auth = parts.netloc.rpartition("@")[0]
     hosts = ",".join(f"{h}:{p}" for h, p in target.hosts)
-    netloc = f"{auth}@{hosts}" if auth else hosts
+    options: dict[str, Any] = {**target.options, "ssl": target.tls}
+    if target.username:
+        options["username"] = target.username
+    if target.password is not None:
+        options["password"] = target.password
     if target.kind == "cluster":
-        return f"{'rediss' if target.tls else 'redis'}+cluster://{netloc}", {}
-    scheme = "rediss+sentinel" if target.tls else "redis+sentinel"
-    return f"{scheme}://{netloc}/{target.service}", {"db": target.db}
+        return f"redis+cluster://{hosts}", options
+    options["db"] = target.db
+    options["sentinel_kwargs"] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "username": None,
+        "password": None,
+    }
+    return f"redis+sentinel://{hosts}/{target.service}", options
 
 
 def redacted(url: str) -> str:
@@ -228,6 +245,15 @@ def _hosts(netloc: str, url: str, default_port: int) -> list[tuple[str, int]]:
             raise ValueError(f"bad host:port {item!r} in {redacted(url)}")
         hosts.append((host, int(port)))
     return hosts
+
+
+def _query(parts: SplitResult) -> dict[str, Any]:
+    """Connection options from the query string (``?ssl_ca_certs=...``), read the way
+    redis-py reads them for redis:// URLs."""
+    if not parts.query:
+        return {}
+    options = parse_url(f"redis://localhost?{parts.query}")
+    return {k: v for k, v in options.items() if k not in ("host", "port", "db")}
 
 
 def _db(text: str, url: str) -> int:

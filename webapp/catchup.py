@@ -21,6 +21,7 @@ import structlog
 
 from streambridge.contract import ContractError, Event
 from streambridge.ids import ZERO, StreamId
+from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
 from webapp.identity import Viewer
 from webapp.metrics import WebMetrics
@@ -79,15 +80,16 @@ class Plans:
     def start(self) -> dict[int, StreamId]:
         return {i: p.through for i, p in enumerate(self.shards)}
 
-    def info(self, replayed: int) -> dict[str, Any]:
-        """The recovery event: complete or not, and where the client now is."""
+    def info(self, replayed: int, at: dict[int, StreamId]) -> dict[str, Any]:
+        """The recovery event: complete or not, and where the client now is (``at``:
+        the newest id it has been sent in each shard)."""
         info: dict[str, Any] = {
             "recovered": self.recovered,
             "replayed": replayed,
             "epoch": self.shards[0].epoch,
             # Not where the stream could not be read (no epoch): the client keeps its own.
             "positions": {
-                str(i): {"last_id": str(p.through), "epoch": p.epoch}
+                str(i): {"last_id": str(at.get(i, p.through)), "epoch": p.epoch}
                 for i, p in enumerate(self.shards)
                 if p.epoch
             },
@@ -142,12 +144,14 @@ class CatchUp:
         client = self.clients.get(sid)
         if client is None or not self._wait_connected(client):
             return
-        positions = self.positions(auth)
         try:
-            plans = self.plan_all(positions)
+            plans = self.plan_all(self.positions(auth))
             replayed = self.replay_all(client, plans)
-        except redis.RedisError as exc:
+        except ERRORS as exc:
             log.warning("catchup.redis_error", sid=sid, error=str(exc))
+            plans, replayed = self._unavailable(), 0
+        except Exception as exc:  # a bug must not leave the client held forever
+            log.exception("catchup.failed", sid=sid, error=str(exc))
             plans, replayed = self._unavailable(), 0
         self._finish(client, plans, replayed)
 
@@ -159,7 +163,12 @@ class CatchUp:
         given = auth.get("positions")
         if isinstance(given, dict):
             for key, value in given.items():
-                known = isinstance(key, str) and key.isdigit() and int(key) < len(out)
+                known = (
+                    isinstance(key, str)
+                    and key.isascii()
+                    and key.isdecimal()
+                    and int(key) < len(out)
+                )
                 if known and isinstance(value, dict):
                     out[int(key)] = (value.get("last_id"), value.get("epoch"))
         elif "last_id" in auth:
@@ -197,7 +206,12 @@ class CatchUp:
         clients that never disconnected miss nothing."""
         log.info("catchup.resync", clients=len(clients))
         for client in clients:
-            plans, replayed = self._resync_one(client)
+            try:
+                plans, replayed = self._resync_one(client)
+            except Exception as exc:  # a bug must not leave the client held forever
+                log.exception("catchup.failed", sid=client.sid, error=str(exc))
+                plans = self._unavailable(self.manager.positions.get(client.sid))
+                replayed = 0
             self._finish(client, plans, replayed, notify=not plans.recovered)
 
     def _resync_one(self, client: Client) -> tuple[Plans, int]:
@@ -212,7 +226,7 @@ class CatchUp:
                 positions = [(str(at.get(i, ZERO)), epochs[i]) for i in range(len(self.shards))]
                 plans = self.plan_all(positions)
                 return plans, self.replay_all(client, plans)
-            except redis.RedisError as exc:
+            except ERRORS as exc:
                 if time.monotonic() > deadline or client.sid not in self.clients:
                     log.warning("catchup.redis_error", sid=client.sid, error=str(exc))
                     return self._unavailable(at), 0
@@ -303,7 +317,7 @@ class CatchUp:
             client.sid, client.namespace, covered=plan.covered(), start=plan.start()
         )
         if notify:
-            info = plan.info(replayed)
+            info = plan.info(replayed, self.manager.positions.get(client.sid, {}))
             self.manager.send_to(client.sid, client.namespace, RECOVERY_EVENT, [info])
         log.info(
             "catchup.done",

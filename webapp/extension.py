@@ -32,6 +32,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
 
 from producers.publisher import Publisher
+from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
 from webapp import sockets
 from webapp.catchup import CatchUp
@@ -72,8 +73,10 @@ class State:
             self.socketio.sleep(LOGIN_CHECK_EVERY_S)
             try:
                 self.close_ended_logins()
-            except redis.RedisError as exc:
+            except ERRORS as exc:
                 log.warning("web.login_check_failed", error=str(exc))
+            except Exception as exc:  # the watcher must outlive any one failure
+                log.exception("web.login_check_failed", error=str(exc))
 
     def close_ended_logins(self) -> int:
         assert self.logins_alive is not None
@@ -248,7 +251,7 @@ def _ops_blueprint() -> Blueprint:
         sb = state()
         try:
             sb.redis.ping()
-        except redis.RedisError as exc:
+        except ERRORS as exc:
             return {"status": "unavailable", "redis": str(exc)}, 503
         if not sb.manager.subscribed.is_set():
             return {"status": "unavailable", "queue": "not subscribed"}, 503

@@ -28,10 +28,16 @@ from socketio import packet as sio_packet
 
 from streambridge.ids import ZERO, StreamId
 from streambridge.queue import META_MARKER, publish_command, subscriber
-from streambridge.redis_conn import connect
+from streambridge.redis_conn import ERRORS, connect
 
 log = structlog.get_logger(__name__)
 
+KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
+SUBSCRIBE_TIMEOUT_S = 10.0
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 YIELD_EVERY = 32  # queue messages handled between two yields to the writers
@@ -110,9 +116,14 @@ class StreamQueueManager(socketio.RedisManager):
         return self.subscribed.wait(timeout)
 
     def _client(self, *, listening: bool = False) -> Any:
-        # Listening, no socket timeout: a quiet channel is not a dead connection.
-        quiet: dict[str, Any] = {"socket_timeout": None, "health_check_interval": 0}
-        options = quiet if listening else {}
+        # Listening: no socket timeout, a quiet channel is not a dead connection; TCP
+        # keepalive instead, so a host that vanished without closing the connection
+        # (power loss, partition) is noticed in about 25 s.
+        options: dict[str, Any] = {}
+        if listening:
+            options = {"socket_timeout": None, "health_check_interval": 0}
+            if not self.redis_url.startswith("unix:"):  # TCP only
+                options.update(socket_keepalive=True, socket_keepalive_options=KEEPALIVE)
         return connect(self.redis_url, cluster=self.cluster, decode_responses=False, **options)
 
     def _redis_connect(self) -> None:
@@ -132,11 +143,13 @@ class StreamQueueManager(socketio.RedisManager):
         if self.redis is None:
             self.redis = self._client()
         message = self.json.dumps(data)
-        try:
-            return self.redis.execute_command(self._publish_command, self.channel, message)
-        except redis.RedisError as exc:  # redis-py reconnects on the next call: once more
-            log.warning("queue.publish_retry", error=str(exc))
-            return self.redis.execute_command(self._publish_command, self.channel, message)
+        for attempt in (1, 2):  # redis-py reconnects on the next call: once more
+            try:
+                return self.redis.execute_command(self._publish_command, self.channel, message)
+            except ERRORS as exc:
+                # As python-socketio does: logged and dropped, the caller goes on.
+                log.warning("queue.publish_failed", error=str(exc), attempt=attempt)
+        return None
 
     def mark_gap(self) -> None:
         self._gap = True
@@ -151,11 +164,7 @@ class StreamQueueManager(socketio.RedisManager):
                 if not connected:
                     self._close_pubsub()
                     self._redis_connect()
-                    if self.sharded_pubsub:
-                        self.pubsub.ssubscribe(self.channel)
-                    else:
-                        self.pubsub.subscribe(self.channel)
-                    self.pubsub.ping()  # answered only once SUBSCRIBE is in effect
+                    self._subscribe()
                     connected = True
                     retry = RETRY_MIN_S
                     if self._ever_subscribed:
@@ -181,6 +190,20 @@ class StreamQueueManager(socketio.RedisManager):
                 time.sleep(retry)
                 retry = min(RETRY_MAX_S, retry * 2)
             self._check_gap()
+
+    def _subscribe(self) -> None:
+        """Subscribe and wait for the server's confirmation: from then on nothing
+        published is missed (an error, e.g. MOVED, raises here)."""
+        if self.sharded_pubsub:
+            self.pubsub.ssubscribe(self.channel)
+        else:
+            self.pubsub.subscribe(self.channel)
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.5)
+            if message and message["type"] in ("subscribe", "ssubscribe"):
+                return
+        raise redis.TimeoutError("no confirmation of the subscription")
 
     def _close_pubsub(self) -> None:
         """Let go of the previous subscription and its client (on a cluster, a client

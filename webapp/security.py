@@ -19,6 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from streambridge.redis_conn import limiter_storage
 from streambridge.settings import WebSettings
+from webapp.rate_limit_storage import SCHEME
 
 csrf = CSRFProtect()
 
@@ -56,6 +57,9 @@ def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -
         if memory_limits
         else limiter_storage(settings.redis_url, cluster=settings.cluster)
     )
+    if storage_uri.startswith("redis+cluster"):
+        storage_options = {"target_uri": storage_uri, **storage_options}
+        storage_uri = f"{SCHEME}://"
     limiter = Limiter(
         key_func=get_remote_address,
         app=app,

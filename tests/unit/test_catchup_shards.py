@@ -43,6 +43,7 @@ def test_positions_read_per_shard_and_junk_is_ignored(catchup):
             "7": {"last_id": "1-0"},  # no such shard
             "x": {"last_id": "1-0"},
             "1": "not an object",
+            "²": {"last_id": "1-0"},  # a digit to str.isdigit, not to int()
         }
     }
     assert catchup.positions(given) == [(None, None), (None, None), ("5-0", "E2")]
@@ -56,8 +57,9 @@ def test_each_shard_is_replayed_from_its_own_position(catchup, fake):
     assert [p.after for p in plans.shards] == after
     # Shard 0: 3 to replay; shard 1: nothing missed; shard 2: a fresh start at its end.
     assert plans.covered() == {0: StreamId.parse(ids[0][4]), 1: StreamId.parse(ids[1][4])}
-    info = plans.info(3)
+    info = plans.info(3, {0: StreamId.parse(ids[0][4])})
     assert info["positions"]["2"] == {"last_id": ids[2][4], "epoch": "E2"}
+    assert info["positions"]["0"]["last_id"] == ids[0][4]  # where the client is now
 
 
 def test_a_gap_in_one_shard_means_no_replay_in_any(catchup, fake):
@@ -68,7 +70,7 @@ def test_a_gap_in_one_shard_means_no_replay_in_any(catchup, fake):
     assert plans.reason == "history after last_id was trimmed"
     assert plans.covered() == {}
     # The client is told where each shard stands now: complete from there on.
-    assert [v["last_id"] for v in plans.info(0)["positions"].values()] == [i[-1] for i in ids]
+    assert [v["last_id"] for v in plans.info(0, {})["positions"].values()] == [i[-1] for i in ids]
 
 
 def test_an_epoch_of_another_shard_is_refused(catchup, fake):
@@ -78,5 +80,5 @@ def test_an_epoch_of_another_shard_is_refused(catchup, fake):
 
 
 def test_positions_are_left_out_where_the_stream_could_not_be_read(catchup):
-    info = catchup._unavailable().info(0)
+    info = catchup._unavailable().info(0, {})
     assert info["recovered"] is False and info["positions"] == {}

@@ -84,11 +84,15 @@ def test_settings_refuse_a_bad_url_at_start(monkeypatch):
 def test_limiter_gets_the_same_redis_in_its_own_url_forms():
     assert limiter_storage("redis://h:1/0") == ("redis://h:1/0", {})
     assert limiter_storage("unix:///run/r.sock") == ("redis+unix:///run/r.sock", {})
-    assert limiter_storage("redis+sentinel://:pw@s1:1,s2:2/4/main") == (
-        "redis+sentinel://:pw@s1:1,s2:2/main",
-        {"db": 4},
-    )
-    assert limiter_storage("redis://n1:7000", cluster=True) == ("redis+cluster://n1:7000", {})
+    # Credentials and TLS as options (never in an error message); the Sentinels are asked
+    # without the master's credentials, as streambridge's own clients ask them.
+    uri, options = limiter_storage("redis+sentinel://u:pw@s1:1,s2:2/4/main")
+    assert uri == "redis+sentinel://s1:1,s2:2/main"
+    assert (options["username"], options["password"], options["db"]) == ("u", "pw", 4)
+    assert options["sentinel_kwargs"]["password"] is None
+    uri, options = limiter_storage("rediss://:pw@n1:7000?ssl_ca_certs=/ca.pem", cluster=True)
+    assert uri == "redis+cluster://n1:7000"
+    assert options == {"ssl": True, "password": "pw", "ssl_ca_certs": "/ca.pem"}
 
 
 def test_a_cluster_client_is_made_on_first_use():
