@@ -169,3 +169,31 @@ def test_sharded_streams_page_catches_up_every_shard(page, env, tmp_path, proces
     )
     assert set(shown[20:60]) <= set(replayed)  # both shards caught up
     assert page.locator("#notice").is_hidden()
+
+
+def test_a_refused_position_is_replaced_by_the_servers(page, web, bridge, redis_client):
+    """A saved id the stream does not have (e.g. lost in a failover) is refused once;
+    the page then takes the server's position, so the next connection recovers."""
+    log_in(page, web)
+    redis_client.xadd("events", {"channel": "message", "body": '"one"'})
+    wait_messages(page, 1)
+    key = "streambridge:alice:/ws/socket.io"
+    page.evaluate(
+        """key => {
+            const saved = JSON.parse(sessionStorage.getItem(key));
+            saved.shards["0"].last_id = "99999999999999-0";  // newer than anything stored
+            sessionStorage.setItem(key, JSON.stringify(saved));
+        }""",
+        key,
+    )
+    recovered = "() => document.getElementById('status').dataset.recovered"
+    page.reload()
+    assert page.wait_for_function(recovered).json_value() == "false"
+    assert "future" in page.locator("#notice").inner_text()
+    redis_client.xadd("events", {"channel": "message", "body": '"two"'})
+    wait_messages(page, 1)
+    page.reload()
+    assert page.wait_for_function(recovered).json_value() == "true"
+    assert page.locator("#notice").is_hidden()
+    saved = page.evaluate("key => JSON.parse(sessionStorage.getItem(key))", key)
+    assert saved["shards"]["0"]["last_id"] != "99999999999999-0"

@@ -70,6 +70,7 @@
   sb.onStatus(setStatus);
   sb.onAny(show);
   sb.onRecovery(function (info) {
+    statusEl.dataset.recovered = String(info.recovered);
     if (info.recovered === false) {
       notice.textContent = "Some earlier messages could not be recovered (" +
         (info.reason || "history gap") + "). Newer messages will keep arriving; reload to start fresh.";

@@ -43,6 +43,9 @@
     if (!at || (epoch && epoch !== at.epoch)) at = this.shards[shard] = {epoch: epoch || null};
     if (!at.last_id || compareIds(id, at.last_id) > 0) at.last_id = id;
   };
+  Position.prototype.set = function (shard, id, epoch) {
+    this.shards[shard] = {last_id: id, epoch: epoch || null};
+  };
 
   function connect(options) {
     options = options || {};
@@ -71,7 +74,11 @@
       path: options.path || "/ws/socket.io",
       transports: options.transports || ["websocket", "polling"],
       withCredentials: true,
-      auth: function (cb) { cb({positions: position.shards}); }
+      auth: function (cb) {
+        // Shard 0 also in the old form, for servers from before sharding.
+        var first = position.shards["0"] || {};
+        cb({positions: position.shards, last_id: first.last_id || null, epoch: first.epoch || null});
+      }
     });
 
     socket.on("connect", function () { attempts = 0; status("connected"); });
@@ -93,9 +100,12 @@
       status(socket.active ? "reconnecting" : "offline", {attempt: attempts, reason: message});
     });
     socket.on(RECOVERY, function (info) {
-      // Where the server says this client now is: complete from here on.
+      // Where the server says this client now is: complete from here on. After a
+      // failed recovery its word replaces ours (ours may name an id the server no
+      // longer has, e.g. lost in a failover, and would be refused again and again).
       var at = (info && info.positions) || {};
-      Object.keys(at).forEach(function (shard) { position.advance(shard, at[shard].last_id, at[shard].epoch); });
+      var mark = info && info.recovered === false ? "set" : "advance";
+      Object.keys(at).forEach(function (shard) { position[mark](shard, at[shard].last_id, at[shard].epoch); });
       position.save();
       recoveryHandlers.forEach(function (h) { h(info || {}); });
     });
