@@ -34,6 +34,11 @@ CLAIM_EVERY_MAX_S = 30.0
 TRIM_EVERY_S = 10.0
 ALIVE_EVERY_S = 1.0
 ALIVE_TTL_S = 15
+MOVED_RETRIES = 3
+
+
+class PublishFailed(Exception):
+    """A queue message could not be published: the rest of its batch waits for it."""
 
 
 class NotReady(Exception):
@@ -99,6 +104,8 @@ class Bridge:
                 self._pause(backoff, "bridge.redis_unavailable", error=str(exc))
             except NotReady as exc:
                 self._pause(backoff, "bridge.stream_not_ready", error=str(exc))
+            except PublishFailed as exc:
+                self._pause(backoff, "bridge.publish_failed", error=str(exc))
             except redis.ResponseError as exc:
                 if str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     # Stream or group deleted under us: recreate and carry on.
@@ -297,6 +304,7 @@ class Bridge:
         results = [next(sent[kind]) for _, kind in planned]
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         ack = list(gone)
+        failed: Exception | None = None
         for (stream_id, kind), result in zip(planned, results, strict=True):
             if isinstance(result, Exception):
                 # Left pending: claimed again after claim_idle_ms, dead after max_deliveries.
@@ -304,9 +312,20 @@ class Bridge:
                 self.log.error("bridge.publish_failed", stream_id=stream_id, error=error)
                 if isinstance(result, (redis.ConnectionError, redis.TimeoutError)):
                     raise result
+                if kind == "emit" and failed is None:
+                    failed = result
+                continue
+            if failed is not None and kind == "emit":
+                # Published after one that failed: not acked, so it goes out again
+                # after the failed one (room order; clients drop the repeat by id).
                 continue
             self._count("emitted" if kind == "emit" else "dead")
             ack.append(stream_id)
+        if failed is not None:
+            if ack:
+                self.redis.xack(s.stream, s.group, *ack)
+                self._count("acked", len(ack))
+            raise PublishFailed(f"{type(failed).__name__}: {failed}")
         if gone:
             self._count("trimmed", len(gone))
             self.log.warning("bridge.pending_trimmed", count=len(gone), first_id=gone[0])
@@ -323,17 +342,28 @@ class Bridge:
         return _entries(replies[-1]) if read_next else []
 
     def _publish_all(self, messages: list[str]) -> list[Any]:
-        """Publish each message; its result or its error, in order. A message that met
-        a moved slot (cluster reshard or failover) is sent once more, at once, to the
-        channel's new node."""
+        """Publish each message; its result or its error, in order. Messages that met a
+        moved slot (cluster reshard or failover) are sent again at once to the node the
+        redirection names, a few times at most."""
         results = self._publish(messages)
-        moved = [i for i, r in enumerate(results) if isinstance(r, (MovedError, AskError))]
-        if moved:
-            self.log.warning("bridge.queue_channel_moved", error=str(results[moved[0]]))
-            self._channel_node = None
+        for _ in range(MOVED_RETRIES):
+            moved = [i for i, r in enumerate(results) if isinstance(r, (MovedError, AskError))]
+            if not moved:
+                break
+            redirect = results[moved[0]]
+            self.log.warning("bridge.queue_channel_moved", error=str(redirect))
+            self._follow(redirect)
             for i, result in zip(moved, self._publish([messages[i] for i in moved]), strict=True):
                 results[i] = result
         return results
+
+    def _follow(self, redirect: MovedError | AskError) -> None:
+        """Publish to the node a MOVED reply names from now on."""
+        self._channel_node = None
+        cluster = as_cluster(self.redis)
+        if cluster is not None and isinstance(redirect, MovedError):
+            cluster.nodes_manager.move_slot(redirect)  # as redis-py's own commands do
+            self._channel_node_stale = False
 
     def _publish(self, messages: list[str]) -> list[Any]:
         if not messages:

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from bridge.daemon import Bridge, NotReady, _entries
+from bridge.daemon import Bridge, NotReady, PublishFailed, _entries
 from streambridge.contract import Event
 from streambridge.queue import emit_message
 from streambridge.settings import BridgeSettings
@@ -312,18 +312,21 @@ def fail_publishes(fake, monkeypatch, error: Exception, which: set[int] | None =
 def test_nothing_is_acked_when_the_publish_fails(bridge, fake, monkeypatch):
     stream_id = fake.xadd("events", {"channel": "m", "body": "1"})
     fail_publishes(fake, monkeypatch, redis.ResponseError("READONLY replica"))
-    bridge.process(read_new(bridge))
+    with pytest.raises(PublishFailed, match="READONLY"):
+        bridge.process(read_new(bridge))
     assert pending_ids(fake) == [stream_id]
     assert (bridge.stats["acked"], bridge.stats["emitted"]) == (0, 0)
     assert dead_letters(fake) == []
 
 
-def test_only_the_failed_publish_stays_pending(bridge, fake, monkeypatch):
+def test_a_failed_publish_holds_back_the_entries_after_it(bridge, fake, monkeypatch):
+    # Acking the third would let it overtake the second: room order would break.
     ids = [fake.xadd("events", {"channel": "m", "body": str(i)}) for i in range(3)]
     fail_publishes(fake, monkeypatch, redis.ResponseError("OOM"), which={1})
-    bridge.process(read_new(bridge))
-    assert pending_ids(fake) == [ids[1]]
-    assert (bridge.stats["acked"], bridge.stats["emitted"]) == (2, 2)
+    with pytest.raises(PublishFailed):
+        bridge.process(read_new(bridge))
+    assert pending_ids(fake) == ids[1:]
+    assert (bridge.stats["acked"], bridge.stats["emitted"]) == (1, 1)
 
 
 @pytest.mark.parametrize("error", [redis.ConnectionError("gone"), redis.TimeoutError("slow")])
