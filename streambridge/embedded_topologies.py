@@ -43,8 +43,12 @@ class LocalCluster:
     """``masters`` cluster-enabled redis-servers joined by ``redis-cli --cluster create``
     (no replicas: every node is a master)."""
 
-    def __init__(self, directory: str | Path, masters: int = 3) -> None:
+    def __init__(
+        self, directory: str | Path, masters: int = 3, password: str | None = None
+    ) -> None:
         self.directory = Path(directory)
+        self.password = password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
         self.nodes = [
             RedisServer(
                 self.directory / f"node{i}",
@@ -58,6 +62,7 @@ class LocalCluster:
                     str(free_port()),
                     "--cluster-node-timeout",
                     "2000",
+                    *auth,
                 ],
             )
             for i in range(masters)
@@ -65,14 +70,16 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> LocalCluster:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
         subprocess.run(
-            [redis_cli(), "--cluster", "create", *addresses, "--cluster-replicas", "0"],
+            [redis_cli(), *auth, "--cluster", "create", *addresses, "--cluster-replicas", "0"],
             input="yes\n",
             capture_output=True,
             text=True,
@@ -98,7 +105,11 @@ class LocalCluster:
 
     def client(self, **kwargs: Any) -> RedisCluster:
         return RedisCluster(
-            host="127.0.0.1", port=self.nodes[0].port, decode_responses=True, **kwargs
+            host="127.0.0.1",
+            port=self.nodes[0].port,
+            password=self.password,
+            decode_responses=True,
+            **kwargs,
         )
 
     def node_ids(self) -> dict[int, str]:

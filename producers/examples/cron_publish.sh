@@ -14,8 +14,13 @@ maxlen=${STREAMBRIDGE_MAXLEN:-100000}
 shards=${STREAMBRIDGE_SHARDS:-1}
 url=${REDIS_URL:-redis://localhost:6379/0}
 if [ "$shards" -gt 1 ]; then
-  # gzip ends with the CRC-32 of its input, little-endian, then the input's length.
-  crc=$(printf %s "$room" | gzip -c | tail -c8 | od -An -tu4 -N4 --endian=little | tr -d ' ')
+  # gzip ends with the CRC-32 of its input (4 bytes, little-endian), then its length.
+  set -- $(printf %s "$room" | gzip -c | tail -c8 | od -An -tu1 -N4)
+  if [ $# -ne 4 ]; then
+    echo "cron_publish.sh: could not compute the CRC-32 of the room (gzip, od)" >&2
+    exit 1
+  fi
+  crc=$(( $1 + 256 * $2 + 65536 * $3 + 16777216 * $4 ))
   stream="$stream:{$((crc % shards))}"
 fi
 cluster=

@@ -327,3 +327,38 @@ def test_dead_letters_stay_in_their_shard_and_requeue_there(cluster, cluster_env
     [(_, fields)] = client.xrange(shard_key, f"({bad_id}", "+")
     assert fields["channel"] == "bad channel!"
     assert cli("dead", "requeue", "1-1").returncode == 1  # unknown id: an error, not silence
+
+
+def test_a_cluster_with_a_password_end_to_end(tmp_path, processes, clients):
+    """Every part on a cluster that requires a password: web (its pool, queue and rate
+    limiter), bridge, and the Node producer that reaches every node with it."""
+    secured = LocalCluster(tmp_path / "secured", password="s3cret-Pw").start()
+    try:
+        users = UserStore(tmp_path / "users.json")
+        users.add("alice", PASSWORDS["alice"])
+        env = clean_env(
+            REDIS_URL=secured.url,
+            STREAMBRIDGE_SHARDS=str(SHARDS),
+            STREAMBRIDGE_USERS_FILE=str(tmp_path / "users.json"),
+            STREAMBRIDGE_SECRET_KEY="x" * 40,
+            STREAMBRIDGE_LOGIN_RATE_LIMIT="100 per minute",
+        )
+        web = start(processes, Web(env, tmp_path))
+        start(processes, Bridge(env, tmp_path))
+        alice = connect(clients, web, "alice")
+        node_url = f"redis://:s3cret-Pw@127.0.0.1:{secured.nodes[1].port}/0"
+        for room in ("user:alice", ""):  # alice's shard and shard 0
+            out = subprocess.run(
+                [shutil.which("node") or "node", "producers/examples/node/producer.mjs",
+                 "message", json.dumps(room or "all"), room],
+                env=dict(env, REDIS_URL=node_url, STREAMBRIDGE_CLUSTER="1"),
+                capture_output=True, text=True, cwd=ROOT, timeout=30,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr
+        got = alice.wait_for(2, "message", timeout=20)
+        assert sorted(body for _, body, _ in got) == ["all", "user:alice"]
+        client = secured.client()
+        assert any(k.startswith("LIMITS:") for k in client.scan_iter("*"))  # rate limits too
+        assert "s3cret-Pw" not in web.output() + processes[-1].output()
+    finally:
+        secured.stop()

@@ -1,9 +1,9 @@
 // A Node.js producer: append one event to the stream with the `redis` npm package.
 //   REDIS_URL=redis://localhost:6379/0 node producer.mjs message '{"text": "hi"}' [room]
 // Prints the stream id. The body is JSON text; it is checked here before XADD.
-// Sharded streams (STREAMBRIDGE_SHARDS=N): the key is <stream>:{crc32(room) % N}. On a
-// Redis Cluster set STREAMBRIDGE_CLUSTER=1 and REDIS_URL to any one node.
-import { crc32 } from "node:zlib";
+// Sharded streams (STREAMBRIDGE_SHARDS=N, Node >= 20.15): the key is
+// <stream>:{crc32(room) % N}. On a Redis Cluster set STREAMBRIDGE_CLUSTER=1 and
+// REDIS_URL to any one node (its user, password and TLS apply to every node).
 import { createClient, createCluster } from "redis";
 
 const [channel, body, room] = process.argv.slice(2);
@@ -24,15 +24,27 @@ try {
 
 const url = process.env.REDIS_URL || "redis://localhost:6379/0";
 const cluster = ["1", "true", "yes"].includes(process.env.STREAMBRIDGE_CLUSTER || "0");
-const client = cluster ? createCluster({ rootNodes: [{ url }] }) : createClient({ url });
+function clusterOf(url) {
+  // node-redis reaches the other nodes with `defaults`, not with the URL of the first.
+  const u = new URL(url);
+  const defaults = { socket: { tls: u.protocol === "rediss:" } };
+  if (u.username) defaults.username = decodeURIComponent(u.username);
+  if (u.password) defaults.password = decodeURIComponent(u.password);
+  return createCluster({ rootNodes: [{ url }], defaults });
+}
+const client = cluster ? clusterOf(url) : createClient({ url });
 client.on("error", (err) => console.error("redis:", err.message));
 await client.connect();
 const fields = { channel, body };
 if (room) fields.room = room;
 const shards = Number(process.env.STREAMBRIDGE_SHARDS || 1);
 const stream = process.env.STREAMBRIDGE_STREAM || "events";
-// One room, one shard: the same CRC-32 as Python's zlib.crc32 (and every other language's).
-const key = shards > 1 ? `${stream}:{${crc32(room || "") % shards}}` : stream;
+let key = stream;
+if (shards > 1) {
+  // One room, one shard: the same CRC-32 as Python's zlib.crc32 (and every other language's).
+  const { crc32 } = await import("node:zlib");
+  key = `${stream}:{${crc32(room || "") % shards}}`;
+}
 const id = await client.xAdd(key, "*", fields, {
   TRIM: { strategy: "MAXLEN", strategyModifier: "~", threshold: Number(process.env.STREAMBRIDGE_MAXLEN || 100000) },
 });
