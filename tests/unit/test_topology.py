@@ -165,3 +165,11 @@ def test_the_cli_names_a_bad_setting_without_its_secret(env, expected, monkeypat
     assert main(["status"]) == 2
     err = capsys.readouterr().err
     assert expected in err and "hunter2" not in err and "Traceback" not in err
+
+
+def test_query_options_apply_to_sentinel_and_cluster_urls():
+    target = parse("rediss+sentinel://s1/0/m?ssl_ca_certs=/ca.pem&socket_timeout=3")
+    assert target.options == {"ssl_ca_certs": "/ca.pem", "socket_timeout": 3.0}
+    assert parse("redis+cluster://n1:7000?health_check_interval=5").options == {
+        "health_check_interval": 5
+    }
