@@ -13,13 +13,24 @@ import threading
 import time
 
 import pytest
+import requests
 
 from producers.publisher import Publisher
 from streambridge import keys
 from streambridge.contract import shard_for
 from streambridge.embedded_topologies import LocalCluster
 from streambridge.settings import ProducerSettings
-from tests.support import PASSWORDS, ROOT, Bridge, Client, Web, clean_env, report, wait_until
+from tests.support import (
+    PASSWORDS,
+    ROOT,
+    Bridge,
+    Client,
+    Proc,
+    Web,
+    clean_env,
+    report,
+    wait_until,
+)
 from webapp.users import UserStore
 
 pytestmark = pytest.mark.integration
@@ -362,3 +373,44 @@ def test_a_cluster_with_a_password_end_to_end(tmp_path, processes, clients):
         assert "s3cret-Pw" not in web.output() + processes[-1].output()
     finally:
         secured.stop()
+
+
+def test_web_and_bridge_started_before_the_cluster_wait_for_it(tmp_path, processes, clients,
+                                                                publisher):  # fmt: skip
+    """Nothing listens yet at the cluster's addresses: neither process dies; both come
+    up once the cluster does (also the rate limiter, built on first use)."""
+    later = LocalCluster(tmp_path / "later")  # ports chosen, servers not started
+    users = UserStore(tmp_path / "users.json")
+    users.add("alice", PASSWORDS["alice"])
+    env = clean_env(
+        REDIS_URL=later.url,
+        STREAMBRIDGE_SHARDS=str(SHARDS),
+        STREAMBRIDGE_USERS_FILE=str(tmp_path / "users.json"),
+        STREAMBRIDGE_SECRET_KEY="x" * 40,
+        STREAMBRIDGE_QUEUE_READY_TIMEOUT_S="0.5",
+    )
+    web, bridge = Web(env, tmp_path), Bridge(env, tmp_path)
+    processes.extend([web, bridge])
+    Proc.start(web)  # no wait for health: it cannot be healthy yet
+    bridge.start(wait=False)
+    try:
+        web.wait_log('"web.waiting_for_queue"')
+        bridge.wait_log('"bridge.redis_unavailable"')
+        later.start()
+        bridge.wait_log('"bridge.all_ready"', timeout=30)
+        wait_until(lambda: _ready(web), 30, "web ready")
+        alice = connect(clients, web, "alice")
+        Publisher(settings=ProducerSettings(redis_url=later.url, shards=SHARDS)).publish(
+            "message", "late", room="user:alice"
+        )
+        [(_, body, _)] = alice.wait_for(1, "message", timeout=20)
+        assert body == "late"
+    finally:
+        later.stop()
+
+
+def _ready(web: Web) -> bool:
+    try:
+        return requests.get(web.url + "/readyz", timeout=1).ok
+    except requests.RequestException:
+        return False
