@@ -148,14 +148,22 @@ class LocalSentinel:
     a master is down after ``down_after_ms`` without answers)."""
 
     def __init__(
-        self, directory: str | Path, sentinels: int = 3, down_after_ms: int = 1000
+        self,
+        directory: str | Path,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.master = RedisServer(self.directory / "master", appendfsync="always")
+        self.password = password
+        self.sentinel_password = sentinel_password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.master = RedisServer(self.directory / "master", appendfsync="always", extra_args=auth)
         self.replica = RedisServer(
             self.directory / "replica",
             appendfsync="always",
-            extra_args=["--replicaof", "127.0.0.1", str(self.master.port)],
+            extra_args=["--replicaof", "127.0.0.1", str(self.master.port), *auth],
         )
         self.down_after_ms = down_after_ms
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
@@ -164,7 +172,14 @@ class LocalSentinel:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/0/{SERVICE}"
+        auth = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"redis+sentinel://{auth}{hosts}/0/{SERVICE}{query}"
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(
+            port=port, password=self.sentinel_password, decode_responses=True, socket_timeout=1
+        )
 
     def start(self) -> LocalSentinel:
         self.master.start()
@@ -185,6 +200,13 @@ class LocalSentinel:
                 f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} 10000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
+                + (f"sentinel auth-pass {SERVICE} {self.password}\n" if self.password else "")
+                + (
+                    f"requirepass {self.sentinel_password}\n"
+                    f"sentinel sentinel-pass {self.sentinel_password}\n"
+                    if self.sentinel_password
+                    else ""
+                )
             )
             self.sentinels.append(
                 subprocess.Popen(
@@ -195,7 +217,7 @@ class LocalSentinel:
 
         def watching() -> bool:
             for port in self.sentinel_ports:
-                s = redis.Redis(port=port, decode_responses=True, socket_timeout=1)
+                s = self._sentinel(port)
                 if (
                     len(s.sentinel_slaves(SERVICE)) < 1
                     or len(s.sentinel_sentinels(SERVICE)) < others
@@ -208,7 +230,7 @@ class LocalSentinel:
 
     def master_port(self) -> int:
         """Where the Sentinels say the master is now."""
-        s = redis.Redis(port=self.sentinel_ports[0], decode_responses=True, socket_timeout=1)
+        s = self._sentinel(self.sentinel_ports[0])
         return int(s.sentinel_get_master_addr_by_name(SERVICE)[1])
 
     def wait_failover(self, old_port: int, timeout: float = 30.0) -> int:
@@ -217,12 +239,14 @@ class LocalSentinel:
         def moved() -> int | None:
             ports = set()
             for port in self.sentinel_ports:
-                s = redis.Redis(port=port, decode_responses=True, socket_timeout=1)
+                s = self._sentinel(port)
                 ports.add(int(s.sentinel_get_master_addr_by_name(SERVICE)[1]))
             if len(ports) != 1 or old_port in ports:
                 return None
             (new,) = ports
-            role = redis.Redis(port=new, decode_responses=True, socket_timeout=1).role()[0]
+            master = redis.Redis(port=new, password=self.password, socket_timeout=1)
+            role = master.role()[0]
+            role = role.decode() if isinstance(role, bytes) else role
             return new if role == "master" else None
 
         return _wait(moved, timeout, "failover")

@@ -172,10 +172,21 @@ class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool
     limit, like the pool one Redis gets with ``pool_size``."""
 
 
+def _sentinel_auth(options: dict[str, Any]) -> dict[str, Any]:
+    """Credentials of the Sentinels themselves (``?sentinel_username=&sentinel_password=``
+    in the URL), taken out of the master's connection options."""
+    return {
+        key.removeprefix("sentinel_"): options.pop(key)
+        for key in ("sentinel_username", "sentinel_password")
+        if key in options
+    }
+
+
 def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
     # The Sentinels are asked where the master is on every (re)connect, and a
     # connection to a master that became a replica is dropped (READONLY): clients
     # follow a failover by themselves.
+    sentinel_auth = _sentinel_auth(options)
     pool_options = {
         k: options.pop(k)
         for k in ("connection_pool_class", "max_connections", "timeout")
@@ -187,6 +198,7 @@ def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
         sentinel_kwargs={
             "socket_connect_timeout": options["socket_connect_timeout"],
             "socket_timeout": options["socket_timeout"] or SOCKET_TIMEOUT_S,
+            **sentinel_auth,
         },
         username=target.username,
         password=target.password,
@@ -221,6 +233,7 @@ def limiter_storage(url: str, *, cluster: bool = False) -> tuple[str, dict[str, 
         "socket_timeout": SOCKET_TIMEOUT_S,
         "username": None,
         "password": None,
+        **_sentinel_auth(options),
     }
     return f"redis+sentinel://{hosts}/{target.service}", options
 

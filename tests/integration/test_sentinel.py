@@ -120,3 +120,25 @@ def test_sentinel_failover_mid_run(sentinel_set, users_file, tmp_path, processes
         f"times; client stayed connected, got all {len(in_stream)} stored events; "
         f"re-sync notices: {[r.get('reason') for r in recoveries]}"
     )
+
+
+def test_sentinels_and_master_with_their_own_passwords(tmp_path):
+    """The master's password goes to the master only; the Sentinels' own password (they
+    refuse anyone without it) comes from the URL's query (``sentinel_password``):
+    streambridge's clients and the rate limiter's storage both reach the master."""
+    from limits.storage import storage_from_string
+
+    from streambridge.redis_conn import connect, limiter_storage
+
+    local = LocalSentinel(
+        tmp_path / "secured", password="master-Pw", sentinel_password="sentinel-Pw"
+    ).start()
+    try:
+        url = local.url
+        assert connect(url).set("k", "v") and connect(url).get("k") == "v"
+        uri, options = limiter_storage(url)
+        storage = storage_from_string(uri, **options)
+        assert storage.check()
+        assert storage.incr("streambridge-test", 60) == 1
+    finally:
+        local.stop()
