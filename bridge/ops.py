@@ -124,22 +124,24 @@ def requeue(client: Any, settings: BridgeSettings, ids: list[str] | None) -> lis
     delete them from the dead-letter stream, each in one transaction (the two keys
     share a cluster slot). ``ids=None``: all of them. Returns (dead id, new id) pairs."""
     shards = [settings.for_shard(i) for i in range(settings.shards)]
-    if ids is not None:
-        missing = [i for i in ids if not any(_one(client, s, i) for s in shards)]
+    if ids is None:
+        work = [(shard, _all_dead(client, shard)) for shard in shards]
+    else:
+        # Each letter looked up once; all of them before anything is moved.
+        found = [(shard, [_one(client, shard, i) for i in ids]) for shard in shards]
+        present = {letter[0] for _, letters in found for letter in letters if letter}
+        missing = [i for i in ids if i not in present]
         if missing:
             raise KeyError(missing[0])
+        work = [(shard, [[letter for letter in letters if letter]]) for shard, letters in found]
     moved: list[tuple[str, str]] = []
-    for shard in shards:
-        moved.extend(_requeue(client, shard, ids))
+    for shard, batches in work:
+        moved.extend(_requeue(client, shard, batches))
     return moved
 
 
-def _requeue(client: Any, settings: BridgeSettings, ids: list[str] | None) -> list[tuple[str, str]]:
+def _requeue(client: Any, settings: BridgeSettings, batches: Any) -> list[tuple[str, str]]:
     moved: list[tuple[str, str]] = []
-    if ids is None:
-        batches = _all_dead(client, settings)
-    else:
-        batches = [[found[0] for found in (_one(client, settings, i) for i in ids) if found]]
     # MULTI needs both keys in one cluster slot: true of a shard (its hash tag covers
     # its dead letters), not of a single unsharded stream on a cluster.
     cluster = as_cluster(client)
@@ -161,8 +163,9 @@ def _requeue(client: Any, settings: BridgeSettings, ids: list[str] | None) -> li
     return moved
 
 
-def _one(client: Any, settings: BridgeSettings, dead_id: str) -> list:
-    return client.xrange(settings.dead_stream, dead_id, dead_id, count=1)
+def _one(client: Any, settings: BridgeSettings, dead_id: str) -> tuple[str, dict] | None:
+    found = client.xrange(settings.dead_stream, dead_id, dead_id, count=1)
+    return found[0] if found else None
 
 
 def _all_dead(client: Any, settings: BridgeSettings):

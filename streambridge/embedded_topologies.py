@@ -244,10 +244,10 @@ class LocalSentinel:
             if len(ports) != 1 or old_port in ports:
                 return None
             (new,) = ports
-            master = redis.Redis(port=new, password=self.password, socket_timeout=1)
-            role = master.role()[0]
-            role = role.decode() if isinstance(role, bytes) else role
-            return new if role == "master" else None
+            master = redis.Redis(
+                port=new, password=self.password, decode_responses=True, socket_timeout=1
+            )
+            return new if master.role()[0] == "master" else None
 
         return _wait(moved, timeout, "failover")
 

@@ -42,6 +42,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(0.02)
 
 
+def cli(env: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """``streambridge <args>`` as a process, with its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "streambridge.cli", *args],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=30, check=check,
+    )  # fmt: skip
+
+
 REPORTS: list[str] = []
 """Figures a test measured (not pass/fail), printed at the end of the run."""
 

@@ -35,6 +35,8 @@ RESYNC_RETRY_S = 30.0
 DRAIN_WAIT_S = 10.0
 
 Position = tuple[Any, Any]  # (last_id, epoch) as the client sent them
+CURRENT = object()
+"""As the epoch of a position: whatever the stream's epoch is now (no second read)."""
 
 
 @dataclass(frozen=True)
@@ -222,8 +224,8 @@ class CatchUp:
         while True:
             at = dict(self.manager.positions.get(client.sid, {}))
             try:
-                epochs = [self._epoch(i) for i in range(len(self.shards))]
-                positions = [(str(at.get(i, ZERO)), epochs[i]) for i in range(len(self.shards))]
+                # The server's own positions: in the stream's current epoch.
+                positions = [(str(at.get(i, ZERO)), CURRENT) for i in range(len(self.shards))]
                 plans = self.plan_all(positions)
                 return plans, self.replay_all(client, plans)
             except ERRORS as exc:
@@ -243,7 +245,9 @@ class CatchUp:
             after = StreamId.parse(last_id)
         except ValueError:
             return self._refuse("malformed last_id", epoch, shard)
-        if not isinstance(client_epoch, str) or client_epoch != epoch:
+        if client_epoch is not CURRENT and (
+            not isinstance(client_epoch, str) or client_epoch != epoch
+        ):
             return self._refuse("stream was recreated (epoch changed)", epoch, shard)
         info = self._stream_info(shard)
         if info is None:

@@ -4,19 +4,15 @@ real redis-server, every wait bounded by a deadline."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import datetime
 
 import pytest
 
 from streambridge.embedded_redis import RedisServer
-from tests.support import ROOT, Bridge, Client, wait_until
+from tests.support import Bridge, Client, cli, wait_until
 
 pytestmark = pytest.mark.integration
-
-CLI_TIMEOUT_S = 30
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -35,18 +31,6 @@ def log_events(proc, event: str, after: int = 0) -> list[dict]:
 
 def timestamp(record: dict) -> float:
     return datetime.fromisoformat(record["timestamp"]).timestamp()
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streambridge.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
 
 
 def connect(clients, web, user: str = "alice") -> Client:

@@ -28,6 +28,7 @@ from tests.support import (
     Proc,
     Web,
     clean_env,
+    cli,
     report,
     wait_until,
 )
@@ -61,17 +62,27 @@ def cluster(tmp_path_factory):
     local.stop()
 
 
-@pytest.fixture
-def cluster_env(cluster, tmp_path):
-    cluster.flush()
+def sharded_env(url: str, tmp_path, **settings: str) -> dict[str, str]:
+    """The environment of web and bridge on ``url`` with SHARDS shards; users alice and
+    dora (who is in every team room)."""
     users = UserStore(tmp_path / "users.json")
     users.add("alice", PASSWORDS["alice"])
     users.add("dora", "dora-password", rooms=TEAMS)
     return clean_env(
-        REDIS_URL=cluster.url,
+        REDIS_URL=url,
         STREAMBRIDGE_SHARDS=str(SHARDS),
         STREAMBRIDGE_USERS_FILE=str(tmp_path / "users.json"),
         STREAMBRIDGE_SECRET_KEY="x" * 40,
+        **settings,
+    )
+
+
+@pytest.fixture
+def cluster_env(cluster, tmp_path):
+    cluster.flush()
+    return sharded_env(
+        cluster.url,
+        tmp_path,
         STREAMBRIDGE_CLAIM_IDLE_MS="2000",
         STREAMBRIDGE_LOGIN_RATE_LIMIT="10000 per minute",
     )
@@ -191,18 +202,12 @@ def test_sharded_delivery_and_catch_up_on_a_cluster(
     assert all(meta["replayed"] for _, meta in got)
     assert_room_order(got)
     # The operator's view: one entry per shard, with the node that holds it.
-    out = subprocess.run(
-        [sys.executable, "-m", "streambridge.cli", "status", "--json"],
-        env=cluster_env, capture_output=True, text=True, cwd=ROOT, timeout=30, check=True,
-    )  # fmt: skip
+    out = cli(cluster_env, "status", "--json", check=True)
     status = json.loads(out.stdout)["shards"]
     assert [s["stream"] for s in status] == keys.shards("events", SHARDS)
     assert {int(s["node"].rsplit(":", 1)[1]) for s in status} == {n.port for n in cluster.nodes}
     assert all(s["groups"][0]["lag"] == 0 for s in status)
-    check = subprocess.run(
-        [sys.executable, "-m", "streambridge.cli", "bridge", "--check", "--consumer", "bridge"],
-        env=cluster_env, capture_output=True, text=True, cwd=ROOT, timeout=30,
-    )  # fmt: skip
+    check = cli(cluster_env, "bridge", "--check", "--consumer", "bridge")
     assert check.returncode == 0, check.stdout
     report(
         f"cluster: {SHARDS} shards on 3 masters, entries per shard {lengths}; "
@@ -323,21 +328,17 @@ def test_dead_letters_stay_in_their_shard_and_requeue_there(cluster, cluster_env
     dead_key = keys.dead(shard_key)
     wait_until(lambda: client.exists(dead_key) and client.xlen(dead_key) == 1, 10, "dead letter")
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "streambridge.cli", *args],
-            env=cluster_env, capture_output=True, text=True, cwd=ROOT, timeout=30,
-        )  # fmt: skip
-
-    [letter] = json.loads(cli("dead", "list", "--json").stdout)
+    [letter] = json.loads(cli(cluster_env, "dead", "list", "--json").stdout)
     assert (letter["stream"], letter["original_id"]) == (shard_key, bad_id)
     bridge.terminate()  # so the requeued entry stays in the stream to be looked at
-    out = cli("dead", "requeue", letter["id"])
+    out = cli(cluster_env, "dead", "requeue", letter["id"])
     assert out.returncode == 0, out.stderr
     assert client.xlen(dead_key) == 0
     [(_, fields)] = client.xrange(shard_key, f"({bad_id}", "+")
     assert fields["channel"] == "bad channel!"
-    assert cli("dead", "requeue", "1-1").returncode == 1  # unknown id: an error, not silence
+    assert (
+        cli(cluster_env, "dead", "requeue", "1-1").returncode == 1
+    )  # unknown id: an error, not silence
 
 
 def test_a_cluster_with_a_password_end_to_end(tmp_path, processes, clients):
@@ -345,15 +346,7 @@ def test_a_cluster_with_a_password_end_to_end(tmp_path, processes, clients):
     limiter), bridge, and the Node producer that reaches every node with it."""
     secured = LocalCluster(tmp_path / "secured", password="s3cret-Pw").start()
     try:
-        users = UserStore(tmp_path / "users.json")
-        users.add("alice", PASSWORDS["alice"])
-        env = clean_env(
-            REDIS_URL=secured.url,
-            STREAMBRIDGE_SHARDS=str(SHARDS),
-            STREAMBRIDGE_USERS_FILE=str(tmp_path / "users.json"),
-            STREAMBRIDGE_SECRET_KEY="x" * 40,
-            STREAMBRIDGE_LOGIN_RATE_LIMIT="100 per minute",
-        )
+        env = sharded_env(secured.url, tmp_path, STREAMBRIDGE_LOGIN_RATE_LIMIT="100 per minute")
         web = start(processes, Web(env, tmp_path))
         start(processes, Bridge(env, tmp_path))
         alice = connect(clients, web, "alice")
@@ -380,15 +373,7 @@ def test_web_and_bridge_started_before_the_cluster_wait_for_it(tmp_path, process
     """Nothing listens yet at the cluster's addresses: neither process dies; both come
     up once the cluster does (also the rate limiter, built on first use)."""
     later = LocalCluster(tmp_path / "later")  # ports chosen, servers not started
-    users = UserStore(tmp_path / "users.json")
-    users.add("alice", PASSWORDS["alice"])
-    env = clean_env(
-        REDIS_URL=later.url,
-        STREAMBRIDGE_SHARDS=str(SHARDS),
-        STREAMBRIDGE_USERS_FILE=str(tmp_path / "users.json"),
-        STREAMBRIDGE_SECRET_KEY="x" * 40,
-        STREAMBRIDGE_QUEUE_READY_TIMEOUT_S="0.5",
-    )
+    env = sharded_env(later.url, tmp_path, STREAMBRIDGE_QUEUE_READY_TIMEOUT_S="0.5")
     web, bridge = Web(env, tmp_path), Bridge(env, tmp_path)
     processes.extend([web, bridge])
     Proc.start(web)  # no wait for health: it cannot be healthy yet

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from streambridge.embedded_redis import RedisServer
-from tests.support import ROOT, Bridge, Client, Web, wait_until
+from tests.support import Bridge, Client, Web, cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -278,10 +276,7 @@ def test_poison_entries_go_dead_after_max_deliveries_and_requeue_brings_them_bac
         assert alice.received("tick") == []
 
         redis_client.acl_setuser("limited", commands=["+publish"])  # the fix
-        out = subprocess.run(
-            [sys.executable, "-m", "streambridge.cli", "dead", "requeue", "--all"],
-            env=env, capture_output=True, text=True, check=True, cwd=ROOT, timeout=30,
-        )  # fmt: skip
+        out = cli(env, "dead", "requeue", "--all", check=True)
         assert "requeued 3" in out.stderr
         events = alice.wait_for(3, "tick", timeout=15)
         assert [b for _, b, _ in events] == [0, 1, 2]

@@ -10,7 +10,7 @@ import sys
 import pytest
 import socketio
 
-from tests.support import ROOT, Client, clean_env, wait_until
+from tests.support import ROOT, Client, clean_env, cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,7 @@ def test_redis_cli_xadd_reaches_logged_in_client(web, bridge, clients, redis_ser
 
 def test_cli_publish_and_node_producer_are_delivered(web, bridge, clients, env):
     alice = connect(clients, web, "alice")
-    out = subprocess.run(
-        [sys.executable, "-m", "streambridge.cli", "publish", "message", '{"from": "cli"}'],
-        env=env, capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
+    out = cli(env, "publish", "message", '{"from": "cli"}', check=True)
     cli_id = out.stdout.strip()
     node = shutil.which("node")
     assert node, "node is part of the set-up"

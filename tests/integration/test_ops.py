@@ -14,7 +14,7 @@ import yaml
 
 from streambridge.embedded_redis import RedisServer, free_port
 from streambridge.ids import StreamId
-from tests.support import ROOT, Bridge, Client, Web, wait_until
+from tests.support import ROOT, Bridge, Client, Web, cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -96,10 +96,7 @@ def test_bridge_metrics_and_health_check(env, tmp_path, processes, redis_client)
     assert metric("streambridge_bridge_batch_seconds_count") >= 1
 
     def check(consumer: str) -> int:
-        return subprocess.run(
-            [sys.executable, "-m", "streambridge.cli", "bridge", "--check", "--consumer", consumer],
-            env=env, capture_output=True, text=True, cwd=ROOT, timeout=30,
-        ).returncode  # fmt: skip
+        return cli(env, "bridge", "--check", "--consumer", consumer).returncode
 
     wait_until(lambda: check("bridge") == 0, 5, "the bridge to be alive")
     assert check("no-such-bridge") == 1

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from streambridge.embedded_redis import RedisServer, free_port
-from tests.support import ROOT, Bridge, Client, Web, clean_env
+from tests.support import Bridge, Client, Web, clean_env, cli
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +67,7 @@ def test_every_component_on_this_url(url_form, users_file, tmp_path, processes, 
     bridge.start()
     alice = Client().connect(web, web.login("alice"))
     clients.append(alice)
-    out = subprocess.run(
-        [sys.executable, "-m", "streambridge.cli", "publish", "message", f'"over {form}"'],
-        env=env, capture_output=True, text=True, cwd=ROOT, timeout=30,
-    )  # fmt: skip
+    out = cli(env, "publish", "message", f'"over {form}"')
     assert out.returncode == 0, out.stderr
     [(_, body, meta)] = alice.wait_for(1, "message")
     assert body == f"over {form}" and meta["id"] == out.stdout.strip()
