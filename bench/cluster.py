@@ -55,22 +55,18 @@ def place_shards(cluster: LocalCluster, shards: int) -> dict[str, int]:
     return placed
 
 
-def lag(client: Any, shards: int) -> int:
-    total = 0
+def group_totals(client: Any, shards: int) -> tuple[int, int]:
+    """(entries read, entries still to do: lag + pending) over every shard's group;
+    to do is -1 while a shard has no group yet."""
+    read, to_do = 0, 0
     for key in keys.shards("events", shards):
         groups = client.xinfo_groups(key) if client.exists(key) else []
         if not groups:
-            return -1
-        total += groups[0]["lag"] + groups[0]["pending"]
-    return total
-
-
-def entries_read(client: Any, shards: int) -> int:
-    total = 0
-    for key in keys.shards("events", shards):
-        groups = client.xinfo_groups(key) if client.exists(key) else []
-        total += groups[0]["entries-read"] or 0 if groups else 0
-    return total
+            to_do = -1
+            continue
+        read += groups[0]["entries-read"] or 0
+        to_do = to_do if to_do < 0 else to_do + groups[0]["lag"] + groups[0]["pending"]
+    return read, to_do
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -128,13 +124,13 @@ def run_one(
             procs.append(
                 spawn(["bridge", "--consumer", f"bench-{i}"], env, tmp / f"bridge-{i}.log")
             )
-        wait_for(lambda: entries_read(client, shards) > 0, 60, "the first read")
-        first = entries_read(client, shards)
+        wait_for(lambda: group_totals(client, shards)[0] > 0, 60, "the first read")
+        first = group_totals(client, shards)[0]
         pids = {f"bridge-{i}": p.pid for i, p in enumerate(procs[1:])}
         pids.update({f"redis-{n.port}": n.process.pid for n in cluster.nodes})
         pids["web"] = web.pid
         with Sampler(pids) as sampler:
-            wait_for(lambda: lag(client, shards) == 0, 600, "the backlog to drain")
+            wait_for(lambda: group_totals(client, shards)[1] == 0, 600, "the backlog to drain")
         done = entries - first
         return {
             "shards": shards,

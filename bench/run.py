@@ -142,9 +142,6 @@ class LoadGen:
         self.send(cmd="count")
         return self.wait("count")
 
-    def count_unique(self) -> int | None:
-        return self.count()["unique_min"]
-
     def close(self) -> None:
         if self.proc.poll() is None:
             self.send(cmd="exit")
@@ -195,7 +192,6 @@ class Clients:
             "reconnects": sum(r["reconnects"] for r in reports),
             "recoveries": [x for r in reports for x in r["recoveries"]],
             "latency_ms": percentiles(hist),
-            "per_client_min_total": min(r["per_client_min"] for r in reports),
             "loadgen_cpu_pct": [round(100 * r["cpu_s"] / max(r["wall_s"], 1e-9)) for r in reports],
             "loadgen_rss_mb": [round(r["rss_mb"]) for r in reports],
         }

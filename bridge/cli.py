@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
 def check(settings: BridgeSettings) -> int:
     from streambridge.redis_conn import ERRORS
 
-    shards = [settings.for_shard(i) for i in range(settings.shards)]
+    shards = settings.shard_settings()
     try:
         client = settings.connect()
         dead = [s.alive_key for s in shards if not client.exists(s.alive_key)]

@@ -21,7 +21,7 @@ from bridge.backoff import Backoff
 from bridge.deadletter import dead_fields
 from bridge.metrics import BridgeMetrics
 from streambridge.contract import ContractError, Event
-from streambridge.queue import emit_message, publish_command
+from streambridge.queue import channel_node, emit_message, publish_command
 from streambridge.redis_conn import as_cluster
 from streambridge.settings import BridgeSettings
 
@@ -384,14 +384,13 @@ class Bridge:
         if self._channel_node is None:
             if self._channel_node_stale:
                 cluster.nodes_manager.initialize()  # the slot map may have changed
-            node = cluster.get_node_from_key(self.settings.queue_channel)
-            self._channel_node = cluster.get_redis_connection(node)
+            self._channel_node = channel_node(cluster, self.settings.queue_channel)
             self._channel_node_stale = True
         return self._channel_node
 
     def _count(self, outcome: str, n: int = 1) -> None:
         self.stats[outcome] += n
-        self.metrics.entries.labels(outcome).inc(n)
+        self.metrics.outcomes[outcome].inc(n)
 
     def _over_delivered(self, entries: Sequence[Entry]) -> dict[str, int]:
         """Delivery counts above the limit, for entries read from the pending list."""

@@ -39,5 +39,8 @@ class BridgeMetrics:
             ["kind"],
             registry=r,
         )
-        for outcome in ("read", "emitted", "acked", "dead", "claimed", "trimmed"):
-            self.entries.labels(outcome)
+        # Bound once: labels() per entry costs more than the increment.
+        self.outcomes = {
+            outcome: self.entries.labels(outcome)
+            for outcome in ("read", "emitted", "acked", "dead", "claimed", "trimmed")
+        }

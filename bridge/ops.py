@@ -14,22 +14,19 @@ def status(client: Any, settings: BridgeSettings) -> dict[str, Any]:
     entries per consumer, and on a cluster the node that holds it."""
     if settings.shards == 1:
         return _stream_status(client, settings)
-    return {
-        "shards": [_stream_status(client, settings.for_shard(i)) for i in range(settings.shards)]
-    }
+    return {"shards": [_stream_status(client, shard) for shard in settings.shard_settings()]}
 
 
 def _stream_status(client: Any, settings: BridgeSettings) -> dict[str, Any]:
+    kind = client.type(settings.stream)  # "none" when there is no such key
     out: dict[str, Any] = {
         "stream": settings.stream,
-        "exists": bool(client.exists(settings.stream)),
+        "exists": kind != "none",
         "length": 0,
         "first_id": None,
         "last_id": None,
         "groups": [],
-        "dead_letters": client.xlen(settings.dead_stream)
-        if client.exists(settings.dead_stream)
-        else 0,
+        "dead_letters": client.xlen(settings.dead_stream),  # 0 when there is none
         "epoch": client.get(settings.epoch_key),
     }
     cluster = as_cluster(client)
@@ -37,7 +34,6 @@ def _stream_status(client: Any, settings: BridgeSettings) -> dict[str, Any]:
         out["node"] = cluster.get_node_from_key(settings.stream).name
     if not out["exists"]:
         return out
-    kind = client.type(settings.stream)
     if kind != "stream":
         out["error"] = f"key holds a {kind}, not a stream"
         return out
@@ -99,8 +95,8 @@ def dead_letters(client: Any, settings: BridgeSettings, count: int) -> list[dict
     """The oldest ``count`` dead letters of each shard."""
     return [
         letter
-        for i in range(settings.shards)
-        for letter in _dead_letters(client, settings.for_shard(i), count)
+        for shard in settings.shard_settings()
+        for letter in _dead_letters(client, shard, count)
     ]
 
 
@@ -123,7 +119,7 @@ def requeue(client: Any, settings: BridgeSettings, ids: list[str] | None) -> lis
     """Append dead letters back to the stream they came from (as new entries) and
     delete them from the dead-letter stream, each in one transaction (the two keys
     share a cluster slot). ``ids=None``: all of them. Returns (dead id, new id) pairs."""
-    shards = [settings.for_shard(i) for i in range(settings.shards)]
+    shards = settings.shard_settings()
     if ids is None:
         work = [(shard, _all_dead(client, shard)) for shard in shards]
     else:

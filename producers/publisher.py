@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from streambridge.contract import ContractError, Event
+from streambridge.contract import ContractError, Event, check_known_fields
 from streambridge.settings import ProducerSettings
 
 PIPELINE_CHUNK = 1_000
@@ -76,9 +76,7 @@ class Publisher:
     def event_from_item(self, item: Mapping[str, Any]) -> Event:
         if not isinstance(item, Mapping):
             raise ContractError("must be an object with channel and body")
-        unknown = sorted(set(item) - {"channel", "body", "room", "namespace"})
-        if unknown:
-            raise ContractError(f"unknown field(s): {', '.join(unknown)}")
+        check_known_fields(item)
         if "channel" not in item or "body" not in item:
             raise ContractError("channel and body are required")
         return self.event(

@@ -103,23 +103,18 @@ def _run(args: argparse.Namespace) -> int:
             from streambridge.settings import BridgeSettings
 
             return bridge_cli.run(args, BridgeSettings())
-        if args.command == "publish":
-            from producers import cli as producer_cli
-            from streambridge.redis_conn import ERRORS
-
-            try:
-                return producer_cli.run(args)
-            except ERRORS as exc:
-                print(f"error: cannot reach Redis: {exc}", file=sys.stderr)
-                return 1
         if args.command == "user":
             return _user(args)
-        if args.command in ("status", "dead"):
+        if args.command in ("publish", "status", "dead"):
             from streambridge.redis_conn import ERRORS
 
             try:
+                if args.command == "publish":
+                    from producers import cli as producer_cli
+
+                    return producer_cli.run(args)
                 return _ops(args)
-            except ERRORS as exc:
+            except ERRORS as exc:  # one-shot commands: say so and fail, no traceback
                 print(f"error: cannot reach Redis: {exc}", file=sys.stderr)
                 return 1
         if args.command == "dev":
@@ -153,11 +148,11 @@ def _ops(args: argparse.Namespace) -> int:
     import json
 
     from bridge import ops
+    from bridge.daemon import connect
     from streambridge.settings import BridgeSettings
 
     settings = BridgeSettings()
-    # Dead letters keep a bad producer's bytes as they were: read them without failing.
-    client = settings.connect(encoding_errors="surrogateescape")
+    client = connect(settings)  # reads dead letters that are not UTF-8, too
     if args.command == "status":
         data = ops.status(client, settings)
         print(json.dumps(data, indent=2) if args.json else ops.format_status(data))

@@ -121,9 +121,7 @@ class Event(BaseModel):
             decoded = fields  # already text (decode_responses): the common, fast case
         else:
             decoded = _decode(fields)
-        unknown = set(decoded) - _FIELD_SET
-        if unknown:
-            raise ContractError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        check_known_fields(decoded)
         return cls.parse(decoded, max_body_bytes=max_body_bytes)
 
     def to_fields(self) -> dict[str, str]:
@@ -167,6 +165,13 @@ def describe(exc: ValidationError) -> str:
             message = "must be 1-64 characters of A-Z a-z 0-9 _ . : -"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
+
+
+def check_known_fields(fields: Mapping[str, Any]) -> None:
+    """ContractError naming any field the contract does not have."""
+    unknown = set(fields) - _FIELD_SET
+    if unknown:
+        raise ContractError(f"unknown field(s): {', '.join(sorted(unknown))}")
 
 
 def shard_for(room: str | None, count: int) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from streambridge.embedded_redis import START_TIMEOUT_S, RedisServer, find_redis_server, free_port
 
@@ -48,6 +49,7 @@ class LocalCluster:
     ) -> None:
         self.directory = Path(directory)
         self.password = password
+        self._clients: dict[int, redis.Redis] = {}
         auth = ["--requirepass", password, "--masterauth", password] if password else []
         self.nodes = [
             RedisServer(
@@ -94,7 +96,7 @@ class LocalCluster:
 
         def ok() -> bool:
             for node in self.nodes:
-                info = node.client().cluster("info")
+                info = self._on(node).cluster("info")
                 if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) < len(
                     self.nodes
                 ):
@@ -102,6 +104,12 @@ class LocalCluster:
             return True
 
         _wait(ok, timeout, "cluster_state:ok on every node")
+
+    def _on(self, node: RedisServer) -> redis.Redis:
+        """One plain client per node, made once."""
+        if node.port not in self._clients:
+            self._clients[node.port] = node.client()
+        return self._clients[node.port]
 
     def client(self, **kwargs: Any) -> RedisCluster:
         return RedisCluster(
@@ -114,12 +122,12 @@ class LocalCluster:
 
     def node_ids(self) -> dict[int, str]:
         """port -> node id."""
-        return {n.port: n.client().cluster("myid") for n in self.nodes}
+        return {n.port: self._on(n).cluster("myid") for n in self.nodes}
 
     def port_of(self, key: str) -> int:
         """The port of the master that owns ``key``'s slot."""
-        slot = self.client().keyslot(key)
-        for start, end, master, *_ in self.nodes[0].client().execute_command("CLUSTER SLOTS"):
+        slot = key_slot(key.encode())
+        for start, end, master, *_ in self._on(self.nodes[0]).execute_command("CLUSTER SLOTS"):
             if start <= slot <= end:
                 return int(master[1])
         raise LookupError(slot)
@@ -127,18 +135,20 @@ class LocalCluster:
     def move_empty_slot(self, key: str, to_port: int) -> None:
         """Give ``key``'s (empty) slot to another master: how an operator places a
         shard on a master of its own (``CLUSTER SETSLOT <slot> NODE``, target first)."""
-        slot = self.client().keyslot(key)
+        slot = key_slot(key.encode())
         target = self.node_ids()[to_port]
         ordered = sorted(self.nodes, key=lambda n: n.port != to_port)
         for node in ordered:
-            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
+            self._on(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
         _wait(lambda: self.port_of(key) == to_port, 10, f"slot {slot} on {to_port}")
 
     def flush(self) -> None:
         for node in self.nodes:
-            node.client().flushall()
+            self._on(node).flushall()
 
     def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
         for node in self.nodes:
             node.stop()
 
@@ -158,6 +168,7 @@ class LocalSentinel:
         self.directory = Path(directory)
         self.password = password
         self.sentinel_password = sentinel_password
+        self._sentinel_clients: dict[int, redis.Redis] = {}
         auth = ["--requirepass", password, "--masterauth", password] if password else []
         self.master = RedisServer(self.directory / "master", appendfsync="always", extra_args=auth)
         self.replica = RedisServer(
@@ -177,9 +188,12 @@ class LocalSentinel:
         return f"redis+sentinel://{auth}{hosts}/0/{SERVICE}{query}"
 
     def _sentinel(self, port: int) -> redis.Redis:
-        return redis.Redis(
-            port=port, password=self.sentinel_password, decode_responses=True, socket_timeout=1
-        )
+        """One client per Sentinel, made once."""
+        if port not in self._sentinel_clients:
+            self._sentinel_clients[port] = redis.Redis(
+                port=port, password=self.sentinel_password, decode_responses=True, socket_timeout=1
+            )
+        return self._sentinel_clients[port]
 
     def start(self) -> LocalSentinel:
         self.master.start()
@@ -252,6 +266,8 @@ class LocalSentinel:
         return _wait(moved, timeout, "failover")
 
     def stop(self) -> None:
+        for client in self._sentinel_clients.values():
+            client.close()
         for proc in self.sentinels:
             if proc.poll() is None:
                 proc.terminate()

@@ -12,6 +12,7 @@ import functools
 import json
 from typing import Any
 
+from redis import Redis, RedisCluster
 from redis.client import PubSub
 
 from streambridge.contract import Event
@@ -66,5 +67,11 @@ def subscriber(client: Any, channel: str) -> PubSub:
     moved) must be seen."""
     cluster = as_cluster(client)
     if cluster is not None:
-        client = cluster.get_redis_connection(cluster.get_node_from_key(channel))
+        client = channel_node(cluster, channel)
     return client.pubsub(ignore_subscribe_messages=False)
+
+
+def channel_node(cluster: RedisCluster, channel: str) -> Redis:
+    """A plain client of the cluster node that owns ``channel``'s slot (as the slot map
+    in ``cluster`` says now)."""
+    return cluster.get_redis_connection(cluster.get_node_from_key(channel))

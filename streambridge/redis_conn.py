@@ -12,6 +12,7 @@ URLs:
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
@@ -24,6 +25,11 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SOCKET_TIMEOUT_S = 10.0
 """Upper bound on any single command; blocking reads are shorter than this."""
+KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
 
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -81,6 +87,10 @@ class Target:
     password: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # from the query string
 
+    @property
+    def unix(self) -> bool:
+        return urlsplit(self.url).scheme.lower() == "unix"
+
 
 def parse(url: str, *, cluster: bool = False) -> Target:
     """Check ``url`` and say what it points at; ValueError with the reason if it is bad."""
@@ -129,12 +139,16 @@ def connect(
     cluster: bool = False,
     decode_responses: bool = True,
     pool_size: int | None = None,
+    keepalive: bool = False,
     **options: Any,
 ) -> Client:
     """A client for ``url``; nothing is sent until first use.
 
     ``pool_size``: at most this many connections (per node on a cluster), callers
     wait for a free one (for servers where many green threads share one client).
+    ``keepalive``: TCP keepalive, so that a peer that vanished without closing the
+    connection (power loss, partition) is noticed in about 25 s, also by a client
+    that waits without a timeout (unix sockets need none).
     """
     target = parse(url, cluster=cluster)
     options = {**target.options, **options}
@@ -142,12 +156,10 @@ def connect(
     options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     options.setdefault("health_check_interval", 30)
     options["decode_responses"] = decode_responses
+    if keepalive and not target.unix:
+        options.update(socket_keepalive=True, socket_keepalive_options=KEEPALIVE)
     if target.kind == "sentinel":
-        if pool_size is not None:
-            options["connection_pool_class"] = _BlockingSentinelPool
-            options["max_connections"] = pool_size
-            options["timeout"] = SOCKET_TIMEOUT_S
-        return _sentinel_master(target, options)
+        return _sentinel_master(target, options, pool_size)
     if target.kind == "cluster":
         if pool_size is not None:
             options["connection_pool_class"] = redis.BlockingConnectionPool
@@ -182,16 +194,18 @@ def _sentinel_auth(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _sentinel_master(target: Target, options: dict[str, Any]) -> redis.Redis:
+def _sentinel_master(target: Target, options: dict[str, Any], pool_size: int | None) -> redis.Redis:
     # The Sentinels are asked where the master is on every (re)connect, and a
     # connection to a master that became a replica is dropped (READONLY): clients
     # follow a failover by themselves.
     sentinel_auth = _sentinel_auth(options)
-    pool_options = {
-        k: options.pop(k)
-        for k in ("connection_pool_class", "max_connections", "timeout")
-        if k in options
-    }
+    pool_options: dict[str, Any] = {}
+    if pool_size is not None:
+        pool_options = {
+            "connection_pool_class": _BlockingSentinelPool,
+            "max_connections": pool_size,
+            "timeout": SOCKET_TIMEOUT_S,
+        }
     sentinel = Sentinel(
         target.hosts,
         # Asking the Sentinels is always bounded, also for a listening client.
@@ -215,10 +229,9 @@ def limiter_storage(url: str, *, cluster: bool = False) -> tuple[str, dict[str, 
     forms): TLS and credentials as options, Sentinels asked without the master's
     credentials (as streambridge's own clients do), never a password in the URI."""
     target = parse(url, cluster=cluster)
-    parts = urlsplit(url)
+    if target.unix:
+        return "redis+unix" + url[len("unix") :], {}
     if target.kind == "single":
-        if parts.scheme.lower() == "unix":
-            return "redis+unix" + url[len(parts.scheme) :], {}
         return url, {}
     hosts = ",".join(f"{h}:{p}" for h, p in target.hosts)
     options: dict[str, Any] = {**target.options, "ssl": target.tls}

@@ -104,7 +104,12 @@ class CommonSettings(BaseSettings):
 
     def for_shard(self, shard: int) -> Self:
         """These settings narrowed to one shard's stream (whose own keys follow it)."""
-        return self.model_copy(update={"stream": self.stream_keys[shard], "shards": 1})
+        stream = keys.shard(self.stream, shard, self.shards)
+        return self.model_copy(update={"stream": stream, "shards": 1})
+
+    def shard_settings(self) -> list[Self]:
+        """``for_shard`` of every shard, in shard order."""
+        return [self.for_shard(i) for i in range(self.shards)]
 
     def connect(self, **options: Any) -> redis_conn.Client:
         """A client for this Redis (single, Sentinel or Cluster)."""

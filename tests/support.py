@@ -21,7 +21,6 @@ from streambridge.embedded_redis import free_port
 ROOT = Path(__file__).resolve().parent.parent
 SOCKETIO_PATH = "/ws/socket.io"
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
-PASSWORD_OF = PASSWORDS
 
 
 def csrf_token(html: str) -> str:
@@ -159,7 +158,7 @@ class Web(Proc):
             self.url + "/login",
             data={
                 "username": user,
-                "password": password or PASSWORD_OF.get(user, ""),
+                "password": password or PASSWORDS.get(user, ""),
                 "csrf_token": csrf_token(form),
             },
             allow_redirects=False,

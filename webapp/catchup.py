@@ -120,7 +120,7 @@ class CatchUp:
         self.redis = client
         self.manager = manager
         self.settings = settings
-        self.shards = [settings.for_shard(i) for i in range(settings.shards)]
+        self.shards = settings.shard_settings()
         self.clients: dict[str, Client] = {}
         manager.on_gap = self.on_gap
 
@@ -251,7 +251,7 @@ class CatchUp:
             return self._refuse("stream was recreated (epoch changed)", epoch, shard)
         info = self._stream_info(shard)
         if info is None:
-            return self._refuse("stream does not exist", epoch, shard)
+            return self._refuse("stream does not exist", epoch, shard, ZERO)
         last = StreamId.parse(info["last-generated-id"])
         if after > last:
             return self._refuse("last_id is in the future", epoch, shard, last)
@@ -277,15 +277,16 @@ class CatchUp:
         return Plan(True, None, after, last, epoch)
 
     def _fresh(self, epoch: str, shard: int) -> Plan:
-        info = self._stream_info(shard)
-        last = StreamId.parse(info["last-generated-id"]) if info else ZERO
-        return Plan(True, None, None, last, epoch)
+        return Plan(True, None, None, self._last_id(shard), epoch)
 
     def _refuse(self, reason: str, epoch: str, shard: int, through: StreamId | None = None) -> Plan:
-        if through is None:
-            info = self._stream_info(shard)
-            through = StreamId.parse(info["last-generated-id"]) if info else ZERO
+        through = self._last_id(shard) if through is None else through
         return Plan(False, reason, None, through, epoch)
+
+    def _last_id(self, shard: int) -> StreamId:
+        """The newest id the shard's stream has made (ZERO if there is no stream)."""
+        info = self._stream_info(shard)
+        return StreamId.parse(info["last-generated-id"]) if info else ZERO
 
     # -- the work -------------------------------------------------------------------
     def replay(self, client: Client, plan: Plan, shard: int = 0) -> int:

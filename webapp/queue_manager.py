@@ -32,11 +32,6 @@ from streambridge.redis_conn import ERRORS, connect
 
 log = structlog.get_logger(__name__)
 
-KEEPALIVE = {
-    getattr(socket, name): value
-    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
-    if hasattr(socket, name)
-}
 SUBSCRIBE_TIMEOUT_S = 10.0
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
@@ -121,9 +116,7 @@ class StreamQueueManager(socketio.RedisManager):
         # (power loss, partition) is noticed in about 25 s.
         options: dict[str, Any] = {}
         if listening:
-            options = {"socket_timeout": None, "health_check_interval": 0}
-            if not self.redis_url.startswith("unix:"):  # TCP only
-                options.update(socket_keepalive=True, socket_keepalive_options=KEEPALIVE)
+            options = {"socket_timeout": None, "health_check_interval": 0, "keepalive": True}
         return connect(self.redis_url, cluster=self.cluster, decode_responses=False, **options)
 
     def _redis_connect(self) -> None:
@@ -136,7 +129,6 @@ class StreamQueueManager(socketio.RedisManager):
         # redis-py keeps connect callbacks as weak methods: keep the hook alive here.
         self._reconnect_hook = _ReconnectHook(self, self.pubsub.on_connect)
         self.pubsub.on_connect = self._reconnect_hook.on_connect
-        self.connected = True
 
     def _publish(self, data: Any) -> Any:
         # Emits of the web app itself (not stream events) to the other servers.

@@ -19,6 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from streambridge.redis_conn import limiter_storage
 from streambridge.settings import WebSettings
+from webapp.auth import SESSION_LOGIN
 from webapp.rate_limit_storage import SCHEME
 
 csrf = CSRFProtect()
@@ -30,7 +31,7 @@ class _SecureWhenHttps(SecureCookieSessionInterface):
 
 
 def _login_or_address() -> str:
-    login = session.get("login")
+    login = session.get(SESSION_LOGIN)
     return f"login:{login}" if isinstance(login, str) else get_remote_address()
 
 
