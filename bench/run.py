@@ -276,19 +276,25 @@ class Stack:
         env, self.env = self.env, {**self.env, **extra_env}
         self.web = self._spawn("web", "--host", "127.0.0.1", "--port", str(self.port))
         self.env = env
-        deadline = time.monotonic() + 30
-        while True:
+
+        def healthy() -> bool:
             try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
-                    break
+                return requests.get(self.url + "/healthz", timeout=1).ok
             except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+                return False
+
+        wait_for(healthy, 30, "the web server's /healthz")
 
     def restart_web(self, **extra_env: str) -> None:
         self.web.terminate()
-        self.web.wait(15)
+        try:
+            self.web.wait(15)
+        except subprocess.TimeoutExpired:
+            # Kill it and go on, so that the next phases still have a server.
+            self.web.kill()
+            self.web.wait()
+            self.start_web(**extra_env)
+            raise RuntimeError("the web server did not exit within 15 s of SIGTERM") from None
         self.start_web(**extra_env)
 
     def _spawn(self, *args: str) -> subprocess.Popen:

@@ -206,6 +206,9 @@ class WebSettings(CommonSettings):
     queue_ready_timeout_s: float = Field(
         10.0, gt=0, description="How long start-up waits for the queue subscription."
     )
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, description="After SIGTERM, connections still open this long are cut."
+    )
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -96,6 +97,18 @@ class Proc:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_events(self, event: str, after: int = 0) -> list[dict]:
+        """The JSON log records named ``event`` (other lines are skipped)."""
+        records = []
+        for line in self.output()[after:].splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                records.append(record)
+        return records
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

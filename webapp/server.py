@@ -9,6 +9,7 @@ import contextlib
 import signal
 import socket
 import sys
+from typing import Any
 
 import greenlet
 import structlog
@@ -21,6 +22,8 @@ from webapp.extension import state
 
 log = structlog.get_logger("webapp")
 LISTEN_BACKLOG = 1024
+IDLE_MARGIN_S = 15.0
+"""Beyond the Socket.IO ping window, how long a connection may send nothing at all."""
 
 
 def serve(settings: WebSettings) -> int:
@@ -39,6 +42,8 @@ def run_app(app: Flask, host: str, port: int) -> None:
     sb = state(app)
     start_queue_listener(app)
     serving = greenlet.getcurrent()
+    eventlet_mode = sb.settings.async_mode == "eventlet"
+    pool = _green_pool(sb.settings.max_connections) if eventlet_mode else None
 
     def on_term(signum: int, _frame: object) -> None:
         log.info("web.signal", signal=signal.Signals(signum).name)
@@ -47,13 +52,19 @@ def run_app(app: Flask, host: str, port: int) -> None:
         eio = sb.socketio.server.eio
         for sock in list(eio.sockets.values()):
             sock.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
-        # The async server returns on SystemExit, but under eventlet the handler runs in
-        # whichever green thread is current: deliver the exit to the serving one.
-        if sb.settings.async_mode == "eventlet" and greenlet.getcurrent() is not serving:
+        if pool is not None:
+            import eventlet
             from eventlet import hubs
 
-            hubs.get_hub().schedule_call_global(0, serving.throw, SystemExit(0))
-            return
+            # The server waits for every connection's handler before it returns; one
+            # that never ends (a half-sent request, a stuck peer) must not keep it up.
+            grace = sb.settings.shutdown_grace_s
+            eventlet.spawn_after(grace, _cut_stragglers, pool, grace)
+            # The async server returns on SystemExit, but under eventlet the handler runs
+            # in whichever green thread is current: deliver the exit to the serving one.
+            if greenlet.getcurrent() is not serving:
+                hubs.get_hub().schedule_call_global(0, serving.throw, SystemExit(0))
+                return
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_term)
@@ -65,8 +76,8 @@ def run_app(app: Flask, host: str, port: int) -> None:
         async_mode=sb.settings.async_mode,
     )
     with contextlib.suppress(SystemExit):
-        if sb.settings.async_mode == "eventlet":
-            _serve_eventlet(app, host, port, sb.settings.max_connections)
+        if pool is not None:
+            _serve_eventlet(app, host, port, pool)
         else:
             log.warning(
                 "web.development_server",
@@ -77,15 +88,40 @@ def run_app(app: Flask, host: str, port: int) -> None:
     log.info("web.stopped")
 
 
-def _serve_eventlet(app: Flask, host: str, port: int, max_connections: int) -> None:
-    # As socketio.run() does, but with a listen backlog and a green-thread pool sized
-    # for many long-lived sockets (eventlet's defaults are 50 and 1024).
+def _green_pool(max_connections: int) -> Any:
+    import eventlet
+
+    return eventlet.GreenPool(max_connections)
+
+
+def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
+    # As socketio.run() does, but with a listen backlog, a green-thread pool sized for
+    # many long-lived sockets (eventlet's defaults are 50 and 1024), and a socket
+    # timeout: eventlet's default is none, so a client that stops halfway through a
+    # request would hold its connection for ever. Socket.IO clients answer a ping
+    # every ping interval, so a live one is never idle that long.
     import eventlet
     import eventlet.wsgi
 
+    eio = state(app).socketio.server.eio
+    idle_timeout = eio.ping_interval + eio.ping_interval_grace_period + eio.ping_timeout
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG)
-    eventlet.wsgi.server(listener, app, log_output=False, max_size=max_connections)
+    eventlet.wsgi.server(
+        listener,
+        app,
+        log_output=False,
+        custom_pool=pool,
+        socket_timeout=idle_timeout + IDLE_MARGIN_S,
+    )
+
+
+def _cut_stragglers(pool: Any, grace_s: float) -> None:
+    stragglers = list(pool.coroutines_running)
+    if stragglers:
+        log.warning("web.connections_cut", connections=len(stragglers), grace_s=grace_s)
+    for thread in stragglers:
+        thread.kill()
 
 
 def start_queue_listener(app: Flask) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -13,20 +15,29 @@ from tests.support import ROOT, clean_env
 pytestmark = pytest.mark.integration
 
 
-def run_quick(script: str, out) -> subprocess.CompletedProcess:
-    """``script --quick --json out`` from the checkout; it must succeed."""
-    run = subprocess.run(
+def run_quick(script: str, out) -> str:
+    """``script --quick --json out`` from the checkout; it must succeed. Its stdout."""
+    # A session of its own, so that on a timeout the Redis, web, bridge and load
+    # generators it started go down with it.
+    run = subprocess.Popen(
         [sys.executable, script, "--quick", "--json", str(out)],
-        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=280,
+        cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
     )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
+    try:
+        stdout, stderr = run.communicate(timeout=280)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        stdout, stderr = run.communicate()
+        raise AssertionError(f"{script} --quick took over 280 s:\n{stderr[-5000:]}") from None
+    assert run.returncode == 0, stderr[-5000:]
+    return stdout
 
 
 @pytest.mark.timeout(300)
 def test_quick_benchmark_runs_every_phase(tmp_path):
     out = tmp_path / "bench.json"
-    run = run_quick("bench/run.py", out)
+    stdout = run_quick("bench/run.py", out)
     results = json.loads(out.read_text())
     errors = {k: v for k, v in results.items() if isinstance(v, dict) and "error" in v}
     assert errors == {}
@@ -34,7 +45,7 @@ def test_quick_benchmark_runs_every_phase(tmp_path):
     assert results["bridge_backlog"]["entries_per_s"] > 0
     for phase in results["rates"]:
         assert phase["delivered_pct"] == 100.0, phase
-    assert "bridge backlog" in run.stdout  # the table
+    assert "bridge backlog" in stdout  # the table
 
 
 @pytest.mark.timeout(300)

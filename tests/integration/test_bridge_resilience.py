@@ -16,17 +16,6 @@ pytestmark = pytest.mark.integration
 
 
 # -- helpers ---------------------------------------------------------------------------
-def log_events(proc, event: str, after: int = 0) -> list[dict]:
-    """The JSON log records of ``proc`` named ``event`` (other lines are skipped)."""
-    records = []
-    for line in proc.output()[after:].splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("event") == event:
-            records.append(record)
-    return records
 
 
 def timestamp(record: dict) -> float:
@@ -74,12 +63,12 @@ def test_wrongtype_stream_key_backs_off_then_recovers(env, tmp_path, processes, 
     # span at least 0.8 * (0.1 + 0.2 + 0.4 + 0.8 + 1.0) = 2.0 s. A tight loop would
     # write thousands of lines in that time.
     wait_until(
-        lambda: len(log_events(bridge, "bridge.stream_not_ready")) >= 6 or not bridge.alive(),
+        lambda: len(bridge.log_events("bridge.stream_not_ready")) >= 6 or not bridge.alive(),
         15,
         "six bridge.stream_not_ready warnings",
     )
     assert bridge.alive(), bridge.output()[-3000:]
-    warnings = log_events(bridge, "bridge.stream_not_ready")
+    warnings = bridge.log_events("bridge.stream_not_ready")
     assert len(warnings) < 10
     span = timestamp(warnings[5]) - timestamp(warnings[0])
     assert span >= 1.9, f"six warnings within {span:.3f}s: no back-off"
@@ -119,8 +108,8 @@ def test_stream_deleted_while_bridge_blocks_is_recreated(env, tmp_path, processe
     wait_until(lambda: acked(redis_client, second), 5, "new entry acked in the new group")
     epoch_after = redis_client.get("events:epoch")
     assert epoch_after and epoch_after != epoch_before
-    assert log_events(bridge, "bridge.group_created", after=mark)
-    assert log_events(bridge, "bridge.ready", after=mark)[-1]["epoch"] == epoch_after
+    assert bridge.log_events("bridge.group_created", after=mark)
+    assert bridge.log_events("bridge.ready", after=mark)[-1]["epoch"] == epoch_after
     assert bridge.alive()
     assert '"bridge.unexpected_error"' not in bridge.output()
 
@@ -133,8 +122,8 @@ def test_stream_deleted_while_blocked_is_reported_as_group_missing(env, tmp_path
     mark = len(bridge.output())
     redis_client.delete("events")
     bridge.wait_log('"bridge.ready"', timeout=5, after=mark)
-    assert not log_events(bridge, "bridge.redis_error", after=mark)
-    assert log_events(bridge, "bridge.group_missing", after=mark)
+    assert not bridge.log_events("bridge.redis_error", after=mark)
+    assert bridge.log_events("bridge.group_missing", after=mark)
 
 
 def test_redis_absent_at_start(env, tmp_path, processes):
@@ -143,7 +132,7 @@ def test_redis_absent_at_start(env, tmp_path, processes):
         env = dict(env, REDIS_URL=server.url, STREAMBRIDGE_BACKOFF_MAX_S="1")
         bridge = start_bridge(env, tmp_path, processes, name="bridge-late", wait=False)
         wait_until(
-            lambda: len(log_events(bridge, "bridge.redis_unavailable")) >= 2 or not bridge.alive(),
+            lambda: len(bridge.log_events("bridge.redis_unavailable")) >= 2 or not bridge.alive(),
             10,
             "two bridge.redis_unavailable warnings",
         )
@@ -188,8 +177,8 @@ def test_redis_killed_midrun_bridge_waits_and_resumes(env, tmp_path, processes):
         assert rc.xlen("events:dead") == 0
         # The group survived in the AOF: same history, so the epoch must not change.
         assert rc.get("events:epoch") == epoch
-        assert not log_events(bridge, "bridge.group_created", after=mark)
-        assert log_events(bridge, "bridge.ready", after=mark)
+        assert not bridge.log_events("bridge.group_created", after=mark)
+        assert bridge.log_events("bridge.ready", after=mark)
         assert bridge.alive()
         rc.close()
     finally:
@@ -206,8 +195,8 @@ def test_sigterm_while_idle_exits_promptly(env, tmp_path, processes, redis_clien
     elapsed = time.monotonic() - started
     assert code == 0
     assert elapsed < block_ms / 1000 + 2.0, f"took {elapsed:.2f}s to stop"
-    assert log_events(bridge, "bridge.signal")[0]["signal"] == "SIGTERM"
-    assert log_events(bridge, "bridge.stopped")
+    assert bridge.log_events("bridge.signal")[0]["signal"] == "SIGTERM"
+    assert bridge.log_events("bridge.stopped")
 
 
 # -- operator commands --------------------------------------------------------------------

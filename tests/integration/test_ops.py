@@ -164,3 +164,18 @@ def test_scale_out_two_webs_two_bridges_one_of_each_stopped(
         wait_until(lambda m=moved: set(m.ids("t")) >= set(more), 20, "catch-up on web-2")
         assert moved.ids("t") == more
     wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acked")
+
+
+def test_web_exits_on_sigterm_despite_a_half_sent_request(env, tmp_path, processes):
+    """A client that stops halfway through its request cannot keep the server up."""
+    web = Web(dict(env, STREAMBRIDGE_SHUTDOWN_GRACE_S="1"), tmp_path)
+    processes.append(web.start())
+    stalled = socket.create_connection(("127.0.0.1", web.port))
+    try:
+        stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line
+        wait_until(lambda: requests.get(web.url + "/healthz", timeout=2).ok, 5, "web serving")
+        assert web.terminate(timeout=10) == 0
+    finally:
+        stalled.close()
+    assert [r["connections"] for r in web.log_events("web.connections_cut")] == [1]
+    assert web.log_events("web.stopped")
