@@ -9,6 +9,8 @@ import contextlib
 import signal
 import socket
 import sys
+import traceback
+from collections import Counter
 from typing import Any
 
 import greenlet
@@ -119,9 +121,25 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
 def _cut_stragglers(pool: Any, grace_s: float) -> None:
     stragglers = list(pool.coroutines_running)
     if stragglers:
-        log.warning("web.connections_cut", connections=len(stragglers), grace_s=grace_s)
+        waiting_in = Counter(_waiting_in(thread) for thread in stragglers)
+        log.warning(
+            "web.connections_cut",
+            connections=len(stragglers),
+            grace_s=grace_s,
+            waiting_in=dict(waiting_in.most_common(3)),
+        )
     for thread in stragglers:
         thread.kill()
+
+
+def _waiting_in(thread: Any) -> str:
+    """Where a green thread is stuck: its innermost frame outside eventlet."""
+    frames = traceback.extract_stack(thread.gr_frame) if thread.gr_frame else []
+    outside = [f for f in frames if "/eventlet/" not in f.filename] or frames
+    if not outside:
+        return "?"
+    frame = outside[-1]
+    return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
 
 
 def start_queue_listener(app: Flask) -> None:
