@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from streambridge.embedded_redis import RedisServer
@@ -22,13 +24,21 @@ def redis_client(redis_server):
     client.close()
 
 
-@pytest.fixture
-def users_file(tmp_path):
-    path = tmp_path / "users.json"
+@pytest.fixture(scope="session")
+def users_template(tmp_path_factory):
+    # Hashing a password takes a fifth of a second: hash once, copy per test.
+    path = tmp_path_factory.mktemp("users") / "users.json"
     store = UserStore(path)
     store.add("alice", PASSWORDS["alice"])
     store.add("bob", PASSWORDS["bob"])
     store.add("carol", PASSWORDS["carol"], rooms=["team:blue"])
+    return path
+
+
+@pytest.fixture
+def users_file(tmp_path, users_template):
+    path = tmp_path / "users.json"
+    shutil.copy2(users_template, path)  # keeps its 0600 mode
     return path
 
 
