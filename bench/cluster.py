@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-from run import Sampler, wait_for  # noqa: E402
+from run import Sampler, stop_processes, wait_for  # noqa: E402
 
 from producers.publisher import Publisher  # noqa: E402
 from streambridge import keys  # noqa: E402
@@ -58,15 +58,15 @@ def place_shards(cluster: LocalCluster, shards: int) -> dict[str, int]:
 def group_totals(client: Any, shards: int) -> tuple[int, int]:
     """(entries read, entries still to do: lag + pending) over every shard's group;
     to do is -1 while a shard has no group yet."""
-    read, to_do = 0, 0
+    read, to_do, missing = 0, 0, False
     for key in keys.shards("events", shards):
         groups = client.xinfo_groups(key) if client.exists(key) else []
         if not groups:
-            to_do = -1
+            missing = True
             continue
         read += groups[0]["entries-read"] or 0
-        to_do = to_do if to_do < 0 else to_do + groups[0]["lag"] + groups[0]["pending"]
-    return read, to_do
+        to_do += groups[0]["lag"] + groups[0]["pending"]
+    return read, -1 if missing else to_do
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -77,16 +77,6 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run_one(
@@ -143,7 +133,7 @@ def run_one(
             "cpu_s": {k: round(v, 2) for k, v in sampler.cpu.items()},
         }
     finally:
-        stop(procs)
+        stop_processes(procs)
 
 
 def _healthy(port: int) -> bool:

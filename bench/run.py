@@ -286,16 +286,10 @@ class Stack:
         wait_for(healthy, 30, "the web server's /healthz")
 
     def restart_web(self, **extra_env: str) -> None:
-        self.web.terminate()
-        try:
-            self.web.wait(15)
-        except subprocess.TimeoutExpired:
-            # Kill it and go on, so that the next phases still have a server.
-            self.web.kill()
-            self.web.wait()
-            self.start_web(**extra_env)
-            raise RuntimeError("the web server did not exit within 15 s of SIGTERM") from None
-        self.start_web(**extra_env)
+        killed = stop_processes([self.web])
+        self.start_web(**extra_env)  # also after a kill: the next phases need a server
+        if killed:
+            raise RuntimeError("the web server did not exit within 15 s of SIGTERM")
 
     def _spawn(self, *args: str) -> subprocess.Popen:
         log = (self.tmp / f"{args[0]}.log").open("ab")
@@ -314,22 +308,32 @@ class Stack:
 
     def stop_bridge(self) -> None:
         if self.bridge is not None:
-            self.bridge.terminate()
-            self.bridge.wait(15)
+            stop_processes([self.bridge])
             self.bridge = None
 
     def redis(self) -> redis.Redis:
         return self.redis_server.client()
 
     def stop(self) -> None:
-        for proc in (self.bridge, self.web):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_processes([p for p in (self.bridge, self.web) if p is not None])
         self.redis_server.stop()
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> list[subprocess.Popen]:
+    """SIGTERM them all, then wait; those still running after 15 s are killed (and
+    returned)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    killed = []
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            killed.append(proc)
+    return killed
 
 
 def _groups(client: redis.Redis) -> list[dict]:

@@ -86,10 +86,7 @@ class Target:
     username: str | None = None
     password: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # from the query string
-
-    @property
-    def unix(self) -> bool:
-        return urlsplit(self.url).scheme.lower() == "unix"
+    unix: bool = False  # a unix:// socket
 
 
 def parse(url: str, *, cluster: bool = False) -> Target:
@@ -104,7 +101,7 @@ def parse(url: str, *, cluster: bool = False) -> Target:
             raise ValueError("a Redis Cluster cannot be reached over a unix:// socket")
         if not parts.path:
             raise ValueError("unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
-        return Target("single", url)
+        return Target("single", url, unix=True)
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     tls = scheme.startswith("rediss")

@@ -44,8 +44,11 @@ def run_app(app: Flask, host: str, port: int) -> None:
     sb = state(app)
     start_queue_listener(app)
     serving = greenlet.getcurrent()
-    eventlet_mode = sb.settings.async_mode == "eventlet"
-    pool = _green_pool(sb.settings.max_connections) if eventlet_mode else None
+    pool = None  # the connection handlers' green threads, under eventlet
+    if sb.settings.async_mode == "eventlet":
+        import eventlet
+
+        pool = eventlet.GreenPool(sb.settings.max_connections)
 
     def on_term(signum: int, _frame: object) -> None:
         log.info("web.signal", signal=signal.Signals(signum).name)
@@ -55,7 +58,6 @@ def run_app(app: Flask, host: str, port: int) -> None:
         for sock in list(eio.sockets.values()):
             sock.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
         if pool is not None:
-            import eventlet
             from eventlet import hubs
 
             # The server waits for every connection's handler before it returns; one
@@ -88,12 +90,6 @@ def run_app(app: Flask, host: str, port: int) -> None:
             )
             sb.socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
     log.info("web.stopped")
-
-
-def _green_pool(max_connections: int) -> Any:
-    import eventlet
-
-    return eventlet.GreenPool(max_connections)
 
 
 def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
