@@ -64,6 +64,15 @@ MAX_CONNECTIONS = 10_000
 MAX_REQUEST_BYTES = 256 * 1024
 """Largest HTTP request body the web app accepts."""
 
+MAX_CONNECTIONS_PER_ADDRESS = 200
+"""Open connections one client address may hold on one web server."""
+
+MAX_UNFINISHED_PER_ADDRESS = 20
+"""Connections of one address whose request head (line and headers) is still arriving."""
+
+REQUEST_HEAD_TIMEOUT_S = 10.0
+"""Time from a request's first byte to its last header (slow-drip requests end here)."""
+
 HOST = "127.0.0.1"
 PORT = 5000
 """Where ``streambridge web`` and ``streambridge dev`` listen."""

@@ -209,6 +209,33 @@ class WebSettings(CommonSettings):
     shutdown_grace_s: float = Field(
         10.0, gt=0, description="After SIGTERM, connections still open this long are cut."
     )
+    max_connections_per_address: int = Field(
+        defaults.MAX_CONNECTIONS_PER_ADDRESS,
+        ge=0,
+        description="Open connections from one client address (0: no cap; not applied "
+        "behind trusted proxies, whose one address every client shares).",
+    )
+    max_unfinished_per_address: int = Field(
+        defaults.MAX_UNFINISHED_PER_ADDRESS,
+        ge=0,
+        description="Requests from one address whose head is still arriving (0: no cap; "
+        "not applied behind trusted proxies).",
+    )
+    request_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="A plain HTTP request (not a WebSocket) must be answered within this "
+        "time (default: the Socket.IO ping window plus 15 s; long-polls wait that long).",
+    )
+    request_head_timeout_s: float = Field(
+        defaults.REQUEST_HEAD_TIMEOUT_S,
+        gt=0,
+        description="A request's line and headers must arrive within this time.",
+    )
+
+    def per_address_cap(self, cap: int) -> int | None:
+        """A per-address cap as applied: None (no cap) when 0 or behind a proxy."""
+        return None if cap == 0 or self.trusted_proxies else cap
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -58,6 +58,8 @@ def create_app(
     registry = LoginRegistry(state(app).redis, settings.session_lifetime_s)
     app.extensions["streambridge.logins"] = registry
     state(app).logins_alive = registry.alive
+    # Every request of the standalone app is bounded, not only Socket.IO's.
+    state(app).request_bounds.prefix = None
     protect(app, settings, memory_limits=redis_client is not None)
     return app
 

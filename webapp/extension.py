@@ -39,6 +39,7 @@ from webapp.catchup import CatchUp
 from webapp.identity import Viewer
 from webapp.metrics import WebMetrics
 from webapp.queue_manager import StreamQueueManager
+from webapp.request_bounds import RequestBounds
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +64,7 @@ class State:
     catchup: CatchUp
     publisher: Publisher
     metrics: WebMetrics
+    request_bounds: RequestBounds
     logins_alive: LoginsAlive | None = None
 
     def watch_logins(self) -> None:
@@ -168,6 +170,9 @@ class StreamBridge:
             # None: same origin only (python-socketio compares Origin with Host).
             cors_allowed_origins=_origin_check(settings.allowed_origins),
         )
+        # Outside the Socket.IO server: it must never see a body it would not read.
+        bounds = RequestBounds(app.wsgi_app, settings.max_request_bytes, settings.socketio_path)
+        app.wsgi_app = bounds  # type: ignore[method-assign]
         if not settings.websocket_compression:
             app.wsgi_app = _NoWebSocketExtensions(app.wsgi_app)  # type: ignore[method-assign]
         metrics = WebMetrics()
@@ -181,6 +186,7 @@ class StreamBridge:
             catchup,
             Publisher(client, settings),
             metrics,
+            bounds,
             self._logins_alive,
         )
         app.extensions[EXTENSION_KEY] = state

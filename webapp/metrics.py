@@ -30,3 +30,9 @@ class WebMetrics:
             "streambridge_web_api_requests", "POST /api/ requests, by status.", ["status"],
             registry=r,
         )  # fmt: skip
+        self.refused_connections = Counter(
+            "streambridge_web_refused_connections",
+            "Connections refused or cut by the per-address caps and deadlines, by reason.",
+            ["reason"],
+            registry=r,
+        )

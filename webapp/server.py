@@ -94,48 +94,58 @@ def run_app(app: Flask, host: str, port: int) -> None:
 
 def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
     # As socketio.run() does, but with a listen backlog, a green-thread pool sized for
-    # many long-lived sockets (eventlet's defaults are 50 and 1024), and a socket
-    # timeout: eventlet's default is none, so a client that stops halfway through a
-    # request would hold its connection for ever. Socket.IO clients answer a ping
-    # every ping interval, so a live one is never idle that long.
+    # many long-lived sockets (eventlet's defaults are 50 and 1024), a socket timeout
+    # (eventlet's default is none, so a client that stops halfway through a request
+    # would hold its connection for ever; Socket.IO clients answer a ping every ping
+    # interval, so a live one is never idle that long), and the per-address caps and
+    # deadlines of connection_guard.
     import eventlet
     import eventlet.wsgi
 
-    eio = state(app).socketio.server.eio
+    from webapp.connection_guard import AddressLimits, protocol
+
+    sb = state(app)
+    settings = sb.settings
+    eio = sb.socketio.server.eio
     idle_timeout = eio.ping_interval + eio.ping_interval_grace_period + eio.ping_timeout
+    limits = AddressLimits(
+        settings.per_address_cap(settings.max_connections_per_address),
+        settings.per_address_cap(settings.max_unfinished_per_address),
+        sb.metrics,
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG)
     eventlet.wsgi.server(
         listener,
         app,
         log_output=False,
+        debug=False,  # eventlet's default sends tracebacks to clients
         custom_pool=pool,
         socket_timeout=idle_timeout + IDLE_MARGIN_S,
+        protocol=protocol(
+            limits,
+            head_timeout_s=settings.request_head_timeout_s,
+            request_timeout_s=settings.request_timeout_s or idle_timeout + IDLE_MARGIN_S,
+            max_body_bytes=settings.max_request_bytes,
+        ),
     )
 
 
 def _cut_stragglers(pool: Any, grace_s: float) -> None:
+    from webapp.connection_guard import waiting_in
+
     stragglers = list(pool.coroutines_running)
     if stragglers:
-        waiting_in = Counter(_waiting_in(thread) for thread in stragglers)
+        stacks = [traceback.extract_stack(t.gr_frame) if t.gr_frame else [] for t in stragglers]
+        where = Counter(waiting_in(stack) for stack in stacks)
         log.warning(
             "web.connections_cut",
             connections=len(stragglers),
             grace_s=grace_s,
-            waiting_in=dict(waiting_in.most_common(3)),
+            waiting_in=dict(where.most_common(3)),
         )
     for thread in stragglers:
         thread.kill()
-
-
-def _waiting_in(thread: Any) -> str:
-    """Where a green thread is stuck: its innermost frame outside eventlet."""
-    frames = traceback.extract_stack(thread.gr_frame) if thread.gr_frame else []
-    outside = [f for f in frames if "/eventlet/" not in f.filename] or frames
-    if not outside:
-        return "?"
-    frame = outside[-1]
-    return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
 
 
 def start_queue_listener(app: Flask) -> None:

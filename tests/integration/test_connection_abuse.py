@@ -1,0 +1,221 @@
+"""Attacks on the web server's connections, by a client without a login: bodies it will
+not read, handlers that never return, request heads that drip, floods from one address.
+
+Real ``streambridge web`` processes and raw TCP sockets, as an attacker would use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+
+import psutil
+import pytest
+import requests
+
+from tests.support import SOCKETIO_PATH, Web, report, wait_until
+
+pytestmark = pytest.mark.integration
+
+OTHER_ADDRESS = "127.0.0.2"  # another client: all of 127/8 is loopback on Linux
+
+
+def start_web(env, tmp_path, processes, name: str, **settings: str) -> Web:
+    proc = Web(dict(env, **settings), tmp_path, name=name)
+    processes.append(proc)
+    return proc.start()
+
+
+def connect(web: Web, source: str = "127.0.0.1", timeout: float = 5.0) -> socket.socket:
+    return socket.create_connection(
+        ("127.0.0.1", web.port), timeout=timeout, source_address=(source, 0)
+    )
+
+
+def status_of(sock: socket.socket) -> int | None:
+    """The status code the server answered with, or None if it closed or stayed silent."""
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+    except TimeoutError:
+        return None
+    return int(data.split(b" ", 2)[1])
+
+
+def get(web: Web, path: str = "/healthz", source: str = "127.0.0.1") -> int | None:
+    with connect(web, source) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return status_of(sock)
+
+
+def polling_sid(web: Web) -> str:
+    """An anonymous Engine.IO long-polling session (no cookie, no Socket.IO connect)."""
+    response = requests.get(f"{web.url}{SOCKETIO_PATH}/?EIO=4&transport=polling", timeout=5)
+    assert response.status_code == 200
+    return json.loads(response.text[1:])["sid"]
+
+
+def open_connections(web: Web) -> list[str]:
+    """Status of every TCP connection the web server holds on its port (not the listener)."""
+    conns = psutil.Process(web.process.pid).net_connections(kind="tcp")
+    return [c.status for c in conns if c.laddr.port == web.port and c.status != psutil.CONN_LISTEN]
+
+
+def test_oversized_polling_post_is_refused_at_once_and_holds_nothing(env, tmp_path, processes):
+    # The reported set-up: 30 connection slots, 30 anonymous attackers.
+    web = start_web(env, tmp_path, processes, "web-capped", STREAMBRIDGE_MAX_CONNECTIONS="30")
+    started = time.monotonic()
+    for _ in range(30):
+        sid = polling_sid(web)
+        with connect(web) as sock:
+            sock.sendall(
+                f"POST {SOCKETIO_PATH}/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\n"
+                "Host: x\r\nContent-Type: text/plain\r\nContent-Length: 300000\r\n\r\n".encode()
+            )  # the headers only: the body never comes
+            assert status_of(sock) == 413
+    elapsed = time.monotonic() - started
+    assert requests.get(web.url + "/healthz", timeout=2).status_code == 200
+    wait_until(lambda: not open_connections(web), 5, "no connection left open")
+    assert len(web.log_events("web.request_refused")) == 30
+    report(f"30 oversized anonymous polling POSTs refused (413) in {elapsed:.2f}s; 0 held")
+
+
+def test_a_chunked_or_malformed_body_is_refused_before_the_app(web, redis_client):
+    session = web.login("alice")
+    chunked = session.post(
+        web.url + "/api/",
+        data=iter([b'{"channel": "message", ', b'"body": "chunked"}']),  # no length: chunked
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert chunked.status_code == 411
+    assert chunked.json() == {
+        "status": False,
+        "error": "send the request body with a Content-Length",
+    }
+    with connect(web) as sock:
+        huge = b"Content-Length: 99999999999999999999\r\n"
+        sock.sendall(b"POST /api/ HTTP/1.1\r\nHost: x\r\n" + huge + b"\r\n")
+        assert status_of(sock) == 413
+    assert not redis_client.exists("events")
+
+
+def test_a_handler_that_never_returns_is_cut_at_the_request_deadline(
+    env, tmp_path, processes
+):  # fmt: skip
+    class StuckApp(Web):
+        command = ("tests/apps/stuck_app.py",)
+        subcommand = ()
+
+    app = StuckApp(
+        dict(env, STREAMBRIDGE_MAX_CONNECTIONS="5", STREAMBRIDGE_REQUEST_TIMEOUT_S="2"),
+        tmp_path,
+        name="stuck-app",
+    )
+    processes.append(app.start())
+    stuck = [connect(app, timeout=10) for _ in range(5)]  # every connection slot
+    try:
+        sent = time.monotonic()
+        for sock in stuck:
+            sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = [status_of(sock) for sock in stuck]
+        held = time.monotonic() - sent
+        assert all(sock.recv(100) == b"" for sock in stuck)  # and closed by the server
+    finally:
+        for sock in stuck:
+            sock.close()
+    assert answers == [503] * 5
+    assert 1.5 < held < 5, f"stuck handlers held their connections {held:.1f}s"
+    assert requests.get(app.url + "/healthz", timeout=2).status_code == 200
+    timeouts = app.log_events("web.request_timeout")
+    assert len(timeouts) == 5
+    assert all(t["waiting_in"].startswith("stuck_app.py:") for t in timeouts), timeouts
+    report(f"5 handlers that never return: cut after {held:.1f}s (deadline 2 s)")
+
+
+def test_a_request_head_that_drips_is_cut_at_the_head_deadline(env, tmp_path, processes):
+    web = start_web(env, tmp_path, processes, "web-drip", STREAMBRIDGE_REQUEST_HEAD_TIMEOUT_S="2")
+    drips = [connect(web, timeout=10) for _ in range(3)]
+    try:
+        started = time.monotonic()
+        for sock in drips:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        # One header line every 0.25 s, each well inside any idle timeout, for 2.5 s.
+        for n in range(10):
+            for sock in drips:
+                with contextlib.suppress(OSError):  # the server may have cut it already
+                    sock.sendall(f"X-Drip-{n}: y\r\n".encode())
+            time.sleep(0.25)  # the drip itself
+        answers = [status_of(sock) for sock in drips]
+        assert all(sock.recv(100) == b"" for sock in drips)  # and the connections closed
+        cut_after = time.monotonic() - started
+    finally:
+        for sock in drips:
+            sock.close()
+    assert answers == [408, 408, 408]
+    assert cut_after < 4.5
+    assert requests.get(web.url + "/healthz", timeout=2).status_code == 200
+
+
+def test_per_address_cap_on_open_connections(env, tmp_path, processes):
+    web = start_web(
+        env, tmp_path, processes, "web-per-address", STREAMBRIDGE_MAX_CONNECTIONS_PER_ADDRESS="5"
+    )
+    idle = [connect(web) for _ in range(5)]  # connected, silent
+    try:
+        wait_until(lambda: get(web) == 429, 5, "the sixth connection to be refused")
+        with connect(web) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 429 ") and b"too many connections" in reply
+        assert get(web, source=OTHER_ADDRESS) == 200  # other clients are served
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_until(lambda: get(web) == 200, 5, "a connection once the idle ones closed")
+    assert web.log_events("web.connection_refused")
+
+    # Behind a trusted proxy every client shares the proxy's address: no cap there.
+    proxied = start_web(
+        env,
+        tmp_path,
+        processes,
+        "web-proxied",
+        STREAMBRIDGE_MAX_CONNECTIONS_PER_ADDRESS="5",
+        STREAMBRIDGE_TRUSTED_PROXIES="1",
+    )
+    idle = [connect(proxied) for _ in range(5)]
+    try:
+        assert get(proxied) == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_per_address_cap_on_unfinished_requests(env, tmp_path, processes):
+    web = start_web(
+        env,
+        tmp_path,
+        processes,
+        "web-unfinished",
+        STREAMBRIDGE_MAX_UNFINISHED_PER_ADDRESS="3",
+        STREAMBRIDGE_REQUEST_HEAD_TIMEOUT_S="30",
+    )
+    halves = [connect(web) for _ in range(3)]
+    try:
+        for sock in halves:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line yet
+        wait_until(lambda: get(web) == 429, 5, "a fourth request head to be refused")
+        assert get(web, source=OTHER_ADDRESS) == 200
+        halves[0].sendall(b"\r\n")  # one of them finishes its request
+        assert status_of(halves[0]) == 200
+        wait_until(lambda: get(web) == 200, 5, "a new request once a slot is free")
+    finally:
+        for sock in halves:
+            sock.close()

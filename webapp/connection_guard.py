@@ -1,0 +1,241 @@
+"""Connection-level defences of the eventlet web server, in its HTTP protocol class.
+
+* Per peer address: at most ``max_open`` connections, and at most ``max_unfinished``
+  whose request head (request line and headers) has begun to arrive but is not
+  complete. Over either cap the connection gets 429 and is closed.
+* A request head must be complete within ``head_timeout_s`` of its first byte, however
+  slowly it drips (a socket timeout alone restarts with every byte).
+* Every plain HTTP request (not a WebSocket) must be answered within
+  ``request_timeout_s``: a handler that waits longer is interrupted, its connection
+  closed and the place it waited logged. Long-polling GETs wait at most the Socket.IO
+  ping window, so the deadline sits just past it.
+
+Imported only under eventlet, after it has monkey-patched.
+"""
+
+from __future__ import annotations
+
+import sys
+import sysconfig
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import eventlet
+import eventlet.wsgi
+import structlog
+
+log = structlog.get_logger(__name__)
+
+LOG_EVERY_S = 10.0
+"""At most one refusal log line per address and reason this often (floods stay quiet)."""
+
+_TOO_MANY = (
+    b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 5\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+)
+_HEAD_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class HeadTimeout(eventlet.Timeout):
+    """The request head did not arrive in time."""
+
+
+class RequestTimeout(eventlet.Timeout):
+    """The app did not answer a plain HTTP request in time."""
+
+
+class AddressLimits:
+    """Per peer address: open connections and unfinished request heads."""
+
+    def __init__(self, max_open: int | None, max_unfinished: int | None, metrics: Any) -> None:
+        self.max_open = max_open
+        self.max_unfinished = max_unfinished
+        self.metrics = metrics
+        self.open: Counter[str] = Counter()
+        self.unfinished: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._logged: dict[tuple[str, str], float] = {}
+
+    @staticmethod
+    def _take(counts: Counter[str], address: str, cap: int | None) -> bool:
+        if cap is not None and counts[address] >= cap:
+            return False
+        counts[address] += 1
+        return True
+
+    @staticmethod
+    def _give(counts: Counter[str], address: str) -> None:
+        counts[address] -= 1
+        if counts[address] <= 0:
+            del counts[address]  # the counters hold only addresses in use
+
+    def open_connection(self, address: str) -> bool:
+        with self._lock:
+            return self._take(self.open, address, self.max_open)
+
+    def close_connection(self, address: str) -> None:
+        with self._lock:
+            self._give(self.open, address)
+
+    def start_head(self, address: str) -> bool:
+        with self._lock:
+            return self._take(self.unfinished, address, self.max_unfinished)
+
+    def end_head(self, address: str) -> None:
+        with self._lock:
+            self._give(self.unfinished, address)
+
+    def refused(self, address: str, reason: str) -> None:
+        self.metrics.refused_connections.labels(reason).inc()
+        now = time.monotonic()
+        key = (address, reason)
+        if now - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged[key] = now
+            if len(self._logged) > 10_000:
+                self._logged.clear()
+            log.warning("web.connection_refused", address=address, reason=reason)
+
+
+def protocol(
+    limits: AddressLimits, head_timeout_s: float, request_timeout_s: float, max_body_bytes: int
+) -> type[eventlet.wsgi.HttpProtocol]:
+    """The HTTP protocol class for ``eventlet.wsgi.server(protocol=...)``."""
+
+    class GuardedProtocol(eventlet.wsgi.HttpProtocol):
+        _address = ""
+        _head_timer: eventlet.Timeout | None = None
+
+        def handle(self) -> None:
+            peer = self.client_address
+            self._address = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+            if not limits.open_connection(self._address):
+                self._refuse("too many connections from this address")
+                return
+            try:
+                super().handle()
+            finally:
+                self._end_head()
+                limits.close_connection(self._address)
+
+        def _refuse(self, reason: str) -> None:
+            limits.refused(self._address, reason)
+            message = reason.encode()
+            try:
+                self.wfile.write(_TOO_MANY % (len(message), message))
+                self.wfile.flush()
+            except OSError:
+                pass
+            self.close_connection = 1
+
+        # -- the request head: from its first byte to its last header ----------------
+        def _read_request_line(self) -> Any:
+            try:
+                # Idle until the next request begins (the socket timeout applies).
+                if self.rfile.closed or not self.rfile.peek(1):
+                    self.close_connection = 1
+                    return ""
+            except (OSError, ValueError):
+                self.close_connection = 1
+                return ""
+            if not limits.start_head(self._address):
+                self._refuse("too many unfinished requests from this address")
+                return ""
+            self._head_timer = HeadTimeout(head_timeout_s)
+            return super()._read_request_line()
+
+        def parse_request(self) -> bool:
+            try:
+                return super().parse_request()
+            finally:
+                self._end_head()
+
+        def _end_head(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+                limits.end_head(self._address)
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            except HeadTimeout:
+                limits.refused(self._address, "request head too slow")
+                try:
+                    self.wfile.write(_HEAD_TIMEOUT)
+                    self.wfile.flush()
+                except OSError:
+                    pass
+                self.close_connection = 1
+            finally:
+                self._end_head()
+
+        # -- the answer -----------------------------------------------------------------
+        def handle_one_response(self) -> None:
+            if self._body_unread():
+                # Answered without reading the body: close rather than wait for it.
+                self.close_connection = 1
+            if self.headers.get("upgrade", "").lower() != "websocket":
+                # WebSockets are long-lived; pings and the socket timeout end them.
+                self.application = self._with_deadline(self.application)
+            super().handle_one_response()
+
+        def _with_deadline(self, app: Any) -> Any:
+            def answer_in_time(environ: dict, start_response: Any) -> Any:
+                timer = RequestTimeout(request_timeout_s)
+                try:
+                    return app(environ, start_response)
+                except RequestTimeout as exc:
+                    if exc is not timer:
+                        raise
+                    self.close_connection = 1
+                    limits.refused(self._address, "request timed out")
+                    log.warning(
+                        "web.request_timeout",
+                        path=environ.get("PATH_INFO", "")[:200],
+                        timeout_s=request_timeout_s,
+                        waiting_in=waiting_in(traceback.extract_tb(exc.__traceback__)),
+                    )
+                    start_response(
+                        "503 Service Unavailable",
+                        [("Content-Type", "text/plain"), ("Content-Length", "0")],
+                        sys.exc_info(),
+                    )
+                    return [b""]
+                finally:
+                    timer.cancel()
+
+            return answer_in_time
+
+        def _body_unread(self) -> bool:
+            """A body that RequestBounds refuses (chunked, or over the limit)."""
+            if self.headers.get("transfer-encoding"):
+                return True
+            length = self.headers.get("content-length") or "0"
+            return not length.isdigit() or len(length) > 18 or int(length) > max_body_bytes
+
+    return GuardedProtocol
+
+
+def waiting_in(frames: Sequence[traceback.FrameSummary]) -> str:
+    """Where code waited: the innermost frame outside eventlet and the standard library."""
+    outside = [f for f in frames if not _plumbing(f.filename)] or list(frames)
+    if not outside:
+        return "?"
+    frame = outside[-1]
+    return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
+
+
+_STDLIB = sysconfig.get_paths()["stdlib"] + "/"
+
+
+def _plumbing(filename: str) -> bool:
+    return "/eventlet/" in filename or (
+        filename.startswith(_STDLIB) and "site-packages" not in filename
+    )
