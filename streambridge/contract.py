@@ -17,6 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from streambridge import defaults
 
 CHANNEL_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+RESERVED_CHANNELS = frozenset(
+    {
+        # socket.io-client 4 refuses a packet with one of these names and reconnects;
+        # python-socketio hands the first two to the server's own life-cycle handlers.
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+        "__disconnect_final",  # python-socketio's client
+    }
+)
+RESERVED_PREFIX = "streambridge:"
+"""streambridge's own server events (``streambridge:recovery``): no producer's."""
 ROOM_MAX_CHARS = 256
 FIELDS = ("channel", "body", "room", "namespace")
 _FIELD_SET = frozenset(FIELDS)
@@ -56,6 +71,16 @@ class Event(BaseModel):
     namespace: str = Field(
         "/", min_length=1, max_length=ROOM_MAX_CHARS, pattern=r"^/", description="Namespace."
     )
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_is_not_reserved(cls, channel: str) -> str:
+        if is_reserved(channel):
+            raise ValueError(
+                f"{channel!r} is reserved (Socket.IO's own event names and the "
+                f"{RESERVED_PREFIX!r} prefix)"
+            )
+        return channel
 
     @field_validator("body")
     @classmethod
@@ -139,6 +164,11 @@ class Event(BaseModel):
 
     def decoded_body(self) -> Any:
         return json.loads(self.body)
+
+
+def is_reserved(channel: str) -> bool:
+    """A name no event may have: Socket.IO's own, or one of streambridge's."""
+    return channel in RESERVED_CHANNELS or channel.startswith(RESERVED_PREFIX)
 
 
 def _decode(fields: Mapping[Any, Any]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import structlog
 
-from streambridge.contract import ContractError, Event
+from streambridge.contract import RESERVED_PREFIX, ContractError, Event
 from streambridge.ids import ZERO, StreamId
 from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
@@ -29,7 +29,7 @@ from webapp.queue_manager import StreamQueueManager
 
 log = structlog.get_logger(__name__)
 
-RECOVERY_EVENT = "streambridge:recovery"
+RECOVERY_EVENT = RESERVED_PREFIX + "recovery"
 CONNECT_WAIT_S = 5.0
 RESYNC_RETRY_S = 30.0
 DRAIN_WAIT_S = 10.0

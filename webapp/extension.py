@@ -81,14 +81,23 @@ class State:
                 log.exception("web.login_check_failed", error=str(exc))
 
     def close_ended_logins(self) -> int:
+        """Close every socket of this server whose login has ended, and any socket the
+        catch-up does not know (it never completed a connect): what counts is what is
+        connected, never what a client said."""
         assert self.logins_alive is not None
-        clients = [c for c in list(self.catchup.clients.values()) if c.user.login_id]
-        alive = self.logins_alive(c.user.login_id for c in clients)
-        ended = [c for c in clients if c.user.login_id not in alive]
+        known = self.catchup.clients
+        connected = [sid for sid, _ in self.manager.get_participants("/", None)]
+        clients = [known[sid] for sid in connected if sid in known]
+        alive = self.logins_alive(c.user.login_id for c in clients if c.user.login_id)
+        ended = [c for c in clients if c.user.login_id and c.user.login_id not in alive]
         for client in ended:
             log.info("socket.login_ended", sid=client.sid, user=client.user.name)
-            self.socketio.server.disconnect(client.sid, namespace=client.namespace)
-        return len(ended)
+            sockets.close(self.socketio.server, client.sid, client.namespace)
+        strangers = [s for s in connected if s not in known and not self.manager.is_held(s)]
+        for sid in strangers:
+            log.warning("socket.unknown_closed", sid=sid)
+            sockets.close(self.socketio.server, sid)
+        return len(ended) + len(strangers)
 
 
 def flask_login_user() -> str | None:
@@ -190,7 +199,8 @@ class StreamBridge:
             self._logins_alive,
         )
         app.extensions[EXTENSION_KEY] = state
-        sockets.register(socketio, catchup, self.current_viewer, metrics)
+        sockets.register(socketio, catchup, self.current_viewer)
+        metrics.connected.set_function(lambda: len(catchup.clients))
         app.register_blueprint(_client_blueprint(settings.client_script_url))
         app.register_blueprint(_ops_blueprint())
         missing = [str(p) for p in CLIENT_PARTS if not p.exists()]

@@ -352,6 +352,10 @@ class StreamQueueManager(socketio.RedisManager):
         with self._lock:
             self._held.setdefault(sid, [])
 
+    def is_held(self, sid: str) -> bool:
+        """Connecting or being caught up: live events wait."""
+        return sid in self._held
+
     def release(
         self,
         sid: str,

@@ -1,17 +1,26 @@
 """Socket.IO handlers: only logged-in users connect; each joins only its own rooms
-(``user:<id>`` and the rooms granted to it) and is caught up from the stream."""
+(``user:<id>`` and the rooms granted to it) and is caught up from the stream.
+
+Clients send no events of their own. Whatever they send never reaches a life-cycle
+handler: python-socketio dispatches a client event named ``connect`` or
+``disconnect`` to the server's own connect/disconnect handlers (which would re-run a
+full catch-up, or make the login watcher forget a socket that stays open), so such a
+socket is closed before dispatch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import socketio
 import structlog
 from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 
+from streambridge.contract import is_reserved
 from webapp.catchup import CatchUp
 from webapp.identity import Viewer
-from webapp.metrics import WebMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -20,8 +29,9 @@ def register(
     socketio: SocketIO,
     catchup: CatchUp,
     current_viewer: Callable[[], Viewer | None],
-    metrics: WebMetrics,
 ) -> None:
+    refuse_reserved_events(socketio.server)
+
     @socketio.on("connect")
     def on_connect(auth=None):
         sid = request.sid
@@ -34,13 +44,40 @@ def register(
         catchup.on_connect(sid, "/", viewer)
         for room in viewer.all_rooms:
             join_room(room)
-        metrics.connected.inc()
         log.info("socket.connected", user=viewer.name, sid=sid)
         # Last, with no I/O after it: the replay must start after the CONNECT packet.
         socketio.start_background_task(catchup.run, sid, auth)
 
     @socketio.on("disconnect")
     def on_disconnect(reason=None):
-        if catchup.on_disconnect(request.sid):
-            metrics.connected.dec()
+        catchup.on_disconnect(request.sid)
         log.info("socket.disconnected", sid=request.sid, reason=str(reason))
+
+
+def refuse_reserved_events(server: socketio.Server) -> None:
+    """Close any socket that sends an event with a reserved name (or no name at all)."""
+    handle_event = server._handle_event
+
+    def guarded(eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
+        name = data[0] if isinstance(data, list) and data else None
+        if isinstance(name, str) and not is_reserved(name):
+            handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = server.manager.sid_from_eio_sid(eio_sid, namespace)
+        log.warning("socket.reserved_event_refused", sid=sid, name=repr(name)[:80])
+        if sid is not None:
+            close(server, sid, namespace)
+
+    server._handle_event = guarded  # type: ignore[method-assign]
+
+
+def close(server: socketio.Server, sid: str, namespace: str = "/") -> None:
+    """End a client's session and its connection, whatever the client does next."""
+    eio_sid = server.manager.eio_sid_from_sid(sid, namespace)
+    server.disconnect(sid, namespace=namespace, ignore_queue=True)
+    sock = server.eio.sockets.get(eio_sid) if eio_sid else None
+    if sock is not None:
+        # wait=False: waiting for a long-poll that may never come would block this
+        # green thread for good.
+        sock.close(wait=False, abort=False)

@@ -1,0 +1,88 @@
+"""What a logged-in client sends on its socket: never a server life-cycle event.
+
+Real ``streambridge web`` and ``bridge`` processes, real python-socketio clients (whose
+``emit`` sends reserved names as they are, as an attacker's client would).
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.support import Client, wait_until
+
+pytestmark = pytest.mark.integration
+
+RECOVERY = "streambridge:recovery"
+
+
+def connected_gauge(web) -> float:
+    text = requests.get(web.url + "/metrics", timeout=5).text
+    [line] = [
+        ln for ln in text.splitlines() if ln.startswith("streambridge_web_connected_clients ")
+    ]
+    return float(line.split()[1])
+
+
+def open_socket(clients, web, session, **kwargs) -> Client:
+    client = Client()
+    clients.append(client)
+    return client.connect(web, session, **kwargs)
+
+
+def test_a_socket_that_sends_disconnect_is_closed_not_forgotten(web, bridge, clients, redis_client):
+    session = web.login("alice")
+    sneaky = open_socket(clients, web, session)
+    sneaky.wait_for(1, RECOVERY)
+    sneaky.sio.emit("disconnect", "io client disconnect")
+    # The attacker's plan: log out (or let the login expire) and keep listening.
+    assert session.post(web.url + "/logout", allow_redirects=False, timeout=5).status_code == 302
+    redis_client.xadd("events", {"channel": "message", "body": '"private"', "room": "user:alice"})
+    redis_client.xadd("events", {"channel": "message", "body": '"for all"'})
+    wait_until(lambda: not sneaky.sio.connected, 3, "the socket to be closed by the server")
+    wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acks")
+    assert sneaky.received("message") == []
+    [refusal] = web.log_events("socket.reserved_event_refused")
+    assert refusal["name"] == "'disconnect'"
+
+
+def test_a_socket_that_sends_connect_gets_no_second_catch_up(web, bridge, clients, redis_client):
+    for n in range(50):
+        redis_client.xadd("events", {"channel": "message", "body": str(n)})
+    wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acks")
+    session = web.login("alice")
+    bystander = open_socket(clients, web, session)
+    replaying = open_socket(clients, web, session, auth={"last_id": "0-0", "epoch": None})
+    replaying.wait_for(1, RECOVERY)
+    for _ in range(20):
+        replaying.sio.emit("connect", {"last_id": "0-0"})
+    wait_until(lambda: not replaying.sio.connected, 3, "the socket to be closed by the server")
+    assert len(replaying.received(RECOVERY)) == 1
+    assert len(web.log_events("catchup.done")) == 2  # one per real connect
+    assert bystander.sio.connected
+    # The gauge counts sockets that exist: the bystander only.
+    wait_until(lambda: connected_gauge(web) == 1.0, 3, "the gauge to count one client")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["connect_error", "newListener", "removeListener", "disconnecting", "streambridge:recovery"],
+)
+def test_other_reserved_names_close_the_socket(web, clients, name):
+    client = open_socket(clients, web, web.login("alice"))
+    client.sio.emit(name, {"recovered": False})
+    wait_until(lambda: not client.sio.connected, 3, f"the socket that sent {name!r} to close")
+
+
+def test_an_event_without_a_name_closes_the_socket_and_others_are_ignored(
+    web, bridge, clients, redis_client
+):
+    harmless = open_socket(clients, web, web.login("alice"))
+    for event in ("message", "hello", "join"):
+        harmless.sio.emit(event, "x")
+    nameless = open_socket(clients, web, web.login("bob"))
+    nameless.sio.eio.send('2[42,"no name"]')  # a raw Socket.IO EVENT packet
+    wait_until(lambda: not nameless.sio.connected, 3, "the nameless sender to be closed")
+    redis_client.xadd("events", {"channel": "message", "body": '"still here"'})
+    harmless.wait_for(1, "message")
+    assert harmless.sio.connected
