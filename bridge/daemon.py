@@ -20,7 +20,7 @@ from redis.exceptions import AskError, MovedError, RedisClusterException
 from bridge.backoff import Backoff
 from bridge.deadletter import dead_fields
 from bridge.metrics import BridgeMetrics
-from streambridge.contract import ContractError, Event
+from streambridge.contract import ContractError, Event, shown
 from streambridge.queue import channel_node, emit_message, publish_command
 from streambridge.redis_conn import as_cluster
 from streambridge.settings import BridgeSettings
@@ -284,7 +284,7 @@ class Bridge:
                 except ContractError as exc:
                     reason = exc.reason
                 except Exception as exc:  # one odd entry must not stall the batch
-                    reason = f"cannot be validated: {type(exc).__name__}: {exc}"[:500]
+                    reason = shown(f"cannot be validated: {type(exc).__name__}: {exc}", 500)
             if reason is not None:
                 dead.xadd(
                     s.dead_stream,

@@ -28,10 +28,21 @@ class Publisher:
         self.stream_keys = self.settings.stream_keys
 
     def event(
-        self, channel: str, body: Any, room: str | None = None, namespace: str = "/"
+        self,
+        channel: str,
+        body: Any,
+        room: str | None = None,
+        namespace: str = "/",
+        *,
+        sender: str | None = None,
     ) -> Event:
         return Event.build(
-            channel, body, room, namespace, max_body_bytes=self.settings.max_body_bytes
+            channel,
+            body,
+            room,
+            namespace,
+            sender=sender,
+            max_body_bytes=self.settings.max_body_bytes,
         )
 
     def add(self, event: Event, pipe: Any = None) -> Any:
@@ -74,13 +85,19 @@ class Publisher:
         return self.publish_events(events)
 
     def event_from_item(self, item: Mapping[str, Any]) -> Event:
+        """An event from a mapping: ``channel``, ``body`` (any JSON value), ``room``?,
+        ``namespace``?, ``from``?."""
         if not isinstance(item, Mapping):
             raise ContractError("must be an object with channel and body")
         check_known_fields(item)
         if "channel" not in item or "body" not in item:
             raise ContractError("channel and body are required")
         return self.event(
-            item["channel"], item["body"], item.get("room"), item.get("namespace") or "/"
+            item["channel"],
+            item["body"],
+            item.get("room"),
+            item.get("namespace") or "/",
+            sender=item.get("from"),
         )
 
     def _flush(self, events: list[Event]) -> list[str]:

@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.add_argument("--room", action="append", default=[], help="grant an extra room")
+    add.add_argument(
+        "--publish",
+        action="append",
+        metavar="ROOM",
+        help="the only rooms it may publish to through POST /api/ (default: those it receives)",
+    )
+    add.add_argument(
+        "--no-broadcast", action="store_true", help="it may not publish to everyone via /api/"
+    )
     user_sub.add_parser("list", help="list user names")
 
     status = sub.add_parser("status", help="stream, group lag, pending per consumer, dead letters")
@@ -203,7 +212,9 @@ def _user(args: argparse.Namespace) -> int:
 
         password = getpass.getpass(f"password for {args.name}: ")
     try:
-        store.add(args.name, password, args.room)
+        store.add(
+            args.name, password, args.room, publish=args.publish, broadcast=not args.no_broadcast
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ it before XADD, the bridge validates every entry it reads, the web app validates
 from __future__ import annotations
 
 import json
+import math
+import re
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -33,7 +35,14 @@ RESERVED_CHANNELS = frozenset(
 RESERVED_PREFIX = "streambridge:"
 """streambridge's own server events (``streambridge:recovery``): no producer's."""
 ROOM_MAX_CHARS = 256
-FIELDS = ("channel", "body", "room", "namespace")
+SENDER_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
+FIELDS = ("channel", "body", "room", "namespace", "from")
+MAX_BODY_DEPTH = 32
+"""Arrays and objects nest at most this deep in a body: every JSON parser on the way
+(the web server's, the browser's) must take it without running out of stack."""
+MAX_NUMBER_CHARS = 64
+"""A number in a body is at most this many characters and finite as a double
+(python-engineio refuses integers over 100 digits; a browser cannot parse Infinity)."""
 _FIELD_SET = frozenset(FIELDS)
 
 
@@ -51,17 +60,71 @@ def _reject_constant(name: str) -> Any:
 
 
 def check_json_text(text: str) -> None:
-    """Raise ValueError unless ``text`` is one strict JSON value."""
+    """Raise ValueError unless ``text`` is one strict JSON value within the body rules
+    (``MAX_BODY_DEPTH``, ``MAX_NUMBER_CHARS``)."""
+    # The precise checks cost a Python call per number or container: only for texts
+    # that could break a rule (a long digit run, a 3-digit exponent, many brackets).
+    numbers = _LONG_NUMBER_HINT.search(text) is not None
     try:
-        json.loads(text, parse_constant=_reject_constant)
+        if numbers:
+            value = json.loads(
+                text,
+                parse_constant=_reject_constant,
+                parse_int=_bounded_int,
+                parse_float=_bounded_float,
+            )
+        else:
+            value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        raise ValueError("nested too deeply") from None
+        raise ValueError(f"nested more than {MAX_BODY_DEPTH} levels deep") from None
+    if text.count("[") + text.count("{") > MAX_BODY_DEPTH and _depth(value) > MAX_BODY_DEPTH:
+        raise ValueError(f"nested more than {MAX_BODY_DEPTH} levels deep")
+
+
+# A number over MAX_NUMBER_CHARS has a run of 20+ digits (at most three runs, four
+# other characters); one that overflows a double has an exponent of 3+ digits.
+_LONG_NUMBER_HINT = re.compile(r"\d{20}|[eE][+-]?\d{3}")
+
+
+def _check_number_size(literal: str) -> None:
+    if len(literal) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number has {len(literal)} characters, more than {MAX_NUMBER_CHARS}")
+
+
+def _bounded_int(literal: str) -> int:
+    _check_number_size(literal)
+    return int(literal)
+
+
+def _bounded_float(literal: str) -> float:
+    _check_number_size(literal)
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"{literal} is too large for a double")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in ``value`` (stops counting past the limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack and deepest <= MAX_BODY_DEPTH:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 class Event(BaseModel):
     """One event: a Socket.IO event name, a JSON body, and where it goes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strict=True, populate_by_name=True)
 
     channel: str = Field(pattern=CHANNEL_PATTERN, description="Socket.IO event name.")
     body: str = Field(description="JSON text: object, array, string, number, ...")
@@ -70,6 +133,12 @@ class Event(BaseModel):
     )
     namespace: str = Field(
         "/", min_length=1, max_length=ROOM_MAX_CHARS, pattern=r"^/", description="Namespace."
+    )
+    sender: str | None = Field(
+        None,
+        alias="from",
+        pattern=SENDER_PATTERN,
+        description="Who published it, when a user did (POST /api/); None: the system.",
     )
 
     @field_validator("channel")
@@ -109,6 +178,7 @@ class Event(BaseModel):
         room: str | None = None,
         namespace: str = "/",
         *,
+        sender: str | None = None,
         max_body_bytes: int = defaults.MAX_BODY_BYTES,
     ) -> Event:
         """An event from a Python value for the body (serialized here, once)."""
@@ -116,10 +186,10 @@ class Event(BaseModel):
             text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise ContractError(f"body cannot be serialized as JSON: {exc}") from None
-        return cls.parse(
-            {"channel": channel, "body": text, "room": room, "namespace": namespace},
-            max_body_bytes=max_body_bytes,
-        )
+        fields = {"channel": channel, "body": text, "room": room, "namespace": namespace}
+        if sender is not None:
+            fields["from"] = sender
+        return cls.parse(fields, max_body_bytes=max_body_bytes)
 
     @classmethod
     def parse(
@@ -156,6 +226,8 @@ class Event(BaseModel):
             fields["room"] = self.room
         if self.namespace != "/":
             fields["namespace"] = self.namespace
+        if self.sender is not None:
+            fields["from"] = self.sender
         return fields
 
     def shard(self, count: int) -> int:
@@ -193,6 +265,8 @@ def describe(exc: ValidationError) -> str:
             message = "is required"
         elif error["type"] == "string_pattern_mismatch" and where == "channel":
             message = "must be 1-64 characters of A-Z a-z 0-9 _ . : -"
+        elif error["type"] == "string_pattern_mismatch" and where == "from":
+            message = "must be 1-128 characters, none of them a control character"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
 
@@ -201,7 +275,13 @@ def check_known_fields(fields: Mapping[str, Any]) -> None:
     """ContractError naming any field the contract does not have."""
     unknown = set(fields) - _FIELD_SET
     if unknown:
-        raise ContractError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise ContractError(f"unknown field(s): {', '.join(sorted(map(shown, unknown)))}")
+
+
+def shown(text: str, limit: int = 64) -> str:
+    """Text from a stream entry as it may go into a reason or a log line: bytes that are
+    not UTF-8 (read with surrogateescape) written as \\xNN, cut at ``limit``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")[:limit]
 
 
 def shard_for(room: str | None, count: int) -> int:

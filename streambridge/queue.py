@@ -33,22 +33,36 @@ def _quoted(value: str | None) -> str:
     return _dumps(value)
 
 
-def meta_json(stream_id: str, epoch: str, shard: int | None = None) -> str:
-    # Stream ids are digits and a dash (Redis makes them); the epoch is quoted once.
+def meta_json(
+    stream_id: str, epoch: str, shard: int | None = None, sender: str | None = None
+) -> str:
+    # Stream ids are digits and a dash (Redis makes them); the rest is quoted once.
     where = "" if shard is None else f',"shard":{shard}'
-    return f'{{"id":"{stream_id}","epoch":{_quoted(epoch)}{where},"{META_MARKER}":1}}'
+    who = "" if sender is None else f',"from":{_quoted(sender)}'
+    return f'{{"id":"{stream_id}","epoch":{_quoted(epoch)}{where}{who},"{META_MARKER}":1}}'
+
+
+def meta(stream_id: str, epoch: str, shard: int | None, event: Event) -> dict[str, Any]:
+    """The meta of one delivery as a dict (what ``meta_json`` writes, for the web side)."""
+    out: dict[str, Any] = {"id": stream_id, "epoch": epoch}
+    if shard is not None:
+        out["shard"] = shard
+    if event.sender is not None:
+        out["from"] = event.sender
+    return out
 
 
 def emit_message(event: Event, stream_id: str, epoch: str, shard: int | None = None) -> str:
     """The queue message that makes every web server emit ``event``.
 
     Browsers get ``(body, {"id": stream_id, "epoch": epoch})``, plus ``"shard"`` when
-    the stream is sharded (ids are ordered within one shard). Built by hand, once:
-    the body is validated JSON text and the channel is validated to need no escaping.
+    the stream is sharded (ids are ordered within one shard) and ``"from"`` when a user
+    published it. Built by hand, once: the body is validated JSON text and the channel
+    is validated to need no escaping.
     """
     return (
         f'{{"method":"emit","event":"{event.channel}","data":[{event.body},'
-        f'{meta_json(stream_id, epoch, shard)}],"binary":false,'
+        f'{meta_json(stream_id, epoch, shard, event.sender)}],"binary":false,'
         f'"namespace":{_quoted(event.namespace)},"room":{_quoted(event.room)},'
         f'"skip_sid":null,"callback":null,"host_id":"{BRIDGE_HOST_ID}"}}'
     )

@@ -201,7 +201,10 @@ class WebSettings(CommonSettings):
         "10 per minute", description="POST /login per client address (empty: no limit)."
     )
     api_rate_limit: str = Field(
-        "300 per minute", description="POST /api/ per login (empty: no limit)."
+        "300 per minute", description="POST /api/ per user (empty: no limit)."
+    )
+    api_broadcast: bool = Field(
+        True, description="Users may publish to everyone through POST /api/."
     )
     queue_ready_timeout_s: float = Field(
         10.0, gt=0, description="How long start-up waits for the queue subscription."

@@ -50,11 +50,22 @@ def create_app(
     )
     if test_config:
         app.config.update(test_config)
-    app.extensions["streambridge.users"] = UserStore(settings.users_file)
+    users = UserStore(settings.users_file)
+    app.extensions["streambridge.users"] = users
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
-    StreamBridge(app, user_loader=auth.current_viewer, settings=settings, redis_client=redis_client)
+    ext = StreamBridge(
+        app, user_loader=auth.current_viewer, settings=settings, redis_client=redis_client
+    )
+
+    @ext.authorize_publish
+    def users_file_rules(user_id: str, room: str | None) -> bool:
+        if room is None and not settings.api_broadcast:
+            return False
+        user = users.get(user_id)
+        return user is not None and user.may_publish(room)
+
     registry = LoginRegistry(state(app).redis, settings.session_lifetime_s)
     app.extensions["streambridge.logins"] = registry
     state(app).logins_alive = registry.alive

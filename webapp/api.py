@@ -1,4 +1,8 @@
-"""``POST /api/``: a logged-in user appends an event to the stream (a producer)."""
+"""``POST /api/``: a logged-in user appends an event to the stream (a producer).
+
+The user may publish only where the users file lets it (by default: where it may
+receive), never with a reserved channel, and the event carries its name (``meta.from``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from flask import Blueprint, current_app, jsonify, request
 
 from producers.publisher import Publisher
 from streambridge.contract import ContractError
-from webapp.auth import current_user
-from webapp.extension import state
+from webapp.auth import current_user, current_viewer
+from webapp.extension import PublishRefused, state
 
 bp = Blueprint("api", __name__)
 
@@ -25,11 +29,12 @@ def count(response):
 @bp.post("/api/")
 def post_event():
     # Who first: an anonymous caller learns nothing about input rules.
-    if current_user() is None:
+    viewer = current_viewer()
+    if viewer is None:
         return error(401, "login required")
     if current_app.config.get("WTF_CSRF_ENABLED", True):
         current_app.extensions["streambridge.csrf"].protect()  # cross-site posts stop here
-    if not request.is_json:
+    if request.mimetype != "application/json":  # exactly; not application/evil+json
         return error(415, "send JSON (Content-Type: application/json)")
     try:
         data = request.get_json(silent=True)
@@ -37,10 +42,23 @@ def post_event():
         return error(400, "request body is nested too deeply")
     if data is None:
         return error(400, "request body is not valid JSON")
-    publisher: Publisher = state().publisher
+    if isinstance(data, dict) and "from" in data:
+        return error(400, "from: set by the server to who is logged in")
+    sb = state()
+    publisher: Publisher = sb.publisher
     try:
-        event = publisher.event_from_item(data)
+        event = publisher.event_from_item(
+            {**data, "from": viewer.name} if isinstance(data, dict) else data
+        )
+        stream_id = sb.extension.publish_event_as(viewer, event)
     except ContractError as exc:
         return error(400, exc.reason)
-    stream_id = publisher.publish_events([event])[0]
+    except PublishRefused as exc:
+        return error(403, str(exc))
     return jsonify({"status": True, "id": stream_id})
+
+
+def user_key() -> str:
+    """The rate-limit key of an ``/api/`` call: the user, over all its logins."""
+    user = current_user()
+    return f"user:{user.name}" if user is not None else f"address:{request.remote_addr}"

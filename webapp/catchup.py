@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import structlog
 
+from streambridge import queue
 from streambridge.contract import RESERVED_PREFIX, ContractError, Event
 from streambridge.ids import ZERO, StreamId
 from streambridge.redis_conn import ERRORS
@@ -296,20 +297,31 @@ class CatchUp:
         if plan.after is None or plan.after >= plan.through:
             return sent
         stream = self.shards[shard].stream
+        sharded = len(self.shards) > 1
         cursor = f"({plan.after}"
         end = str(plan.through)
         while True:
             page = self.redis.xrange(stream, cursor, end, count=self.settings.replay_page)
             for stream_id, fields in page:
-                event = self._visible(client, fields)
-                if event is not None:
-                    meta = {"id": stream_id, "epoch": plan.epoch, "replayed": True}
-                    if len(self.shards) > 1:
-                        meta["shard"] = shard
+                try:
+                    event = self._visible(client, fields)
+                    if event is None:
+                        continue
+                    meta = queue.meta(stream_id, plan.epoch, shard if sharded else None, event)
+                    meta["replayed"] = True
                     self.manager.send_to(
                         client.sid, client.namespace, event.channel, [event.decoded_body(), meta]
                     )
                     sent += 1
+                except ERRORS:
+                    raise
+                except Exception as exc:  # one entry must never fail a whole replay
+                    log.warning(
+                        "catchup.entry_skipped",
+                        sid=client.sid,
+                        stream_id=stream_id,
+                        error=f"{type(exc).__name__}: {exc}"[:200],
+                    )
             if len(page) < self.settings.replay_page:
                 return sent
             cursor = f"({page[-1][0]}"

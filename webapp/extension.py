@@ -11,6 +11,10 @@
     def rooms(user_id):                 # optional: extra rooms this user may receive
         return ["team:blue"]
 
+    @bridge.authorize_publish
+    def may_publish(user_id, room):     # optional: who may publish where (publish_as)
+        return room == f"user:{user_id}"
+
 It sets up Flask-SocketIO on ``STREAMBRIDGE_SOCKETIO_PATH`` with the Redis queue,
 refuses sockets without a logged-in user, puts each user in ``user:<id>`` (plus the
 rooms from ``rooms_loader``), catches clients up from the stream, and serves the
@@ -32,6 +36,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
 
 from producers.publisher import Publisher
+from streambridge.contract import Event
 from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
 from webapp import sockets
@@ -49,8 +54,13 @@ EXTENSION_KEY = "streambridge"
 
 UserLoader = Callable[[], Any]
 RoomsLoader = Callable[[str], Iterable[str]]
+PublishAuthorizer = Callable[[str, str | None], bool]
 LoginsAlive = Callable[[Iterable[str]], set[str]]
 LOGIN_CHECK_EVERY_S = 0.5
+
+
+class PublishRefused(PermissionError):
+    """This user may not publish to that room (``publish_as``)."""
 
 
 @dataclass
@@ -65,6 +75,7 @@ class State:
     publisher: Publisher
     metrics: WebMetrics
     request_bounds: RequestBounds
+    extension: StreamBridge
     logins_alive: LoginsAlive | None = None
 
     def watch_logins(self) -> None:
@@ -128,6 +139,7 @@ class StreamBridge:
         wins over the environment."""
         self._user_loader = user_loader or flask_login_user
         self._rooms_loader = rooms_loader
+        self._authorize_publish: PublishAuthorizer | None = None
         self._settings = settings
         self._redis_client = redis_client
         self._logins_alive = logins_alive
@@ -148,15 +160,35 @@ class StreamBridge:
         self._rooms_loader = fn
         return fn
 
+    def authorize_publish(self, fn: PublishAuthorizer) -> PublishAuthorizer:
+        """Register the function that says whether a user id may publish to a room
+        (None: to everyone) through ``publish_as``. Without one, a user may publish
+        where it may receive: everyone, its own room and its granted rooms. An
+        exception or anything but ``True`` counts as no."""
+        self._authorize_publish = fn
+        return fn
+
     def current_viewer(self) -> Viewer | None:
         loaded = self._user_loader()
         if loaded is None or loaded is False or loaded == "":
             return None
         if isinstance(loaded, Viewer):
             return loaded
-        name = str(loaded)
-        rooms = frozenset(self._rooms_loader(name)) if self._rooms_loader else frozenset()
-        return Viewer(name, rooms)
+        return self.viewer_of(str(loaded))
+
+    def viewer_of(self, user_id: str) -> Viewer:
+        """A user id with the rooms ``rooms_loader`` grants it."""
+        rooms = frozenset(self._rooms_loader(user_id)) if self._rooms_loader else frozenset()
+        return Viewer(user_id, rooms)
+
+    def may_publish(self, viewer: Viewer, room: str | None) -> bool:
+        if self._authorize_publish is None:
+            return viewer.may_receive(room)
+        try:
+            return self._authorize_publish(viewer.name, room) is True
+        except Exception as exc:  # a failing hook refuses; it never lets through
+            log.warning("publish.authorize_failed", user=viewer.name, error=str(exc)[:200])
+            return False
 
     # -- set-up -------------------------------------------------------------------
     def init_app(self, app: Flask) -> State:
@@ -196,6 +228,7 @@ class StreamBridge:
             Publisher(client, settings),
             metrics,
             bounds,
+            self,
             self._logins_alive,
         )
         app.extensions[EXTENSION_KEY] = state
@@ -217,6 +250,30 @@ class StreamBridge:
         return state().publisher.publish(channel, body, room, namespace)
 
     emit_event = publish  # the name the original pattern used
+
+    def publish_as(
+        self,
+        user: str | Viewer,
+        channel: str,
+        body: Any,
+        room: str | None = None,
+        namespace: str = "/",
+    ) -> str:
+        """Append an event on behalf of a user (a user id or a ``Viewer``): validated,
+        authorized with ``authorize_publish``, and marked with who sent it
+        (``meta.from`` in the browser). Raises ``PublishRefused`` or ``ContractError``."""
+        viewer = user if isinstance(user, Viewer) else self.viewer_of(str(user))
+        event = state().publisher.event(channel, body, room, namespace, sender=viewer.name)
+        return self.publish_event_as(viewer, event)
+
+    def publish_event_as(self, viewer: Viewer, event: Event) -> str:
+        """``publish_as`` for an event already built (its ``from`` is the viewer)."""
+        if event.sender != viewer.name:
+            raise PublishRefused("an event published as a user carries that user's name")
+        if not self.may_publish(viewer, event.room):
+            where = f"room {event.room!r}" if event.room is not None else "everyone"
+            raise PublishRefused(f"{viewer.name} may not publish to {where}")
+        return state().publisher.publish_events([event])[0]
 
 
 def _origin_check(allowed: list[str]) -> Callable[[str | None, dict], bool]:

@@ -241,12 +241,19 @@ class StreamQueueManager(socketio.RedisManager):
         meta = stream_meta(message)
         if meta is None:
             return super()._handle_emit(message)
-        self.deliver_stream_event(
-            message["event"],
-            message["data"],
-            message.get("namespace") or "/",
-            message.get("room"),
-        )
+        try:
+            self.deliver_stream_event(
+                message["event"],
+                message["data"],
+                message.get("namespace") or "/",
+                message.get("room"),
+            )
+        except Exception as exc:  # one message must never stop the listener
+            log.warning(
+                "queue.undeliverable",
+                stream_id=str(meta.get("id"))[:64],
+                error=f"{type(exc).__name__}: {exc}"[:200],
+            )
         # Let the writers run now and then: a burst read from one pub/sub buffer would
         # otherwise fill every client's queue at once, and the queue length would
         # measure the burst instead of how slow a client is. Not after every message:

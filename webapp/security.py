@@ -4,13 +4,13 @@
   ``<meta name="csrf-token">`` that scripts send as ``X-CSRFToken``. ``/api/`` checks
   it after the login check, so an anonymous call still gets 401 first.
 * Rate limits (Flask-Limiter, counters in Redis): ``/login`` per client address,
-  ``/api/`` per login; 429 with ``Retry-After``.
+  ``/api/`` per user (all its logins together); 429 with ``Retry-After``.
 * The session cookie is ``Secure`` whenever the request came over https.
 """
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, request, session
+from flask import Flask, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -19,7 +19,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from streambridge.redis_conn import limiter_storage
 from streambridge.settings import WebSettings
-from webapp.auth import SESSION_LOGIN
 from webapp.rate_limit_storage import SCHEME
 
 csrf = CSRFProtect()
@@ -28,11 +27,6 @@ csrf = CSRFProtect()
 class _SecureWhenHttps(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
-
-
-def _login_or_address() -> str:
-    login = session.get(SESSION_LOGIN)
-    return f"login:{login}" if isinstance(login, str) else get_remote_address()
 
 
 def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -> None:
@@ -77,7 +71,7 @@ def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -
         )(auth.login)
     if settings.api_rate_limit:
         app.view_functions["api.post_event"] = limiter.limit(
-            settings.api_rate_limit, key_func=_login_or_address
+            settings.api_rate_limit, key_func=api.user_key
         )(api.post_event)
 
     @app.errorhandler(413)

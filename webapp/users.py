@@ -1,8 +1,10 @@
 """The users file: JSON of name -> werkzeug password hash.
 
-A value may also be an object ``{"password": <hash>, "rooms": [...]}`` to grant
-extra rooms. The file is re-read when it changes, so ``streambridge user add``
-takes effect without a restart.
+A value may also be an object ``{"password": <hash>, "rooms": [...], "publish": [...],
+"broadcast": false}``: ``rooms`` grants extra rooms to receive; ``publish`` narrows the
+rooms the user may publish to through ``POST /api/`` (default: every room it may
+receive); ``broadcast: false`` stops it publishing to everyone. The file is re-read when
+it changes, so ``streambridge user add`` takes effect without a restart.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class User:
     name: str
     password_hash: str
     rooms: tuple[str, ...] = field(default_factory=tuple)
+    publish: tuple[str, ...] | None = None  # None: every room it may receive
+    broadcast: bool = True
 
     def viewer(self, login_id: str | None = None) -> Viewer:
         return Viewer(self.name, frozenset(self.rooms), login_id)
@@ -39,6 +43,12 @@ class User:
 
     def may_receive(self, room: str | None) -> bool:
         return self.viewer().may_receive(room)
+
+    def may_publish(self, room: str | None) -> bool:
+        """Only where it may receive, narrowed by ``publish`` and ``broadcast``."""
+        if room is None:
+            return self.broadcast
+        return self.may_receive(room) and (self.publish is None or room in self.publish)
 
 
 class UserStore:
@@ -73,17 +83,29 @@ class UserStore:
                 self._stamp = stamp
             return self._users
 
-    def add(self, name: str, password: str, rooms: list[str] | None = None) -> None:
+    def add(
+        self,
+        name: str,
+        password: str,
+        rooms: list[str] | None = None,
+        *,
+        publish: list[str] | None = None,
+        broadcast: bool = True,
+    ) -> None:
         """Create or replace a user; the file is rewritten atomically, mode 0600."""
         if not NAME_PATTERN.fullmatch(name):
             raise ValueError("user name must be 1-64 characters of A-Z a-z 0-9 _ . @ -")
         if len(password) < 8:
             raise ValueError("password must be at least 8 characters")
         raw = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
-        entry: str | dict = generate_password_hash(password)
+        entry: dict[str, object] = {"password": generate_password_hash(password)}
         if rooms:
-            entry = {"password": entry, "rooms": sorted(set(rooms))}
-        raw[name] = entry
+            entry["rooms"] = sorted(set(rooms))
+        if publish is not None:
+            entry["publish"] = sorted(set(publish))
+        if not broadcast:
+            entry["broadcast"] = False
+        raw[name] = entry if len(entry) > 1 else entry["password"]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -102,7 +124,19 @@ def parse(text: str) -> dict[str, User]:
             users[name] = User(name, value)
         elif isinstance(value, dict) and isinstance(value.get("password"), str):
             rooms = tuple(str(r) for r in value.get("rooms", []))
-            users[name] = User(name, value["password"], rooms)
+            publish = value.get("publish")
+            broadcast = value.get("broadcast", True)
+            if not (publish is None or isinstance(publish, list)) or not isinstance(
+                broadcast, bool
+            ):
+                raise ValueError(f"users file: bad publish rules for {name!r}")
+            users[name] = User(
+                name,
+                value["password"],
+                rooms,
+                None if publish is None else tuple(str(r) for r in publish),
+                broadcast,
+            )
         else:
             raise ValueError(f"users file: bad entry for {name!r}")
     return users

@@ -13,6 +13,12 @@ stream=${STREAMBRIDGE_STREAM:-events}
 maxlen=${STREAMBRIDGE_MAXLEN:-100000}
 shards=${STREAMBRIDGE_SHARDS:-1}
 url=${REDIS_URL:-redis://localhost:6379/0}
+# Socket.IO's own event names and streambridge's prefix (streambridge/contract.py).
+case "$channel" in
+  connect|connect_error|disconnect|disconnecting|newListener|removeListener|__disconnect_final|streambridge:*)
+    echo "cron_publish.sh: channel $channel is reserved" >&2
+    exit 2 ;;
+esac
 if [ "$shards" -gt 1 ]; then
   # gzip ends with the CRC-32 of its input (4 bytes, little-endian), then its length.
   set -- $(printf %s "$room" | gzip -c | tail -c8 | od -An -tu1 -N4)

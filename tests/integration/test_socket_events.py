@@ -24,6 +24,11 @@ def connected_gauge(web) -> float:
     return float(line.split()[1])
 
 
+def from_the_start(redis_client) -> dict:
+    """A client position before the first entry of the stream."""
+    return {"last_id": "0-0", "epoch": redis_client.get("events:epoch")}
+
+
 def open_socket(clients, web, session, **kwargs) -> Client:
     client = Client()
     clients.append(client)
@@ -52,12 +57,14 @@ def test_a_socket_that_sends_connect_gets_no_second_catch_up(web, bridge, client
     wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acks")
     session = web.login("alice")
     bystander = open_socket(clients, web, session)
-    replaying = open_socket(clients, web, session, auth={"last_id": "0-0", "epoch": None})
-    replaying.wait_for(1, RECOVERY)
+    replaying = open_socket(clients, web, session, auth=from_the_start(redis_client))
+    [(_, info, _)] = replaying.wait_for(1, RECOVERY)
+    assert info["replayed"] == 50
     for _ in range(20):
         replaying.sio.emit("connect", {"last_id": "0-0"})
     wait_until(lambda: not replaying.sio.connected, 3, "the socket to be closed by the server")
     assert len(replaying.received(RECOVERY)) == 1
+    assert len(replaying.received("message")) == 50  # one catch-up, not 21
     assert len(web.log_events("catchup.done")) == 2  # one per real connect
     assert bystander.sio.connected
     # The gauge counts sockets that exist: the bystander only.

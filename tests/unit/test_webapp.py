@@ -172,14 +172,13 @@ def test_api_refuses_anonymous_callers_before_anything_else(client, fake):
 def test_api_appends_the_event_and_returns_its_id(client, fake):
     login(client)
     response = client.post(
-        "/api/", json={"channel": "message", "body": {"text": "hi"}, "room": "user:bob"}
+        "/api/", json={"channel": "message", "body": {"text": "hi"}, "room": "user:alice"}
     )
     assert response.status_code == 200
     payload = response.get_json()
     assert payload["status"] is True
-    assert fake.xrange("events") == [
-        (payload["id"], {"channel": "message", "body": '{"text":"hi"}', "room": "user:bob"})
-    ]
+    fields = {"channel": "message", "body": '{"text":"hi"}', "room": "user:alice"}
+    assert fake.xrange("events") == [(payload["id"], {**fields, "from": "alice"})]
 
 
 def test_api_ids_follow_stream_order(client, fake):

@@ -36,6 +36,11 @@
     chan.className = "channel";
     chan.textContent = channel;
     head.append(time, " ", chan);
+    var from = document.createElement("span");
+    from.className = "from";
+    // Who sent it: a user (through the form or /api/), or the system (any producer).
+    from.textContent = typeof meta.from === "string" ? meta.from : "system";
+    head.append(" ", from);
     if (meta.replayed) {
       var tag = document.createElement("span");
       tag.className = "tag";

@@ -1,7 +1,7 @@
 /* streambridge browser client, on top of the socket.io client (window.io).
  *
  *   const sb = StreamBridge.connect({path: "/ws/socket.io"});
- *   sb.on("message", (body, meta) => { ... });       // meta.id, meta.replayed
+ *   sb.on("message", (body, meta) => { ... });       // meta.id, meta.replayed, meta.from
  *   sb.onRecovery((info) => { if (!info.recovered) location.reload(); });
  *   sb.onStatus((state, detail) => { ... });          // connected | reconnecting | offline
  *
@@ -9,11 +9,43 @@
  * a reload in the same tab resumes), drops ids it has already delivered, and tells you
  * when the server could not recover the history. meta.shard is set when the stream is
  * sharded: ids are ordered within one shard (a room's events are all in one shard).
+ * meta.from names the user who published an event through POST /api/ (absent: the
+ * system). Events named "streambridge:..." are the server's own and are only accepted
+ * in the shape it sends them.
  */
 (function (root) {
   "use strict";
-  var RECOVERY = "streambridge:recovery";
+  var PREFIX = "streambridge:";
+  var RECOVERY = PREFIX + "recovery";
   var MAX_SEEN = 20000;
+  var STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+
+  // The server's recovery notice, exactly in the shape the server sends it: one
+  // argument, no meta (stream events always have one). Anything else is not trusted.
+  function isRecovery(args) {
+    var info = args[0];
+    if (args.length !== 1 || !info || typeof info !== "object" || Array.isArray(info)) return false;
+    if (typeof info.recovered !== "boolean" || typeof info.replayed !== "number") return false;
+    if (info.reason !== undefined && typeof info.reason !== "string") return false;
+    var at = info.positions;
+    if (at === undefined) return true;
+    if (!at || typeof at !== "object" || Array.isArray(at)) return false;
+    return Object.keys(at).every(function (shard) {
+      var p = at[shard];
+      return /^\d{1,4}$/.test(shard) && p && typeof p === "object" &&
+        typeof p.last_id === "string" && STREAM_ID.test(p.last_id) &&
+        (p.epoch === null || typeof p.epoch === "string");
+    });
+  }
+
+  // One failing handler must not stop the others, nor the client's bookkeeping.
+  function call(handler, args) {
+    try {
+      handler.apply(null, args);
+    } catch (err) {
+      setTimeout(function () { throw err; });  // reported, not swallowed
+    }
+  }
 
   function parseId(id) {
     var parts = String(id).split("-");
@@ -99,25 +131,31 @@
       }
       status(socket.active ? "reconnecting" : "offline", {attempt: attempts, reason: message});
     });
-    socket.on(RECOVERY, function (info) {
+    socket.on(RECOVERY, function () {
+      var args = Array.prototype.slice.call(arguments);
+      if (!isRecovery(args)) return;
+      var info = args[0];
       // Where the server says this client now is: complete from here on. After a
       // failed recovery its word replaces ours (ours may name an id the server no
       // longer has, e.g. lost in a failover, and would be refused again and again).
-      var at = (info && info.positions) || {};
-      var mark = info && info.recovered === false ? "set" : "advance";
+      var at = info.positions || {};
+      var mark = info.recovered === false ? "set" : "advance";
       Object.keys(at).forEach(function (shard) { position[mark](shard, at[shard].last_id, at[shard].epoch); });
       position.save();
-      recoveryHandlers.forEach(function (h) { h(info || {}); });
+      recoveryHandlers.forEach(function (h) { call(h, [info]); });
     });
     socket.onAny(function (channel, body, meta) {
-      if (channel === RECOVERY || !meta || typeof meta.id !== "string") return;
+      if (typeof channel !== "string" || channel.indexOf(PREFIX) === 0) return;  // the server's own
+      if (!meta || typeof meta !== "object" || typeof meta.id !== "string" || !STREAM_ID.test(meta.id)) return;
       var key = shardOf(meta) + "/" + meta.id;
       if (seen.has(key)) return;  // redelivered: already shown
       remember(key);
+      // Past this event before any handler runs: an event a handler cannot process is
+      // never asked for again (no reconnect-and-replay loop).
       position.advance(shardOf(meta), meta.id, meta.epoch);
       position.save();
-      (handlers[channel] || []).forEach(function (h) { h(body, meta); });
-      anyHandlers.forEach(function (h) { h(channel, body, meta); });
+      (handlers[channel] || []).forEach(function (h) { call(h, [body, meta]); });
+      anyHandlers.forEach(function (h) { call(h, [channel, body, meta]); });
     });
 
     return {

@@ -15,6 +15,13 @@ if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(channel)) {
   console.error("channel must be 1-64 characters of A-Z a-z 0-9 _ . : -");
   process.exit(2);
 }
+// Socket.IO's own event names and streambridge's prefix (streambridge/contract.py).
+const RESERVED = ["connect", "connect_error", "disconnect", "disconnecting", "newListener",
+  "removeListener", "__disconnect_final"];
+if (RESERVED.includes(channel) || channel.startsWith("streambridge:")) {
+  console.error(`channel ${channel} is reserved`);
+  process.exit(2);
+}
 try {
   JSON.parse(body);
 } catch (err) {
