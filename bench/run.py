@@ -234,6 +234,7 @@ class Stack:
     web: subprocess.Popen = field(init=False)
     bridge: subprocess.Popen | None = field(init=False, default=None)
     port: int = field(init=False)
+    metrics_port: int = field(init=False)
     cookie: str = field(init=False)
     env: dict[str, str] = field(init=False)
 
@@ -242,6 +243,7 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, extra_env: dict[str, str]) -> Stack:
+        self.metrics_port = free_port()
         self.redis_server = RedisServer(self.tmp / "redis", appendfsync="everysec").start()
         users = self.tmp / "users.json"
         UserStore(users).add("bench", PASSWORD)
@@ -253,6 +255,10 @@ class Stack:
             "STREAMBRIDGE_LOG_LEVEL": "WARNING",
             "STREAMBRIDGE_LOG_FORMAT": "json",
             "STREAMBRIDGE_MAXLEN": "2000000",
+            # Every load-generating client comes from this one address.
+            "STREAMBRIDGE_MAX_CONNECTIONS_PER_ADDRESS": "0",
+            "STREAMBRIDGE_MAX_UNFINISHED_PER_ADDRESS": "0",
+            "STREAMBRIDGE_METRICS_PORT": str(self.metrics_port),
             **extra_env,
         }
         self.start_web()
@@ -617,7 +623,7 @@ def phase_idle_memory(stack: Stack, connections: int) -> dict[str, Any]:
 
 
 def _connected_metric(stack: Stack) -> float:
-    text = requests.get(stack.url + "/metrics", timeout=5).text
+    text = requests.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).text
     for line in text.splitlines():
         if line.startswith("streambridge_web_connected_clients "):
             return float(line.split()[1])

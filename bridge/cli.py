@@ -9,6 +9,7 @@ import structlog
 
 from bridge.daemon import ShardedBridge
 from bridge.metrics import BridgeMetrics
+from streambridge import metrics_http
 from streambridge.sd_notify import notify
 from streambridge.settings import BridgeSettings
 
@@ -30,10 +31,7 @@ def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
     if args.check:
         return check(settings)
     metrics = BridgeMetrics()
-    if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, settings.metrics_host, metrics.registry)
+    metrics_http.serve(settings, metrics.registry)
     bridge = ShardedBridge(settings, metrics=metrics)
     log = structlog.get_logger("bridge")
 

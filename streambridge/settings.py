@@ -124,11 +124,23 @@ class CommonSettings(BaseSettings):
         return keys.epoch(self.stream)
 
 
+class MetricsSettings(BaseSettings):
+    """Where a long-running process serves its Prometheus metrics: a port of its own,
+    on the loopback address by default, never the public one of the web app."""
+
+    model_config = CommonSettings.model_config
+
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus metrics on this port."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address of the metrics server.")
+
+
 class ProducerSettings(CommonSettings):
     """Settings of ``publish()`` and ``streambridge publish``."""
 
 
-class BridgeSettings(CommonSettings):
+class BridgeSettings(CommonSettings, MetricsSettings):
     """Settings of ``streambridge bridge``."""
 
     group: str = Field(defaults.GROUP, min_length=1, description="Consumer group name.")
@@ -142,10 +154,6 @@ class BridgeSettings(CommonSettings):
     dead_maxlen: int = Field(defaults.DEAD_MAXLEN, ge=1)
     backoff_min_s: float = Field(defaults.BACKOFF_MIN_S, gt=0)
     backoff_max_s: float = Field(defaults.BACKOFF_MAX_S, gt=0)
-    metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Serve Prometheus metrics on this port."
-    )
-    metrics_host: str = Field("127.0.0.1", description="Address of the metrics server.")
     notify_socket: str | None = Field(
         None,
         validation_alias=AliasChoices("NOTIFY_SOCKET"),
@@ -157,7 +165,7 @@ class BridgeSettings(CommonSettings):
         return keys.alive(self.stream, self.group, self.consumer)
 
 
-class WebSettings(CommonSettings):
+class WebSettings(CommonSettings, MetricsSettings):
     """Settings of ``streambridge web``."""
 
     secret_key: SecretStr | None = Field(None, description="Flask secret key.")

@@ -138,10 +138,30 @@ class Web(Proc):
     subcommand: tuple[str, ...] = ("web",)
     health_path = "/healthz"
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "web", port: int = 0):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str = "web",
+        port: int = 0,
+        *,
+        metrics: bool = False,
+    ):
         self.port = port or free_port()
+        self.metrics_port = free_port() if metrics else None
+        if self.metrics_port is not None:
+            env = dict(env, STREAMBRIDGE_METRICS_PORT=str(self.metrics_port))
         args = [*self.subcommand, "--host", "127.0.0.1", "--port", str(self.port)]
         super().__init__(name, args, env, log_dir)
+
+    def metric(self, line_start: str) -> float | None:
+        """The value of the first metrics line that starts with ``line_start``."""
+        assert self.metrics_port is not None, "start this Web with metrics=True"
+        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(line_start):
+                return float(line.split()[-1])
+        return None
 
     @property
     def url(self) -> str:

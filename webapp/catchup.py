@@ -34,6 +34,7 @@ RECOVERY_EVENT = RESERVED_PREFIX + "recovery"
 CONNECT_WAIT_S = 5.0
 RESYNC_RETRY_S = 30.0
 DRAIN_WAIT_S = 10.0
+SHARD_KEY_DIGITS = 4  # shards are at most 1024
 
 Position = tuple[Any, Any]  # (last_id, epoch) as the client sent them
 CURRENT = object()
@@ -168,6 +169,7 @@ class CatchUp:
             for key, value in given.items():
                 known = (
                     isinstance(key, str)
+                    and 0 < len(key) <= SHARD_KEY_DIGITS  # int() of a huge key would raise
                     and key.isascii()
                     and key.isdecimal()
                     and int(key) < len(out)

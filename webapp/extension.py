@@ -330,12 +330,6 @@ def _ops_blueprint() -> Blueprint:
             return {"status": "unavailable", "queue": "not subscribed"}, 503
         return {"status": "ok"}
 
-    @bp.get("/metrics")
-    def metrics():
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(generate_latest(state().metrics.registry), mimetype=CONTENT_TYPE_LATEST)
-
     return bp
 
 
@@ -357,6 +351,7 @@ def _client_blueprint(url: str) -> Blueprint:
             cache["js"] = (data, hashlib.sha256(data).hexdigest()[:32])
         data, etag = cache["js"]
         response = Response(data, mimetype="text/javascript")
+        response.headers["X-Content-Type-Options"] = "nosniff"
         response.set_etag(etag)
         response.cache_control.no_cache = True
         return response.make_conditional(request)

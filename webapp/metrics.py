@@ -1,4 +1,5 @@
-"""The web app's Prometheus metrics, served at ``/metrics``."""
+"""The web app's Prometheus metrics, served on ``STREAMBRIDGE_METRICS_PORT`` (not the app's
+port: they are for operators)."""
 
 from __future__ import annotations
 

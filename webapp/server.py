@@ -17,6 +17,7 @@ import greenlet
 import structlog
 from flask import Flask
 
+from streambridge import metrics_http
 from streambridge.redis_conn import redacted
 from streambridge.settings import WebSettings
 from webapp import ConfigError, create_app
@@ -42,6 +43,7 @@ def serve(settings: WebSettings) -> int:
 def run_app(app: Flask, host: str, port: int) -> None:
     """Subscribe to the queue, then serve until SIGTERM/SIGINT."""
     sb = state(app)
+    metrics_http.serve(sb.settings, sb.metrics.registry)  # internal port, not the app's
     start_queue_listener(app)
     serving = greenlet.getcurrent()
     pool = None  # the connection handlers' green threads, under eventlet

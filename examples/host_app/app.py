@@ -26,7 +26,7 @@ from flask_login import (  # noqa: E402
     logout_user,
 )
 
-from webapp.extension import StreamBridge  # noqa: E402
+from webapp.extension import PublishRefused, StreamBridge  # noqa: E402
 
 PASSWORD = os.environ.get("HOST_APP_PASSWORD", "wonderland-demo")
 TEAMS = {"alice": ["team:blue"], "bob": []}
@@ -60,6 +60,13 @@ def rooms_for(user_id: str) -> list[str]:
     return TEAMS.get(user_id, [])
 
 
+@streambridge.authorize_publish
+def may_publish(user_id: str, room: str | None) -> bool:
+    # What users may publish through publish_as(): to everyone, their own room and
+    # their teams; never into another user's room.
+    return room is None or room == f"user:{user_id}" or room in TEAMS.get(user_id, [])
+
+
 @app.route("/login", methods=["GET", "POST"])
 def login():
     error = None
@@ -87,10 +94,14 @@ def home():
 @app.post("/notify")
 @login_required
 def notify():
-    # Producing from the host app: validated, appended to the stream, durable.
-    stream_id = streambridge.publish(
-        "message", {"from": current_user.id, "text": request.form["text"]}
-    )
+    # Producing on behalf of the user: authorized by may_publish, validated, appended
+    # to the stream (durable); browsers see who sent it in meta.from.
+    try:
+        stream_id = streambridge.publish_as(
+            current_user.id, "message", {"text": request.form["text"]}, request.form.get("room")
+        )
+    except PublishRefused as exc:
+        return {"error": str(exc)}, 403
     return {"id": stream_id}
 
 

@@ -53,8 +53,12 @@ def test_host_app_publishes_through_the_extension(host, bridge, clients):
     response = session.post(host.url + "/notify", data={"text": "deployed"}, timeout=5)
     assert response.status_code == 200
     [(_, body, meta)] = alice.wait_for(1, "message")
-    assert body == {"from": "alice", "text": "deployed"}
-    assert meta["id"] == response.json()["id"]
+    assert body == {"text": "deployed"}
+    assert (meta["id"], meta["from"]) == (response.json()["id"], "alice")
+    # The app's authorize_publish hook decides: never into another user's room.
+    refused = session.post(host.url + "/notify", data={"text": "x", "room": "user:bob"}, timeout=5)
+    assert refused.status_code == 403
+    assert refused.json() == {"error": "alice may not publish to room 'user:bob'"}
 
 
 def test_client_script_is_served_in_one_file(host):

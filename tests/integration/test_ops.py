@@ -105,7 +105,7 @@ def test_bridge_metrics_and_health_check(env, tmp_path, processes, redis_client)
 def test_web_health_readiness_and_metrics(env, tmp_path, processes, bridge, clients, redis_client):
     server = RedisServer(tmp_path / "own-redis").start()
     try:
-        web = Web(dict(env, REDIS_URL=server.url), tmp_path, name="web-own")
+        web = Web(dict(env, REDIS_URL=server.url), tmp_path, name="web-own", metrics=True)
         processes.append(web)
         web.start()
         assert requests.get(web.url + "/readyz", timeout=5).status_code == 200
@@ -114,11 +114,12 @@ def test_web_health_readiness_and_metrics(env, tmp_path, processes, bridge, clie
         clients.append(client)
         session.post(web.url + "/api/", json={"channel": "m", "body": 1}, timeout=5)
         session.post(web.url + "/api/", json={"body": 1}, timeout=5)
-        text = requests.get(web.url + "/metrics", timeout=5).text
-        assert "streambridge_web_connected_clients 1.0" in text
-        assert 'streambridge_web_api_requests_total{status="200"} 1.0' in text
-        assert 'streambridge_web_api_requests_total{status="400"} 1.0' in text
-        assert 'streambridge_web_recoveries_total{recovered="true"} 1.0' in text
+        assert web.metric("streambridge_web_connected_clients ") == 1.0
+        assert web.metric('streambridge_web_api_requests_total{status="200"}') == 1.0
+        assert web.metric('streambridge_web_api_requests_total{status="400"}') == 1.0
+        assert web.metric('streambridge_web_recoveries_total{recovered="true"}') == 1.0
+        # Not on the app's own port, where anyone who reaches the app could read them.
+        assert requests.get(web.url + "/metrics", timeout=5).status_code == 404
         server.kill()
         wait_until(lambda: requests.get(web.url + "/readyz", timeout=5).status_code == 503, 10,
                    "readyz to report Redis down")  # fmt: skip

@@ -311,7 +311,7 @@ def test_login_attempts_are_rate_limited(env, tmp_path, processes):
     assert session.get(web.url + "/login", timeout=5).status_code == 200
 
 
-def test_api_posts_are_rate_limited_per_login(env, tmp_path, processes, redis_client):
+def test_api_posts_are_rate_limited_per_user(env, tmp_path, processes, redis_client):
     web = start_web(
         env, tmp_path, processes, "web-api-limit", STREAMBRIDGE_API_RATE_LIMIT="5 per minute"
     )
@@ -329,7 +329,9 @@ def test_api_posts_are_rate_limited_per_login(env, tmp_path, processes, redis_cl
     assert "too many requests" in reply["error"]
     assert 0 < int(limited.headers["Retry-After"]) <= 60
     assert stream_len(redis_client) == 5
-    # The limit is per login: another user is not locked out by alice's flood.
+    # The limit is per user: a second login of alice does not get a fresh quota...
+    assert post(web.login("alice"), 6).status_code == 429
+    # ...and another user is not locked out by alice's flood.
     assert post(web.login("bob"), 99).status_code == 200
 
 

@@ -7,21 +7,12 @@ Real ``streambridge web`` and ``bridge`` processes, real python-socketio clients
 from __future__ import annotations
 
 import pytest
-import requests
 
-from tests.support import Client, wait_until
+from tests.support import Client, Web, wait_until
 
 pytestmark = pytest.mark.integration
 
 RECOVERY = "streambridge:recovery"
-
-
-def connected_gauge(web) -> float:
-    text = requests.get(web.url + "/metrics", timeout=5).text
-    [line] = [
-        ln for ln in text.splitlines() if ln.startswith("streambridge_web_connected_clients ")
-    ]
-    return float(line.split()[1])
 
 
 def from_the_start(redis_client) -> dict:
@@ -51,7 +42,11 @@ def test_a_socket_that_sends_disconnect_is_closed_not_forgotten(web, bridge, cli
     assert refusal["name"] == "'disconnect'"
 
 
-def test_a_socket_that_sends_connect_gets_no_second_catch_up(web, bridge, clients, redis_client):
+def test_a_socket_that_sends_connect_gets_no_second_catch_up(
+    env, tmp_path, processes, bridge, clients, redis_client
+):
+    web = Web(env, tmp_path, name="web-metrics", metrics=True)
+    processes.append(web.start())
     for n in range(50):
         redis_client.xadd("events", {"channel": "message", "body": str(n)})
     wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acks")
@@ -68,7 +63,8 @@ def test_a_socket_that_sends_connect_gets_no_second_catch_up(web, bridge, client
     assert len(web.log_events("catchup.done")) == 2  # one per real connect
     assert bystander.sio.connected
     # The gauge counts sockets that exist: the bystander only.
-    wait_until(lambda: connected_gauge(web) == 1.0, 3, "the gauge to count one client")
+    gauge = "streambridge_web_connected_clients "
+    wait_until(lambda: web.metric(gauge) == 1.0, 3, "the gauge to count one client")
 
 
 @pytest.mark.parametrize(

@@ -256,3 +256,58 @@ DEEP = "[" * 30_000 + "]" * 30_000  # valid JSON, 60,000 bytes: under the 64 KiB
 def test_deeply_nested_body_is_a_contract_error():
     with pytest.raises(ContractError, match=r"^body: "):
         Event.from_entry({"channel": "m", "body": DEEP})
+
+
+# -- reserved names, the sender, and what a web server can deliver -----------------------
+
+
+@pytest.mark.parametrize(
+    "channel",
+    ["connect", "disconnect", "connect_error", "newListener", "removeListener",
+     "disconnecting", "__disconnect_final", "streambridge:recovery", "streambridge:x"],
+)  # fmt: skip
+def test_reserved_channels_are_invalid(channel):
+    with pytest.raises(ContractError, match="is reserved"):
+        Event.parse({"channel": channel, "body": "1"})
+
+
+@pytest.mark.parametrize("channel", ["Connect", "disconnected", "my:connect", "streambridge"])
+def test_names_that_only_look_reserved_are_fine(channel):
+    assert Event.parse({"channel": channel, "body": "1"}).channel == channel
+
+
+def test_from_names_the_sender_and_is_bounded():
+    event = Event.parse({"channel": "m", "body": "1", "from": "alice"})
+    assert event.sender == "alice"
+    assert event.to_fields() == {"channel": "m", "body": "1", "from": "alice"}
+    for bad in ("", "a" * 129, "bob\nadmin", "x\x00"):
+        with pytest.raises(ContractError, match="from: must be 1-128 characters"):
+            Event.parse({"channel": "m", "body": "1", "from": bad})
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 33 + "]" * 33, '{"a":' * 33 + "1" + "}" * 33, "[" * 2000 + "]" * 2000,
+     "1" * 65, "-" + "1" * 64, "1." + "0" * 63, "1e309", "-1e400", "[1e999]"],
+)  # fmt: skip
+def test_bodies_a_web_server_or_browser_could_not_take_are_invalid(body):
+    with pytest.raises(ValueError):
+        check_json_text(body)
+    with pytest.raises(ContractError, match="body"):
+        Event.parse({"channel": "m", "body": body})
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 32 + "]" * 32, "[" * 31 + "{}" + "]" * 31, "1" * 64, "1e308", "1e-999",
+     json.dumps(["[[[["] * 40), '"' + "9" * 5000 + '"', json.dumps([[1]] * 100)],
+)  # fmt: skip
+def test_bodies_within_the_rules_are_valid(body):
+    check_json_text(body)  # brackets in strings count for nothing
+
+
+def test_unknown_field_names_that_are_not_utf8_are_named_readably():
+    with pytest.raises(ContractError) as info:
+        Event.from_entry({"k\udcff": "x", "channel": "m", "body": "1"})
+    assert info.value.reason == "unknown field(s): k\\xff"
+    info.value.reason.encode("utf-8")  # safe to write anywhere

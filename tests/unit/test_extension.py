@@ -8,9 +8,10 @@ from flask import Flask
 
 import producers
 from producers.publisher import emit_event
+from streambridge.contract import ContractError
 from streambridge.settings import WebSettings
 from webapp.compat import register_ws
-from webapp.extension import StreamBridge, state
+from webapp.extension import PublishRefused, StreamBridge, state
 from webapp.identity import Viewer
 
 
@@ -97,3 +98,52 @@ def test_configure_and_emit_event_append_to_the_stream(fake, monkeypatch):
     stream_id = emit_event("message", "backup done")
     assert fake.xrange("migrated") == [(stream_id, {"channel": "message", "body": '"backup done"'})]
     assert publisher.settings.maxlen == 100
+
+
+# -- publishing on behalf of a user --------------------------------------------------------
+
+
+def test_publish_as_allows_where_the_user_may_receive_by_default(fake):
+    app = make_app()
+    ext = StreamBridge(app, redis_client=fake)
+    ext.rooms_loader(lambda name: ["team:blue"] if name == "alice" else [])
+    with app.app_context():
+        ids = [ext.publish_as("alice", "m", 1, room) for room in (None, "user:alice", "team:blue")]
+        for room in ("user:bob", "team:red"):
+            with pytest.raises(PublishRefused, match=f"alice may not publish to room '{room}'"):
+                ext.publish_as("alice", "m", 1, room)
+    entries = fake.xrange("events")
+    assert [i for i, _ in entries] == ids
+    assert all(fields["from"] == "alice" for _, fields in entries)
+
+
+def test_authorize_publish_hook_decides_and_fails_closed(fake):
+    app = make_app()
+    ext = StreamBridge(app, redis_client=fake)
+    calls = []
+
+    @ext.authorize_publish
+    def only_own_room(user_id, room):
+        calls.append((user_id, room))
+        if room == "explode":
+            raise RuntimeError("hook bug")
+        if room == "truthy":
+            return "yes"  # not True: refused
+        return room == f"user:{user_id}"
+
+    with app.app_context():
+        assert ext.publish_as("bob", "m", 1, "user:bob")
+        for room in (None, "user:alice", "explode", "truthy"):
+            with pytest.raises(PublishRefused):
+                ext.publish_as("bob", "m", 1, room)
+    assert calls == [("bob", r) for r in ("user:bob", None, "user:alice", "explode", "truthy")]
+    assert fake.xlen("events") == 1
+
+
+def test_publish_as_refuses_reserved_channels_before_the_hook(fake):
+    app = make_app()
+    ext = StreamBridge(app, redis_client=fake)
+    ext.authorize_publish(lambda user_id, room: True)
+    with app.app_context(), pytest.raises(ContractError, match="is reserved"):
+        ext.publish_as("alice", "disconnect", 1)
+    assert not fake.exists("events")

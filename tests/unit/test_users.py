@@ -220,3 +220,27 @@ def test_user_room_and_own_room():
 def test_may_receive(room, allowed):
     carol = User("carol", "h", ("team:blue",))
     assert carol.may_receive(room) is allowed
+
+
+def test_publish_rules_narrow_what_a_user_may_publish(store):
+    store.add("alice", "password-1", ["team:blue", "team:red"], publish=["team:blue"])
+    store.add("bob", "password-2", broadcast=False)
+    store.add("carol", "password-3", ["team:blue"])
+    alice, bob, carol = store.get("alice"), store.get("bob"), store.get("carol")
+    assert alice.may_publish("team:blue") and alice.may_publish(None)
+    assert not alice.may_publish("team:red")  # receives it, may not publish to it
+    assert not alice.may_publish("user:alice")  # narrowed to team:blue
+    assert bob.may_publish("user:bob") and not bob.may_publish(None)
+    assert carol.may_publish("team:blue") and carol.may_publish("user:carol")
+    assert not carol.may_publish("user:bob")  # never where it may not receive
+    raw = json.loads(store.path.read_text())
+    assert raw["alice"]["publish"] == ["team:blue"] and raw["bob"]["broadcast"] is False
+    assert isinstance(raw["carol"], dict) and "publish" not in raw["carol"]
+
+
+@pytest.mark.parametrize(
+    "entry", [{"password": "h", "publish": "team:blue"}, {"password": "h", "broadcast": "no"}]
+)
+def test_bad_publish_rules_are_an_error(entry):
+    with pytest.raises(ValueError, match="bad publish rules"):
+        parse(json.dumps({"alice": entry}))

@@ -1,0 +1,13 @@
+"""The Prometheus metrics server of a long-running process (bridge, web)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from streambridge.settings import MetricsSettings
+
+
+def serve(settings: MetricsSettings, registry: CollectorRegistry) -> None:
+    """Serve ``registry`` on ``STREAMBRIDGE_METRICS_PORT`` if it is set (in a thread)."""
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, settings.metrics_host, registry)
