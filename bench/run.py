@@ -243,7 +243,6 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, extra_env: dict[str, str]) -> Stack:
-        self.metrics_port = free_port()
         self.redis_server = RedisServer(self.tmp / "redis", appendfsync="everysec").start()
         users = self.tmp / "users.json"
         UserStore(users).add("bench", PASSWORD)
@@ -258,7 +257,6 @@ class Stack:
             # Every load-generating client comes from this one address.
             "STREAMBRIDGE_MAX_CONNECTIONS_PER_ADDRESS": "0",
             "STREAMBRIDGE_MAX_UNFINISHED_PER_ADDRESS": "0",
-            "STREAMBRIDGE_METRICS_PORT": str(self.metrics_port),
             **extra_env,
         }
         self.start_web()
@@ -279,7 +277,10 @@ class Stack:
 
     def start_web(self, **extra_env: str) -> None:
         self.port = free_port()
-        env, self.env = self.env, {**self.env, **extra_env}
+        metrics = {
+            "STREAMBRIDGE_METRICS_PORT": str(self.metrics_port)
+        }  # the web's, not the bridge's
+        env, self.env = self.env, {**self.env, **metrics, **extra_env}
         self.web = self._spawn("web", "--host", "127.0.0.1", "--port", str(self.port))
         self.env = env
 

@@ -343,3 +343,22 @@ class PacedProducer:
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
         self.join()
+
+
+def start_web(env: dict[str, str], tmp_path: Path, processes: list, name: str, **settings: str):
+    """A ``streambridge web`` with these extra settings, stopped at the end of the test."""
+    proc = Web(dict(env, **settings), tmp_path, name=name)
+    processes.append(proc)
+    return proc.start()
+
+
+def open_socket(clients: list, web: Web, session: requests.Session | None, **kwargs) -> Client:
+    """A connected Client, closed at the end of the test even if the connect fails."""
+    client = Client()
+    clients.append(client)
+    return client.connect(web, session, **kwargs)
+
+
+def from_the_start(redis_client) -> dict:
+    """The auth of a client whose position is before the stream's first entry."""
+    return {"last_id": "0-0", "epoch": redis_client.get("events:epoch")}

@@ -15,17 +15,11 @@ import psutil
 import pytest
 import requests
 
-from tests.support import SOCKETIO_PATH, Web, report, wait_until
+from tests.support import SOCKETIO_PATH, Web, report, start_web, wait_until
 
 pytestmark = pytest.mark.integration
 
 OTHER_ADDRESS = "127.0.0.2"  # another client: all of 127/8 is loopback on Linux
-
-
-def start_web(env, tmp_path, processes, name: str, **settings: str) -> Web:
-    proc = Web(dict(env, **settings), tmp_path, name=name)
-    processes.append(proc)
-    return proc.start()
 
 
 def connect(web: Web, source: str = "127.0.0.1", timeout: float = 5.0) -> socket.socket:

@@ -20,23 +20,12 @@ import requests
 from producers.publisher import Publisher
 from streambridge.contract import RESERVED_CHANNELS, ContractError
 from streambridge.settings import ProducerSettings
-from tests.support import ROOT, Client, Web, cli, report, wait_until
+from tests.support import ROOT, Web, cli, from_the_start, open_socket, report, wait_until
 
 pytestmark = pytest.mark.integration
 
 RECOVERY = "streambridge:recovery"
 RESERVED = [*sorted(RESERVED_CHANNELS), RECOVERY, "streambridge:anything"]
-
-
-def from_the_start(redis_client) -> dict:
-    """A client position before the first entry of the stream."""
-    return {"last_id": "0-0", "epoch": redis_client.get("events:epoch")}
-
-
-def open_socket(clients, web, session, **kwargs) -> Client:
-    client = Client()
-    clients.append(client)
-    return client.connect(web, session, **kwargs)
 
 
 def post(session: requests.Session, web: Web, **event) -> requests.Response:

@@ -22,7 +22,17 @@ import requests
 import socketio
 
 from streambridge.embedded_redis import RedisServer
-from tests.support import PASSWORDS, Bridge, Client, Web, clean_env, csrf_token, wait_until
+from tests.support import (
+    PASSWORDS,
+    Bridge,
+    Client,
+    Web,
+    clean_env,
+    csrf_token,
+    open_socket,
+    start_web,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,18 +45,6 @@ RECOVERY = "streambridge:recovery"
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def start_web(env, tmp_path, processes, name: str, **settings: str) -> Web:
-    proc = Web(dict(env, **settings), tmp_path, name=name)
-    processes.append(proc)
-    return proc.start()
-
-
-def open_socket(clients, web: Web, session: requests.Session | None, **kwargs) -> Client:
-    client = Client()
-    clients.append(client)  # closed at the end even if the connect fails half-way
-    return client.connect(web, session, **kwargs)
 
 
 def refused(clients, web: Web, session: requests.Session | None, **kwargs) -> Client:

@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import Client, Web, wait_until
+from tests.support import Web, from_the_start, open_socket, wait_until
 
 pytestmark = pytest.mark.integration
 
 RECOVERY = "streambridge:recovery"
-
-
-def from_the_start(redis_client) -> dict:
-    """A client position before the first entry of the stream."""
-    return {"last_id": "0-0", "epoch": redis_client.get("events:epoch")}
-
-
-def open_socket(clients, web, session, **kwargs) -> Client:
-    client = Client()
-    clients.append(client)
-    return client.connect(web, session, **kwargs)
 
 
 def test_a_socket_that_sends_disconnect_is_closed_not_forgotten(web, bridge, clients, redis_client):
