@@ -277,9 +277,8 @@ class Stack:
 
     def start_web(self, **extra_env: str) -> None:
         self.port = free_port()
-        metrics = {
-            "STREAMBRIDGE_METRICS_PORT": str(self.metrics_port)
-        }  # the web's, not the bridge's
+        self.metrics_port = free_port()  # the web's only: the bridge must not take it too
+        metrics = {"STREAMBRIDGE_METRICS_PORT": str(self.metrics_port)}
         env, self.env = self.env, {**self.env, **metrics, **extra_env}
         self.web = self._spawn("web", "--host", "127.0.0.1", "--port", str(self.port))
         self.env = env

@@ -217,6 +217,9 @@ class Event(BaseModel):
         else:
             decoded = _decode(fields)
         check_known_fields(decoded)
+        for name, value in decoded.items():
+            if isinstance(value, str) and not value.isascii() and not _is_utf8(value):
+                raise ContractError(f"field {name} is not UTF-8")
         return cls.parse(decoded, max_body_bytes=max_body_bytes)
 
     def to_fields(self) -> dict[str, str]:
@@ -281,7 +284,20 @@ def check_known_fields(fields: Mapping[str, Any]) -> None:
 def shown(text: str, limit: int = 64) -> str:
     """Text from a stream entry as it may go into a reason or a log line: bytes that are
     not UTF-8 (read with surrogateescape) written as \\xNN, cut at ``limit``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")[:limit]
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no bytes were read as
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")[:limit]
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text read with surrogateescape from bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def shard_for(room: str | None, count: int) -> int:

@@ -12,6 +12,9 @@ DEAD_SUFFIX = ":dead"
 QUEUE_CHANNEL = "flask-socketio"
 """Pub/sub channel of the Socket.IO message queue; the same on bridge and web."""
 
+MAX_SHARDS = 1024
+"""Most shard streams (``STREAMBRIDGE_SHARDS``); a shard key has at most 4 digits."""
+
 MAXLEN = 100_000
 """Approximate number of entries the stream keeps for catch-up."""
 

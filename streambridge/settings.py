@@ -45,7 +45,7 @@ class CommonSettings(BaseSettings):
     )
     cluster: bool = Field(False, description="The URL is one node of a Redis Cluster.")
     shards: int = Field(
-        1, ge=1, le=1024, description="Stream keys events are spread over (by room)."
+        1, ge=1, le=defaults.MAX_SHARDS, description="Stream keys events are spread over (by room)."
     )
     queue_pubsub: Literal["auto", "classic", "sharded"] = Field(
         "auto",
@@ -235,8 +235,8 @@ class WebSettings(CommonSettings, MetricsSettings):
     request_timeout_s: float | None = Field(
         None,
         gt=0,
-        description="A plain HTTP request (not a WebSocket) must be answered within this "
-        "time (default: the Socket.IO ping window plus 15 s; long-polls wait that long).",
+        description="A request must be answered within this time (default: the Socket.IO "
+        "ping window plus 15 s); a completed WebSocket handshake lifts it.",
     )
     request_head_timeout_s: float = Field(
         defaults.REQUEST_HEAD_TIMEOUT_S,

@@ -18,10 +18,12 @@ import requests
 import socketio
 
 from streambridge.embedded_redis import free_port
+from webapp.catchup import RECOVERY_EVENT
 
 ROOT = Path(__file__).resolve().parent.parent
 SOCKETIO_PATH = "/ws/socket.io"
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
+RECOVERY = RECOVERY_EVENT  # the server's recovery notice, as clients see it
 
 
 def csrf_token(html: str) -> str:

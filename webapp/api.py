@@ -44,6 +44,8 @@ def post_event():
         return error(400, "request body is not valid JSON")
     if isinstance(data, dict) and "from" in data:
         return error(400, "from: set by the server to who is logged in")
+    if isinstance(data, dict) and data.get("namespace", "/") not in ("/", None):
+        return error(400, "namespace: this app serves only /")
     sb = state()
     publisher: Publisher = sb.publisher
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import structlog
 
-from streambridge import queue
+from streambridge import defaults, queue
 from streambridge.contract import RESERVED_PREFIX, ContractError, Event
 from streambridge.ids import ZERO, StreamId
 from streambridge.redis_conn import ERRORS
@@ -34,7 +34,7 @@ RECOVERY_EVENT = RESERVED_PREFIX + "recovery"
 CONNECT_WAIT_S = 5.0
 RESYNC_RETRY_S = 30.0
 DRAIN_WAIT_S = 10.0
-SHARD_KEY_DIGITS = 4  # shards are at most 1024
+SHARD_KEY_DIGITS = len(str(defaults.MAX_SHARDS - 1))  # int() of a longer key is wasted work
 
 Position = tuple[Any, Any]  # (last_id, epoch) as the client sent them
 CURRENT = object()
@@ -169,7 +169,7 @@ class CatchUp:
             for key, value in given.items():
                 known = (
                     isinstance(key, str)
-                    and 0 < len(key) <= SHARD_KEY_DIGITS  # int() of a huge key would raise
+                    and 0 < len(key) <= SHARD_KEY_DIGITS  # int() of a huge key raises
                     and key.isascii()
                     and key.isdecimal()
                     and int(key) < len(out)

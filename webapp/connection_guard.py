@@ -5,16 +5,22 @@
   complete. Over either cap the connection gets 429 and is closed.
 * A request head must be complete within ``head_timeout_s`` of its first byte, however
   slowly it drips (a socket timeout alone restarts with every byte).
-* Every plain HTTP request (not a WebSocket) must be answered within
-  ``request_timeout_s``: a handler that waits longer is interrupted, its connection
-  closed and the place it waited logged. Long-polling GETs wait at most the Socket.IO
-  ping window, so the deadline sits just past it.
+* Every request must be answered within ``request_timeout_s``: a handler that waits
+  longer is interrupted, its connection closed and the place it waited logged.
+  Long-polling GETs wait at most the Socket.IO ping window, so the deadline sits just
+  past it. Only a completed WebSocket handshake lifts it (eventlet's ``set_idle``),
+  never a header that says "websocket".
+* A connection closed with request bytes still unread is closed gently (lingering):
+  its writing side first, then what the client still sends is read and dropped for a
+  moment, so the client reads the answer instead of a TCP reset.
 
 Imported only under eventlet, after it has monkey-patched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sys
 import sysconfig
 import threading
@@ -28,10 +34,15 @@ import eventlet
 import eventlet.wsgi
 import structlog
 
+from webapp.request_bounds import refusal
+
 log = structlog.get_logger(__name__)
 
 LOG_EVERY_S = 10.0
 """At most one refusal log line per address and reason this often (floods stay quiet)."""
+LINGER_S = 1.0
+LINGER_BYTES = 1 << 20
+"""How long, and how much, a refused connection's unread input is read and dropped."""
 
 _TOO_MANY = (
     b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 5\r\n"
@@ -49,6 +60,22 @@ class HeadTimeout(eventlet.Timeout):
 
 class RequestTimeout(eventlet.Timeout):
     """The app did not answer a plain HTTP request in time."""
+
+
+class _Deadline:
+    """A request's deadline: raised in the request's green thread unless lifted first."""
+
+    def __init__(self, seconds: float) -> None:
+        self.timer = RequestTimeout(seconds)
+        self._lifted = False
+
+    def lift(self) -> None:
+        self._lifted = True
+        self.timer.cancel()
+
+    @property
+    def fired(self) -> bool:
+        return not self._lifted and not self.timer.pending
 
 
 class AddressLimits:
@@ -111,6 +138,7 @@ def protocol(
     class GuardedProtocol(eventlet.wsgi.HttpProtocol):
         _address = ""
         _head_timer: eventlet.Timeout | None = None
+        _linger = False
 
         def handle(self) -> None:
             peer = self.client_address
@@ -127,12 +155,34 @@ def protocol(
         def _refuse(self, reason: str) -> None:
             limits.refused(self._address, reason)
             message = reason.encode()
-            try:
-                self.wfile.write(_TOO_MANY % (len(message), message))
+            self._answer_and_close(_TOO_MANY % (len(message), message))
+
+        def _answer_and_close(self, response: bytes) -> None:
+            with contextlib.suppress(OSError):
+                self.wfile.write(response)
                 self.wfile.flush()
-            except OSError:
-                pass
             self.close_connection = 1
+            self._linger = True
+
+        def finish(self) -> None:
+            if self._linger:
+                self._drop_unread_input()
+            super().finish()
+
+        def _drop_unread_input(self) -> None:
+            # Closing with unread bytes makes the kernel send a reset, which can reach
+            # the client before the answer does.
+            conn = self.connection
+            with contextlib.suppress(OSError, eventlet.Timeout):
+                self.wfile.flush()
+                conn.shutdown(socket.SHUT_WR)
+                with eventlet.Timeout(LINGER_S):
+                    dropped = 0
+                    while dropped < LINGER_BYTES:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        dropped += len(chunk)
 
         # -- the request head: from its first byte to its last header ----------------
         def _read_request_line(self) -> Any:
@@ -167,58 +217,73 @@ def protocol(
                 super().handle_one_request()
             except HeadTimeout:
                 limits.refused(self._address, "request head too slow")
-                try:
-                    self.wfile.write(_HEAD_TIMEOUT)
-                    self.wfile.flush()
-                except OSError:
-                    pass
-                self.close_connection = 1
+                self._answer_and_close(_HEAD_TIMEOUT)
             finally:
                 self._end_head()
 
         # -- the answer -----------------------------------------------------------------
         def handle_one_response(self) -> None:
-            if self._body_unread():
+            refused = refusal(
+                self.headers.get("content-length"),
+                self.headers.get("transfer-encoding"),
+                max_body_bytes,
+            )
+            if refused is not None:
                 # Answered without reading the body: close rather than wait for it.
                 self.close_connection = 1
-            if self.headers.get("upgrade", "").lower() != "websocket":
-                # WebSockets are long-lived; pings and the socket timeout end them.
-                self.application = self._with_deadline(self.application)
-            super().handle_one_response()
+                self._linger = True
+            deadline = _Deadline(request_timeout_s)
+            set_idle = self.environ.get("eventlet.set_idle")
 
-        def _with_deadline(self, app: Any) -> Any:
+            def handshake_done() -> None:
+                deadline.lift()  # a WebSocket: long-lived, ended by pings and timeouts
+                if set_idle is not None:
+                    set_idle()
+
+            self.environ["eventlet.set_idle"] = handshake_done
+            self.application = self._in_time(self.application, deadline)
+            try:
+                super().handle_one_response()
+            except RequestTimeout as exc:  # past the app: writing, or dropping a body
+                if exc is not deadline.timer:
+                    raise
+                self._timed_out(self.environ, traceback.extract_tb(exc.__traceback__))
+            finally:
+                deadline.lift()
+
+        def _in_time(self, app: Any, deadline: _Deadline) -> Any:
             def answer_in_time(environ: dict, start_response: Any) -> Any:
-                timer = RequestTimeout(request_timeout_s)
                 try:
-                    return app(environ, start_response)
+                    result = app(environ, start_response)
                 except RequestTimeout as exc:
-                    if exc is not timer:
+                    if exc is not deadline.timer:
                         raise
-                    self.close_connection = 1
-                    limits.refused(self._address, "request timed out")
-                    log.warning(
-                        "web.request_timeout",
-                        path=environ.get("PATH_INFO", "")[:200],
-                        timeout_s=request_timeout_s,
-                        waiting_in=waiting_in(traceback.extract_tb(exc.__traceback__)),
-                    )
+                    self._timed_out(environ, traceback.extract_tb(exc.__traceback__))
                     start_response(
                         "503 Service Unavailable",
                         [("Content-Type", "text/plain"), ("Content-Length", "0")],
                         sys.exc_info(),
                     )
                     return [b""]
-                finally:
-                    timer.cancel()
+                if deadline.fired:
+                    # The app caught the timeout itself (python-engineio's polling POST
+                    # handler catches everything) and answered: do not then wait for the
+                    # rest of a body without a deadline.
+                    self._timed_out(environ, None)
+                return result
 
             return answer_in_time
 
-        def _body_unread(self) -> bool:
-            """A body that RequestBounds refuses (chunked, or over the limit)."""
-            if self.headers.get("transfer-encoding"):
-                return True
-            length = self.headers.get("content-length") or "0"
-            return not length.isdigit() or len(length) > 18 or int(length) > max_body_bytes
+        def _timed_out(self, environ: dict, frames: traceback.StackSummary | None) -> None:
+            self.close_connection = 1
+            self._linger = True
+            limits.refused(self._address, "request timed out")
+            log.warning(
+                "web.request_timeout",
+                path=environ.get("PATH_INFO", "")[:200],
+                timeout_s=request_timeout_s,
+                waiting_in=waiting_in(frames) if frames else "caught by the app",
+            )
 
     return GuardedProtocol
 

@@ -104,7 +104,14 @@ class State:
         for client in ended:
             log.info("socket.login_ended", sid=client.sid, user=client.user.name)
             sockets.close(self.socketio.server, client.sid, client.namespace)
-        strangers = [s for s in connected if s not in known and not self.manager.is_held(s)]
+        strangers = [
+            sid
+            for sid in connected
+            # Fully connected (its connect handler has returned) yet never caught up.
+            if sid not in known
+            and not self.manager.is_held(sid)
+            and self.manager.is_connected(sid, "/")
+        ]
         for sid in strangers:
             log.warning("socket.unknown_closed", sid=sid)
             sockets.close(self.socketio.server, sid)
@@ -193,7 +200,11 @@ class StreamBridge:
     # -- set-up -------------------------------------------------------------------
     def init_app(self, app: Flask) -> State:
         settings = self._settings or WebSettings.from_config(app.config, **self.options)
-        client = self._redis_client or settings.connect(pool_size=settings.redis_pool_size)
+        # surrogateescape: an entry that is not UTF-8 reads (and is skipped as invalid)
+        # instead of failing the whole XRANGE page, and every replay that covers it.
+        client = self._redis_client or settings.connect(
+            pool_size=settings.redis_pool_size, encoding_errors="surrogateescape"
+        )
         manager = StreamQueueManager(
             settings.redis_url,
             channel=settings.queue_channel,

@@ -391,7 +391,15 @@ class StreamQueueManager(socketio.RedisManager):
             for shard, stream_id, event, data in held:
                 if stream_id <= covered.get(shard, ZERO):
                     continue
-                self.send_to(sid, namespace, event, data)
+                try:
+                    self.send_to(sid, namespace, event, data)
+                except Exception as exc:  # one held event must never block the release
+                    log.warning(
+                        "queue.undeliverable",
+                        stream_id=str(stream_id),
+                        error=f"{type(exc).__name__}: {exc}"[:200],
+                    )
+                    continue
                 sent += 1
                 if positions.get(shard, ZERO) < stream_id:
                     positions[shard] = stream_id

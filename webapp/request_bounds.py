@@ -52,14 +52,22 @@ class RequestBounds:
 
     def refusal(self, environ: dict) -> tuple[str, str] | None:
         """(status, reason) if this request must be refused, else None."""
-        length = environ.get("CONTENT_LENGTH") or ""
-        chunked = environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower() not in ("", "identity")
-        if chunked:
-            return "411 Length Required", "send the request body with a Content-Length"
-        if not length:
-            return None
-        if not (length.isascii() and length.isdigit()):
-            return "400 Bad Request", "Content-Length is not a number"
-        if len(length) > 18 or int(length) > self.max_bytes:
-            return "413 Request Entity Too Large", "request body too large"
+        return refusal(
+            environ.get("CONTENT_LENGTH"), environ.get("HTTP_TRANSFER_ENCODING"), self.max_bytes
+        )
+
+
+def refusal(
+    content_length: str | None, transfer_encoding: str | None, max_bytes: int
+) -> tuple[str, str] | None:
+    """The one rule for request bodies: (status, reason) if refused, else None."""
+    if (transfer_encoding or "").strip().lower() not in ("", "identity"):
+        return "411 Length Required", "send the request body with a Content-Length"
+    length = (content_length or "").strip()
+    if not length:
         return None
+    if not (length.isascii() and length.isdigit()):
+        return "400 Bad Request", "Content-Length is not a number"
+    if len(length) > 18 or int(length) > max_bytes:
+        return "413 Request Entity Too Large", "request body too large"
+    return None

@@ -110,6 +110,16 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
     settings = sb.settings
     eio = sb.socketio.server.eio
     idle_timeout = eio.ping_interval + eio.ping_interval_grace_period + eio.ping_timeout
+    request_timeout = settings.request_timeout_s or idle_timeout + IDLE_MARGIN_S
+    long_poll = eio.ping_interval + eio.ping_timeout  # how long a polling GET may wait
+    if request_timeout <= long_poll:
+        log.warning(
+            "web.request_timeout_below_long_poll",
+            request_timeout_s=request_timeout,
+            long_poll_s=long_poll,
+            hint="long-polling clients will be cut and reconnect; raise "
+            "STREAMBRIDGE_REQUEST_TIMEOUT_S or leave it unset",
+        )
     limits = AddressLimits(
         settings.per_address_cap(settings.max_connections_per_address),
         settings.per_address_cap(settings.max_unfinished_per_address),
@@ -127,7 +137,7 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
         protocol=protocol(
             limits,
             head_timeout_s=settings.request_head_timeout_s,
-            request_timeout_s=settings.request_timeout_s or idle_timeout + IDLE_MARGIN_S,
+            request_timeout_s=request_timeout,
             max_body_bytes=settings.max_request_bytes,
         ),
     )

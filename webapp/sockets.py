@@ -6,6 +6,11 @@ handler: python-socketio dispatches a client event named ``connect`` or
 ``disconnect`` to the server's own connect/disconnect handlers (which would re-run a
 full catch-up, or make the login watcher forget a socket that stays open), so such a
 socket is closed before dispatch.
+
+python-engineio's ``Server.disconnect(sid)`` closes a session and waits for its queue
+to drain; for a long-polling session, that is a wait inside the request handler for a
+poll that may never come (any bad polling POST, even anonymous, would hold a handler for
+good). It is replaced by a close that does not wait.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ def register(
     current_viewer: Callable[[], Viewer | None],
 ) -> None:
     refuse_reserved_events(socketio.server)
+    disconnect_without_waiting(socketio.server.eio)
 
     @socketio.on("connect")
     def on_connect(auth=None):
@@ -70,6 +76,22 @@ def refuse_reserved_events(server: socketio.Server) -> None:
             close(server, sid, namespace)
 
     server._handle_event = guarded  # type: ignore[method-assign]
+
+
+def disconnect_without_waiting(eio: Any) -> None:
+    """Make ``eio.disconnect(sid)`` close the session without waiting for a poll."""
+    close_all = eio.disconnect
+
+    def disconnect(sid: str | None = None) -> None:
+        if sid is None:
+            close_all()
+            return
+        sock = eio.sockets.get(sid)
+        if sock is not None:
+            sock.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        eio.sockets.pop(sid, None)
+
+    eio.disconnect = disconnect
 
 
 def close(server: socketio.Server, sid: str, namespace: str = "/") -> None:

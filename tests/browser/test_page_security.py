@@ -41,17 +41,14 @@ def test_the_page_works_under_its_policy_and_the_policy_bites(context, web, brid
     )
     page.wait_for_function("window.__csp.length > 0")
     assert page.evaluate("window.__injected") is None
-    assert page.evaluate("window.__csp") == ["script-src-elem"]
+    [violated] = page.evaluate("window.__csp")
+    assert violated.startswith("script-src")  # "script-src-elem" in current Chromium
 
 
 def test_no_other_site_can_frame_the_app(page, web):
-    page.set_content(f'<iframe id="f" src="{web.url}/login"></iframe>')
-    frame = page.frame_locator("#f")
-    page.wait_for_function(
-        "() => document.getElementById('f').contentWindow !== null"
-    )  # the frame exists
-    page.wait_for_load_state("load")
-    assert frame.locator("#username").count() == 0  # the login form never rendered there
+    # set_content returns once the page has loaded, and its load waits for the frame.
+    page.set_content(f'<iframe id="f" src="{web.url}/login"></iframe>', wait_until="load")
+    assert page.frame_locator("#f").locator("#username").count() == 0  # never rendered there
     # The same URL opened directly renders (it is the framing that is refused).
     page.goto(web.url + "/login")
     assert page.locator("#username").count() == 1

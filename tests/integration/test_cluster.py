@@ -22,6 +22,7 @@ from streambridge.embedded_topologies import LocalCluster
 from streambridge.settings import ProducerSettings
 from tests.support import (
     PASSWORDS,
+    RECOVERY,
     ROOT,
     Bridge,
     Client,
@@ -37,7 +38,6 @@ from webapp.users import UserStore
 pytestmark = pytest.mark.integration
 
 SHARDS = 4  # {0}..{3}: with the slots split in three, one shard at least on every master
-RECOVERY = "streambridge:recovery"
 
 
 def rooms_covering(shards: int) -> list[str]:

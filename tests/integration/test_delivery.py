@@ -10,11 +10,9 @@ import time
 import pytest
 
 from streambridge.embedded_redis import RedisServer
-from tests.support import Bridge, Client, Web, cli, wait_until
+from tests.support import RECOVERY, Bridge, Client, Web, cli, wait_until
 
 pytestmark = pytest.mark.integration
-
-RECOVERY = "streambridge:recovery"
 
 
 def unique_in_order(ids: list[str]) -> list[str]:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.support import Client, wait_until
+from tests.support import RECOVERY, Client, wait_until
 
 pytestmark = pytest.mark.integration
 
-RECOVERY = "streambridge:recovery"
 HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",

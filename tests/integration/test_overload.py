@@ -13,11 +13,10 @@ import threading
 import pytest
 import websocket
 
-from tests.support import SOCKETIO_PATH, Bridge, Client, Web, wait_until
+from tests.support import RECOVERY, SOCKETIO_PATH, Bridge, Client, Web, wait_until
 
 pytestmark = pytest.mark.integration
 
-RECOVERY = "streambridge:recovery"
 SHED = '"socket.shed"'
 MAX_CLIENT_QUEUE = 50  # WebSettings.max_client_queue allows >= 10
 # Asked-for receive buffer of the clients that stop reading. The kernel doubles it and

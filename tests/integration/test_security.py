@@ -24,6 +24,7 @@ import socketio
 from streambridge.embedded_redis import RedisServer
 from tests.support import (
     PASSWORDS,
+    RECOVERY,
     Bridge,
     Client,
     Web,
@@ -41,7 +42,6 @@ OK_ORIGIN = "https://ok.example"
 LOGIN_KEYS = "streambridge:login:*"
 QUEUE = "flask-socketio"
 REDIS_PASSWORD = "s3cret-redis-pw"
-RECOVERY = "streambridge:recovery"
 
 
 # -- helpers -----------------------------------------------------------------------------

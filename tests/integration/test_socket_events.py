@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import Web, from_the_start, open_socket, wait_until
+from tests.support import RECOVERY, Web, from_the_start, open_socket, wait_until
 
 pytestmark = pytest.mark.integration
-
-RECOVERY = "streambridge:recovery"
 
 
 def test_a_socket_that_sends_disconnect_is_closed_not_forgotten(web, bridge, clients, redis_client):

@@ -9,6 +9,7 @@ from werkzeug.security import generate_password_hash
 
 from streambridge.settings import WebSettings
 from webapp import MIN_SECRET_KEY_CHARS, ConfigError, create_app
+from webapp.extension import state
 
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
 SECRET = "x" * 40
@@ -307,3 +308,16 @@ def test_dev_mode_keeps_a_given_key(tmp_path):
 def test_request_size_limit_comes_from_settings(tmp_path):
     app = create_app(settings(tmp_path, max_request_bytes=4096))
     assert app.config["MAX_CONTENT_LENGTH"] == 4096
+
+
+def test_login_watcher_closes_strangers_but_not_sockets_still_connecting(app):
+    sb = state(app)
+    manager = sb.manager
+    connecting = manager.pre_connect("eio-connecting", "/")  # its connect handler runs
+    stranger = manager.connect(manager.pre_connect("eio-stranger", "/"), "/")
+    assert manager.is_connected(stranger, "/")  # connected, yet catch-up never knew it
+    sb.logins_alive = lambda login_ids: set(login_ids)
+    assert sb.close_ended_logins() == 1
+    assert not manager.is_connected(stranger, "/")
+    assert [sid for sid, _ in manager.get_participants("/", None)] == [connecting]
+    assert manager.is_pre_connected(connecting, "/")

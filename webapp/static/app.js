@@ -39,7 +39,8 @@
     var from = document.createElement("span");
     from.className = "from";
     // Who sent it: a user (through the form or /api/), or the system (any producer).
-    from.textContent = typeof meta.from === "string" ? meta.from : "system";
+    // "from <name>" can never read "system" (user names have no spaces).
+    from.textContent = typeof meta.from === "string" ? "from " + meta.from : "system";
     head.append(" ", from);
     if (meta.replayed) {
       var tag = document.createElement("span");

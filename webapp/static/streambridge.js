@@ -32,7 +32,7 @@
     if (!at || typeof at !== "object" || Array.isArray(at)) return false;
     return Object.keys(at).every(function (shard) {
       var p = at[shard];
-      return /^\d{1,4}$/.test(shard) && p && typeof p === "object" &&
+      return /^\d{1,4}$/.test(shard) && p && typeof p === "object" &&  // MAX_SHARDS 1024
         typeof p.last_id === "string" && STREAM_ID.test(p.last_id) &&
         (p.epoch === null || typeof p.epoch === "string");
     });
@@ -85,7 +85,7 @@
     var key = "streambridge:" + (options.storageKey || "position") + ":" + (options.path || "/ws/socket.io");
     var position = new Position(key);
     var seen = new Set();
-    var handlers = {};
+    var handlers = Object.create(null);  // channels such as "constructor" are names, not keys of Object
     var anyHandlers = [];
     var recoveryHandlers = [];
     var statusHandlers = [];
