@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 
 import structlog
 
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
     bridge.on_ready = lambda: notify(settings.notify_socket, "READY=1")
     bridge.run()
     notify(settings.notify_socket, "STOPPING=1")
+    if bridge.refused is not None:
+        print(f"error: {bridge.refused}", file=sys.stderr)
+        return 2
     return 0
 
 

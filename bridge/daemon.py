@@ -7,6 +7,9 @@ crash), then entries other consumers left idle (XAUTOCLAIM), then new entries.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
 import time
 import uuid
@@ -45,6 +48,36 @@ class NotReady(Exception):
     """The stream key exists but cannot be used (e.g. WRONGTYPE)."""
 
 
+class DuplicateConsumer(Exception):
+    """Another live bridge runs under this consumer name: two would steal each other's
+    pending entries. Not retried; the process exits."""
+
+
+def owner_token() -> str:
+    """Who holds a consumer name: ``<host>:<pid>:<random>`` (random: pid 1 in every
+    container start)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_gone(holder: str, token: str) -> bool:
+    """True if the bridge that holds a name is certainly dead: it ran on this host and
+    its process is gone (or had our pid: our predecessor in a restarted container)."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or holder == token:
+        return False  # another machine, or an older bridge: only its key's TTL tells
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 class Bridge:
     def __init__(
         self,
@@ -62,6 +95,8 @@ class Bridge:
         self._channel_node: Any = None
         self._channel_node_stale = False
         self.stopping = threading.Event()
+        self.refused: DuplicateConsumer | None = None
+        self.owner = owner_token()
         self.epoch = ""
         self.stats = {"read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0}
         self.metrics = metrics or BridgeMetrics()
@@ -88,6 +123,7 @@ class Bridge:
             self._prefetched = []
             self._channel_node = None  # after an error the node may have changed
             try:
+                self.claim_name()
                 self.ensure_group()
                 self.drain_own_pending()
                 self.log.info("bridge.ready", epoch=self.epoch)
@@ -104,6 +140,10 @@ class Bridge:
                 self._pause(backoff, "bridge.redis_unavailable", error=str(exc))
             except NotReady as exc:
                 self._pause(backoff, "bridge.stream_not_ready", error=str(exc))
+            except DuplicateConsumer as exc:
+                self.log.error("bridge.duplicate_consumer", error=str(exc))
+                self.refused = exc
+                self.stopping.set()
             except PublishFailed as exc:
                 self._pause(backoff, "bridge.publish_failed", error=str(exc))
             except redis.ResponseError as exc:
@@ -118,6 +158,7 @@ class Bridge:
             except Exception as exc:  # a bug must not kill the daemon; back off and retry
                 self.log.exception("bridge.unexpected_error", error=str(exc))
                 self.stopping.wait(backoff.next_delay())
+        self._release_name()
         self.log.info("bridge.stopped", **self.stats)
 
     def _pause(self, backoff: Backoff, event: str, **fields: Any) -> None:
@@ -127,6 +168,42 @@ class Bridge:
         self.stopping.wait(delay)
 
     # -- set-up ----------------------------------------------------------------
+    def claim_name(self) -> None:
+        """Hold this consumer name (its liveness key) before touching its pending
+        entries. A name left by a bridge that died on this host is taken over at once, so
+        a restarted bridge replays its own pending entries now, not after claim_idle_ms;
+        a name a live bridge holds is refused (DuplicateConsumer)."""
+        key = self.settings.alive_key
+        if self.redis.set(key, self.owner, nx=True, ex=ALIVE_TTL_S):
+            return
+        holder = self.redis.get(key) or ""
+        if holder == self.owner:
+            return
+        if holder_is_gone(holder, self.owner):
+            self.log.warning("bridge.consumer_taken_over", previous=holder)
+            self.redis.set(key, self.owner, ex=ALIVE_TTL_S)
+            return
+        raise DuplicateConsumer(
+            f"consumer {self.settings.consumer!r} is held by a live bridge ({holder}); give "
+            f"each bridge its own STREAMBRIDGE_CONSUMER (or wait {ALIVE_TTL_S} s if it has "
+            "just stopped on another host)"
+        )
+
+    def _keep_name(self) -> None:
+        key = self.settings.alive_key
+        holder = self.redis.get(key)
+        if holder not in (None, self.owner):
+            raise DuplicateConsumer(
+                f"consumer {self.settings.consumer!r} was taken by another bridge ({holder})"
+            )
+        self.redis.set(key, self.owner, ex=ALIVE_TTL_S)
+
+    def _release_name(self) -> None:
+        """On a clean stop: free the name at once for the next start."""
+        with contextlib.suppress(Exception):
+            if self.redis.get(self.settings.alive_key) == self.owner:
+                self.redis.delete(self.settings.alive_key)
+
     def ensure_group(self) -> None:
         """Create the group (and stream) if missing; refuse a key that is not a stream."""
         kind = self.redis.type(self.settings.stream)
@@ -179,8 +256,9 @@ class Bridge:
             self.refresh_gauges()
             self._next_trim = time.monotonic() + TRIM_EVERY_S
         if now >= self._next_alive:
-            # A liveness key with a TTL: `streambridge bridge --check` reads it.
-            self.redis.set(self.settings.alive_key, self.epoch or "1", ex=ALIVE_TTL_S)
+            # A liveness key with a TTL, holding our name: `streambridge bridge --check`
+            # reads it, and a second bridge with the same name is refused by it.
+            self._keep_name()
             self._next_alive = now + ALIVE_EVERY_S
         entries = self._prefetched
         self._prefetched = []
@@ -438,6 +516,10 @@ class ShardedBridge:
         for bridge in self.bridges:
             bridge.stop()
 
+    @property
+    def refused(self) -> DuplicateConsumer | None:
+        return next((b.refused for b in self.bridges if b.refused is not None), None)
+
     def run(self) -> None:
         for index, bridge in enumerate(self.bridges):
             bridge.on_ready = lambda index=index: self._one_ready(index)
@@ -453,6 +535,8 @@ class ShardedBridge:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)  # short waits: the main thread must see signals
+                if self.refused is not None:
+                    self.stop()  # one shard's name is taken: the whole bridge stops
 
     def _one_ready(self, index: int) -> None:
         with self._lock:

@@ -5,7 +5,6 @@ Nothing else in the project reads ``os.environ``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
@@ -20,7 +19,10 @@ PREFIX = "STREAMBRIDGE_"
 def _default_consumer() -> str:
     import socket  # here, not at import time: the web entry point patches sockets first
 
-    return f"{socket.gethostname()}-{os.getpid()}"
+    # Stable across restarts: a restarted bridge finds its own pending entries at once.
+    # Several bridges on one host need names of their own (the bridge refuses a name a
+    # live bridge holds): STREAMBRIDGE_CONSUMER, e.g. %H-%i in a systemd template.
+    return socket.gethostname()
 
 
 def env_name(field: str) -> str:

@@ -7,7 +7,8 @@ position that its user may see are replayed, shard by shard in stream order (a r
 lives in one shard, so room order holds); then the held events newer than the replay
 are sent. The client always gets one ``streambridge:recovery`` event saying whether
 its history is complete and where it now is in each shard. Anything doubtful fails
-closed: no partial replay, ``recovered: false``.
+closed: no partial replay, ``recovered: false``. A position without an epoch (the
+documented ``{"last_id"}``) is accepted while its own entry is still in the stream.
 """
 
 from __future__ import annotations
@@ -248,7 +249,16 @@ class CatchUp:
             after = StreamId.parse(last_id)
         except ValueError:
             return self._refuse("malformed last_id", epoch, shard)
-        if client_epoch is not CURRENT and (
+        if client_epoch is None:
+            # A position without an epoch (the documented {"last_id"} form): the history
+            # is continuous if the client's own entry is still in this stream.
+            if after != ZERO and not self._has_entry(after, shard):
+                return self._refuse(
+                    "position without an epoch whose entry is no longer in the stream",
+                    epoch,
+                    shard,
+                )
+        elif client_epoch is not CURRENT and (
             not isinstance(client_epoch, str) or client_epoch != epoch
         ):
             return self._refuse("stream was recreated (epoch changed)", epoch, shard)
@@ -387,6 +397,10 @@ class CatchUp:
             if "no such key" in str(exc).lower():
                 return None
             raise
+
+    def _has_entry(self, stream_id: StreamId, shard: int) -> bool:
+        entry = str(stream_id)
+        return bool(self.redis.xrange(self.shards[shard].stream, entry, entry, count=1))
 
     def _count_after(self, after: StreamId, limit: int, shard: int) -> int:
         """How many entries follow ``after`` in one shard (stops counting at ``limit``)."""

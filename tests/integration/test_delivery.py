@@ -208,6 +208,21 @@ def test_unrecoverable_positions_fail_closed(web, bridge, clients, redis_client,
     assert client.ids("tick") == new  # and live events flow
 
 
+@pytest.mark.parametrize("form", ["last_id", "positions"])
+def test_a_position_without_an_epoch_recovers_while_its_entry_is_there(
+    web, bridge, clients, redis_client, form
+):
+    ids = produce(redis_client, 20)
+    wait_until(lambda: all_acked(redis_client), 10, "bridge done")
+    # The documented form, as a Socket.IO client written to it sends: no epoch at all.
+    auth = {"last_id": ids[9]} if form == "last_id" else {"positions": {"0": {"last_id": ids[9]}}}
+    client = connect(clients, web, "alice", auth=auth)
+    [(_, info, _)] = client.wait_for(1, RECOVERY)
+    assert (info["recovered"], info["replayed"]) == (True, 10)
+    assert client.ids("tick") == ids[10:]
+    assert info["positions"]["0"] == {"last_id": ids[-1], "epoch": redis_client.get("events:epoch")}
+
+
 def test_gap_longer_than_replay_limit_is_not_recovered(env, tmp_path, processes, bridge, clients,
                                                        redis_client):  # fmt: skip
     web = Web(dict(env, STREAMBRIDGE_REPLAY_LIMIT="100"), tmp_path, name="web-limit")

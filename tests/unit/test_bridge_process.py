@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import redis
 
-from bridge.daemon import Bridge, NotReady, PublishFailed, _entries
+from bridge.daemon import (
+    Bridge,
+    DuplicateConsumer,
+    NotReady,
+    PublishFailed,
+    _entries,
+    holder_is_gone,
+    owner_token,
+)
 from streambridge.contract import Event
 from streambridge.queue import emit_message
 from streambridge.settings import BridgeSettings
@@ -554,3 +566,31 @@ def test_run_waits_while_the_key_is_not_a_stream(fake, monkeypatch):
     bridge.run()
     assert len(calls) == 3  # refused, refused, then ready
     assert fake.type("events") == "stream"
+
+
+def test_a_consumer_name_is_taken_over_only_from_a_dead_process_on_this_host():
+    me = owner_token()
+    host = socket.gethostname()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert holder_is_gone(f"{host}:{gone}:abcd1234", me)  # that process has exited
+    assert holder_is_gone(f"{host}:{os.getpid()}:abcd1234", me)  # our pid: a predecessor
+    assert not holder_is_gone(f"{host}:{os.getppid()}:abcd1234", me)  # alive
+    assert not holder_is_gone(f"other-host:{gone}:abcd1234", me)  # cannot tell: wait
+    assert not holder_is_gone("1", me)  # an older bridge's key: wait for its TTL
+    assert not holder_is_gone(me, me)
+
+
+def test_claim_name_refuses_a_live_holder_and_releases_on_stop(fake):
+    settings = BridgeSettings(redis_url="redis://unused:1/0", consumer="c1")
+    first, second = Bridge(settings, fake), Bridge(settings, fake)
+    first.claim_name()
+    assert fake.get(first.settings.alive_key) == first.owner
+    fake.set(first.settings.alive_key, f"{socket.gethostname()}:{os.getppid()}:live")
+    with pytest.raises(DuplicateConsumer, match="held by a live bridge"):
+        second.claim_name()
+    fake.set(first.settings.alive_key, first.owner)
+    first._release_name()
+    assert not fake.exists(first.settings.alive_key)
+    second.claim_name()  # free now
+    assert fake.get(second.settings.alive_key) == second.owner
