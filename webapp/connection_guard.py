@@ -34,6 +34,7 @@ import eventlet
 import eventlet.wsgi
 import structlog
 
+from webapp.client_address import address_key
 from webapp.request_bounds import refusal
 
 log = structlog.get_logger(__name__)
@@ -141,8 +142,7 @@ def protocol(
         _linger = False
 
         def handle(self) -> None:
-            peer = self.client_address
-            self._address = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+            self._address = address_key(self.client_address)
             if not limits.open_connection(self._address):
                 self._refuse("too many connections from this address")
                 return
