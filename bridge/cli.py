@@ -16,7 +16,9 @@ from streambridge.settings import BridgeSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--consumer", help="consumer name (default: host-pid)")
+    parser.add_argument(
+        "--consumer", help="consumer name (default: the host name; one per live bridge)"
+    )
     parser.add_argument("--group", help="consumer group (default: bridge)")
     parser.add_argument(
         "--check",

@@ -7,9 +7,6 @@ crash), then entries other consumers left idle (XAUTOCLAIM), then new entries.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
 import threading
 import time
 import uuid
@@ -20,7 +17,9 @@ import redis
 import structlog
 from redis.exceptions import AskError, MovedError, RedisClusterException
 
+from bridge import consumer_name
 from bridge.backoff import Backoff
+from bridge.consumer_name import ConsumerName, DuplicateConsumer
 from bridge.deadletter import dead_fields
 from bridge.metrics import BridgeMetrics
 from streambridge.contract import ContractError, Event, shown
@@ -35,8 +34,6 @@ Entry = tuple[str, dict[str, str] | None]
 CLAIM_EVERY_MIN_S = 0.5
 CLAIM_EVERY_MAX_S = 30.0
 TRIM_EVERY_S = 10.0
-ALIVE_EVERY_S = 1.0
-ALIVE_TTL_S = 15
 MOVED_RETRIES = 3
 
 
@@ -46,36 +43,6 @@ class PublishFailed(Exception):
 
 class NotReady(Exception):
     """The stream key exists but cannot be used (e.g. WRONGTYPE)."""
-
-
-class DuplicateConsumer(Exception):
-    """Another live bridge runs under this consumer name: two would steal each other's
-    pending entries. Not retried; the process exits."""
-
-
-def owner_token() -> str:
-    """Who holds a consumer name: ``<host>:<pid>:<random>`` (random: pid 1 in every
-    container start)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def holder_is_gone(holder: str, token: str) -> bool:
-    """True if the bridge that holds a name is certainly dead: it ran on this host and
-    its process is gone (or had our pid: our predecessor in a restarted container)."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit() or holder == token:
-        return False  # another machine, or an older bridge: only its key's TTL tells
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
 
 
 class Bridge:
@@ -96,7 +63,6 @@ class Bridge:
         self._channel_node_stale = False
         self.stopping = threading.Event()
         self.refused: DuplicateConsumer | None = None
-        self.owner = owner_token()
         self.epoch = ""
         self.stats = {"read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0}
         self.metrics = metrics or BridgeMetrics()
@@ -108,6 +74,8 @@ class Bridge:
         self._next_alive = 0.0
         self.on_ready: Callable[[], Any] | None = None
         self.log = log.bind(consumer=settings.consumer, stream=settings.stream)
+        # Held while running: a restart finds its own pending entries; no live twin.
+        self.name = ConsumerName(self.redis, settings.alive_key, settings.consumer, self.log)
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self) -> None:
@@ -123,7 +91,7 @@ class Bridge:
             self._prefetched = []
             self._channel_node = None  # after an error the node may have changed
             try:
-                self.claim_name()
+                self.name.claim(self.stopping)
                 self.ensure_group()
                 self.drain_own_pending()
                 self.log.info("bridge.ready", epoch=self.epoch)
@@ -158,7 +126,7 @@ class Bridge:
             except Exception as exc:  # a bug must not kill the daemon; back off and retry
                 self.log.exception("bridge.unexpected_error", error=str(exc))
                 self.stopping.wait(backoff.next_delay())
-        self._release_name()
+        self.name.release()
         self.log.info("bridge.stopped", **self.stats)
 
     def _pause(self, backoff: Backoff, event: str, **fields: Any) -> None:
@@ -168,42 +136,6 @@ class Bridge:
         self.stopping.wait(delay)
 
     # -- set-up ----------------------------------------------------------------
-    def claim_name(self) -> None:
-        """Hold this consumer name (its liveness key) before touching its pending
-        entries. A name left by a bridge that died on this host is taken over at once, so
-        a restarted bridge replays its own pending entries now, not after claim_idle_ms;
-        a name a live bridge holds is refused (DuplicateConsumer)."""
-        key = self.settings.alive_key
-        if self.redis.set(key, self.owner, nx=True, ex=ALIVE_TTL_S):
-            return
-        holder = self.redis.get(key) or ""
-        if holder == self.owner:
-            return
-        if holder_is_gone(holder, self.owner):
-            self.log.warning("bridge.consumer_taken_over", previous=holder)
-            self.redis.set(key, self.owner, ex=ALIVE_TTL_S)
-            return
-        raise DuplicateConsumer(
-            f"consumer {self.settings.consumer!r} is held by a live bridge ({holder}); give "
-            f"each bridge its own STREAMBRIDGE_CONSUMER (or wait {ALIVE_TTL_S} s if it has "
-            "just stopped on another host)"
-        )
-
-    def _keep_name(self) -> None:
-        key = self.settings.alive_key
-        holder = self.redis.get(key)
-        if holder not in (None, self.owner):
-            raise DuplicateConsumer(
-                f"consumer {self.settings.consumer!r} was taken by another bridge ({holder})"
-            )
-        self.redis.set(key, self.owner, ex=ALIVE_TTL_S)
-
-    def _release_name(self) -> None:
-        """On a clean stop: free the name at once for the next start."""
-        with contextlib.suppress(Exception):
-            if self.redis.get(self.settings.alive_key) == self.owner:
-                self.redis.delete(self.settings.alive_key)
-
     def ensure_group(self) -> None:
         """Create the group (and stream) if missing; refuse a key that is not a stream."""
         kind = self.redis.type(self.settings.stream)
@@ -245,6 +177,7 @@ class Bridge:
             self.log.info("bridge.replaying_own_pending", count=len(entries))
             self.process(entries, redelivered=True)
             cursor = entries[-1][0]
+            self._heartbeat()
 
     def step(self) -> None:
         now = time.monotonic()
@@ -255,11 +188,7 @@ class Bridge:
             self.trim()
             self.refresh_gauges()
             self._next_trim = time.monotonic() + TRIM_EVERY_S
-        if now >= self._next_alive:
-            # A liveness key with a TTL, holding our name: `streambridge bridge --check`
-            # reads it, and a second bridge with the same name is refused by it.
-            self._keep_name()
-            self._next_alive = now + ALIVE_EVERY_S
+        self._heartbeat()
         entries = self._prefetched
         self._prefetched = []
         if not entries:
@@ -270,6 +199,15 @@ class Bridge:
         elif not self.redis.exists(self.settings.stream):
             # Before Redis 7, XREADGROUP on a deleted stream just times out; recreate it.
             raise redis.ResponseError("NOGROUP stream was deleted")
+
+    def _heartbeat(self) -> None:
+        """Refresh the liveness key that holds our name, every second, also in long
+        drains and claims: `streambridge bridge --check` reads it, and a second bridge
+        with the same name is refused by it."""
+        now = time.monotonic()
+        if now >= self._next_alive:
+            self.name.keep()
+            self._next_alive = now + consumer_name.EVERY_S
 
     def _read_new(self, target: Any) -> Any:
         return target.xreadgroup(
@@ -304,6 +242,7 @@ class Bridge:
                 self._count("claimed", len(entries))
                 self.log.info("bridge.claimed", count=len(entries), first_id=entries[0][0])
                 self.process(entries, redelivered=True)
+            self._heartbeat()
             if cursor in ("0-0", b"0-0"):
                 return
 

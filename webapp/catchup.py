@@ -40,6 +40,8 @@ SHARD_KEY_DIGITS = len(str(defaults.MAX_SHARDS - 1))  # int() of a longer key is
 Position = tuple[Any, Any]  # (last_id, epoch) as the client sent them
 CURRENT = object()
 """As the epoch of a position: whatever the stream's epoch is now (no second read)."""
+UNCHECKABLE = object()
+"""As the epoch of a position: one that must be refused (see ``positions``)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,10 @@ class CatchUp:
                 if known and isinstance(value, dict):
                     out[int(key)] = (value.get("last_id"), value.get("epoch"))
         elif "last_id" in auth:
-            out[0] = (auth.get("last_id"), auth.get("epoch"))
+            epoch = auth.get("epoch")
+            if epoch is None and len(out) > 1:
+                epoch = UNCHECKABLE  # the other shards' history cannot be proved continuous
+            out[0] = (auth.get("last_id"), epoch)
         return out
 
     def plan_all(self, positions: list[Position]) -> Plans:
@@ -249,6 +254,13 @@ class CatchUp:
             after = StreamId.parse(last_id)
         except ValueError:
             return self._refuse("malformed last_id", epoch, shard)
+        if client_epoch is UNCHECKABLE:
+            return self._refuse(
+                "a last_id without an epoch cannot be checked on a sharded stream; send "
+                "positions per shard",
+                epoch,
+                shard,
+            )
         if client_epoch is None:
             # A position without an epoch (the documented {"last_id"} form): the history
             # is continuous if the client's own entry is still in this stream.

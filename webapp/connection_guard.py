@@ -44,6 +44,8 @@ LOG_EVERY_S = 10.0
 LINGER_S = 1.0
 LINGER_BYTES = 1 << 20
 """How long, and how much, a refused connection's unread input is read and dropped."""
+OVER_CAP_LINGER_S = 0.05
+"""The same for a connection over its address's cap (it holds no slot: barely at all)."""
 
 _TOO_MANY = (
     b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 5\r\n"
@@ -63,12 +65,16 @@ class RequestTimeout(eventlet.Timeout):
     """The app did not answer a plain HTTP request in time."""
 
 
+_DEADLINE = "streambridge.deadline"
+
+
 class _Deadline:
     """A request's deadline: raised in the request's green thread unless lifted first."""
 
     def __init__(self, seconds: float) -> None:
         self.timer = RequestTimeout(seconds)
         self._lifted = False
+        self.reported = False
 
     def lift(self) -> None:
         self._lifted = True
@@ -145,9 +151,15 @@ def protocol(
             self._address = address_key(self.client_address)
             if not limits.open_connection(self._address):
                 self._refuse("too many connections from this address")
+                # Over the cap: no slot to linger in, only a glance at what arrived.
+                self._drop_unread_input(OVER_CAP_LINGER_S)
+                self._linger = False
                 return
             try:
                 super().handle()
+                if self._linger:  # still counted against the address while it lingers
+                    self._drop_unread_input(LINGER_S)
+                    self._linger = False
             finally:
                 self._end_head()
                 limits.close_connection(self._address)
@@ -164,19 +176,14 @@ def protocol(
             self.close_connection = 1
             self._linger = True
 
-        def finish(self) -> None:
-            if self._linger:
-                self._drop_unread_input()
-            super().finish()
-
-        def _drop_unread_input(self) -> None:
+        def _drop_unread_input(self, seconds: float) -> None:
             # Closing with unread bytes makes the kernel send a reset, which can reach
             # the client before the answer does.
             conn = self.connection
-            with contextlib.suppress(OSError, eventlet.Timeout):
+            with contextlib.suppress(OSError, ValueError, eventlet.Timeout):
                 self.wfile.flush()
                 conn.shutdown(socket.SHUT_WR)
-                with eventlet.Timeout(LINGER_S):
+                with eventlet.Timeout(seconds):
                     dropped = 0
                     while dropped < LINGER_BYTES:
                         chunk = conn.recv(65536)
@@ -241,14 +248,17 @@ def protocol(
                     set_idle()
 
             self.environ["eventlet.set_idle"] = handshake_done
+            self.environ[_DEADLINE] = deadline
             self.application = self._in_time(self.application, deadline)
             try:
                 super().handle_one_response()
-            except RequestTimeout as exc:  # past the app: writing, or dropping a body
+            except RequestTimeout as exc:  # past the app: dropping a body
                 if exc is not deadline.timer:
                     raise
                 self._timed_out(self.environ, traceback.extract_tb(exc.__traceback__))
             finally:
+                if deadline.fired and not deadline.reported:
+                    self._timed_out(self.environ, None)  # eventlet caught it while writing
                 deadline.lift()
 
         def _in_time(self, app: Any, deadline: _Deadline) -> Any:
@@ -275,6 +285,9 @@ def protocol(
             return answer_in_time
 
         def _timed_out(self, environ: dict, frames: traceback.StackSummary | None) -> None:
+            deadline = environ.get(_DEADLINE)
+            if deadline is not None:
+                deadline.reported = True
             self.close_connection = 1
             self._linger = True
             limits.refused(self._address, "request timed out")

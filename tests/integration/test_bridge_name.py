@@ -31,12 +31,13 @@ def pending(redis_client) -> int:
 
 
 def test_a_restarted_bridge_replays_its_own_pending_entries_at_once(
-    env, tmp_path, processes, web, clients, redis_client, redis_server
+    request, env, tmp_path, processes, web, clients, redis_client, redis_server
 ):
     # Claiming another consumer's entries would take a minute: only the name can help.
     env = dict(env, STREAMBRIDGE_CLAIM_IDLE_MS="60000", STREAMBRIDGE_MAX_DELIVERIES="1000")
     # The first bridge may read but not PUBLISH: what it reads stays pending, as in a
     # bridge that dies between reading and publishing.
+    request.addfinalizer(lambda: redis_client.acl_deluser("nopublish"))  # flushall keeps it
     redis_client.acl_setuser(
         "nopublish",
         enabled=True,
@@ -69,7 +70,8 @@ def test_a_restarted_bridge_replays_its_own_pending_entries_at_once(
     assert alice.ids("message") == ids
     assert took < 15, f"{took:.1f}s"  # not the 60 s claim_idle_ms
     [taken] = second.log_events("bridge.consumer_taken_over")
-    assert taken["previous"].startswith(f"{name}:{first.process.pid}:")
+    assert taken["previous"].startswith(f"{name}|")
+    assert taken["previous"].split("|")[2] == str(first.process.pid)
     wait_until(lambda: pending(redis_client) == 0, 5, "the replayed entries acked")
     report(f"bridge SIGKILLed with 3 pending: its restart delivered them in {took:.1f}s")
 

@@ -234,13 +234,21 @@ def test_a_bad_polling_post_is_answered_at_once(web, upgrade):
     assert not web.log_events("web.request_timeout")
 
 
-def test_a_polling_body_that_drips_is_cut_at_the_request_deadline(env, tmp_path, processes):
+@pytest.mark.parametrize(
+    "upgrade",
+    [{}, {"Upgrade": "websocket", "Connection": "Upgrade"}],  # only a handshake lifts it
+    ids=["plain", "claims-websocket"],
+)
+def test_a_polling_body_that_drips_is_cut_at_the_request_deadline(
+    env, tmp_path, processes, upgrade
+):
     web = start_web(env, tmp_path, processes, "web-deadline", STREAMBRIDGE_REQUEST_TIMEOUT_S="2")
     sid = polling_sid(web)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in upgrade.items())
     with connect(web, timeout=10) as sock:
         sock.sendall(
             f"POST {SOCKETIO_PATH}/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
-            "Content-Type: text/plain\r\nContent-Length: 1000\r\n\r\n4".encode()
+            f"Content-Type: text/plain\r\nContent-Length: 1000\r\n{extra}\r\n4".encode()
         )
         started = time.monotonic()
         sock.settimeout(0.25)

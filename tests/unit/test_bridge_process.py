@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 import redis
+import structlog
 
-from bridge.daemon import (
-    Bridge,
-    DuplicateConsumer,
-    NotReady,
-    PublishFailed,
-    _entries,
-    holder_is_gone,
-    owner_token,
-)
+from bridge.consumer_name import ConsumerName, DuplicateConsumer, owner_token, verdict
+from bridge.daemon import Bridge, NotReady, PublishFailed, _entries
 from streambridge.contract import Event
 from streambridge.queue import emit_message
 from streambridge.settings import BridgeSettings
@@ -568,29 +562,46 @@ def test_run_waits_while_the_key_is_not_a_stream(fake, monkeypatch):
     assert fake.type("events") == "stream"
 
 
-def test_a_consumer_name_is_taken_over_only_from_a_dead_process_on_this_host():
+def test_a_consumer_name_is_judged_only_where_a_pid_means_something():
     me = owner_token()
-    host = socket.gethostname()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    assert holder_is_gone(f"{host}:{gone}:abcd1234", me)  # that process has exited
-    assert holder_is_gone(f"{host}:{os.getpid()}:abcd1234", me)  # our pid: a predecessor
-    assert not holder_is_gone(f"{host}:{os.getppid()}:abcd1234", me)  # alive
-    assert not holder_is_gone(f"other-host:{gone}:abcd1234", me)  # cannot tell: wait
-    assert not holder_is_gone("1", me)  # an older bridge's key: wait for its TTL
-    assert not holder_is_gone(me, me)
+    host, place, _, _ = me.split("|")
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as child:
+        try:
+            assert verdict(f"{host}|{place}|{exited}|abcd1234") == "dead"
+            assert verdict(f"{host}|{place}|{child.pid}|abcd1234") == "alive"
+            # Another host, boot or PID namespace: its pid means nothing here.
+            assert verdict(f"other|{place}|{exited}|abcd1234") == "unknown"
+            assert verdict(f"{host}|other-boot/1|{exited}|abcd1234") == "unknown"
+            assert verdict("1") == "unknown"  # an older bridge's key
+        finally:
+            child.kill()
 
 
-def test_claim_name_refuses_a_live_holder_and_releases_on_stop(fake):
-    settings = BridgeSettings(redis_url="redis://unused:1/0", consumer="c1")
-    first, second = Bridge(settings, fake), Bridge(settings, fake)
-    first.claim_name()
-    assert fake.get(first.settings.alive_key) == first.owner
-    fake.set(first.settings.alive_key, f"{socket.gethostname()}:{os.getppid()}:live")
+def _name(fake, consumer: str = "c1") -> ConsumerName:
+    return ConsumerName(fake, f"events:alive:bridge:{consumer}", consumer, structlog.get_logger())
+
+
+def test_a_name_is_refused_while_a_live_bridge_holds_it_and_freed_on_stop(fake):
+    first, second = _name(fake), _name(fake)
+    first.claim(threading.Event())
+    assert fake.get(first.key) == first.owner
+    live = first.owner.rsplit("|", 2)[0] + f"|{os.getpid()}|livebridge"  # alive: this process
+    fake.set(first.key, live, ex=15)
     with pytest.raises(DuplicateConsumer, match="held by a live bridge"):
-        second.claim_name()
-    fake.set(first.settings.alive_key, first.owner)
-    first._release_name()
-    assert not fake.exists(first.settings.alive_key)
-    second.claim_name()  # free now
-    assert fake.get(second.settings.alive_key) == second.owner
+        second.claim(threading.Event())
+    with pytest.raises(DuplicateConsumer, match="taken by another bridge"):
+        first.keep()
+    fake.set(first.key, first.owner)
+    first.release()
+    assert not fake.exists(first.key)
+    second.claim(threading.Event())  # free now
+    assert fake.get(second.key) == second.owner
+
+
+def test_a_name_whose_holder_cannot_be_judged_is_taken_once_its_key_expires(fake):
+    name = _name(fake)
+    fake.set(name.key, "another-host|boot/1|1|abcd1234", px=300)  # its last refresh
+    name.claim(threading.Event())  # waits for the key to expire, then takes it
+    assert fake.get(name.key) == name.owner

@@ -82,3 +82,10 @@ def test_an_epoch_of_another_shard_is_refused(catchup, fake):
 def test_positions_are_left_out_where_the_stream_could_not_be_read(catchup):
     info = catchup._unavailable().info(0, {})
     assert info["recovered"] is False and info["positions"] == {}
+
+
+def test_a_last_id_without_an_epoch_is_refused_on_a_sharded_stream(catchup):
+    positions = catchup.positions({"last_id": "1-0"})
+    plans = catchup.plan_all(positions)
+    assert plans.recovered is False
+    assert "send positions per shard" in plans.reason
