@@ -73,6 +73,10 @@ MAX_CONNECTIONS_PER_ADDRESS = 200
 MAX_UNFINISHED_PER_ADDRESS = 20
 """Connections of one address whose request head (line and headers) is still arriving."""
 
+CONNECT_TIMEOUT_S = 10.0
+"""An Engine.IO session (anyone may open one) that has not connected to the Socket.IO
+namespace by then is closed."""
+
 REQUEST_HEAD_TIMEOUT_S = 10.0
 """Time from a request's first byte to its last header (slow-drip requests end here)."""
 

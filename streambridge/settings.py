@@ -240,6 +240,11 @@ class WebSettings(CommonSettings, MetricsSettings):
         description="A request must be answered within this time (default: the Socket.IO "
         "ping window plus 15 s); a completed WebSocket handshake lifts it.",
     )
+    connect_timeout_s: float = Field(
+        defaults.CONNECT_TIMEOUT_S,
+        gt=0,
+        description="An Engine.IO session must connect to Socket.IO within this time.",
+    )
     request_head_timeout_s: float = Field(
         defaults.REQUEST_HEAD_TIMEOUT_S,
         gt=0,

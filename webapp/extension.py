@@ -25,6 +25,7 @@ by default Flask-Login's ``current_user`` when Flask-Login is installed.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,17 +80,39 @@ class State:
     logins_alive: LoginsAlive | None = None
 
     def watch_logins(self) -> None:
-        """Disconnect sockets whose login has ended (logout, expiry), every half second."""
-        if self.logins_alive is None:
-            return
+        """Every half second: disconnect sockets whose login has ended (logout, expiry)
+        and close Engine.IO sessions that never connected to Socket.IO in time."""
+        unjoined: dict[str, float] = {}
         while True:
             self.socketio.sleep(LOGIN_CHECK_EVERY_S)
             try:
-                self.close_ended_logins()
+                self.close_unjoined(unjoined, time.monotonic())
+                if self.logins_alive is not None:
+                    self.close_ended_logins()
             except ERRORS as exc:
                 log.warning("web.login_check_failed", error=str(exc))
             except Exception as exc:  # the watcher must outlive any one failure
                 log.exception("web.login_check_failed", error=str(exc))
+
+    def close_unjoined(self, first_seen: dict[str, float], now: float) -> int:
+        """Close Engine.IO sessions (no login needed to open one) that have not connected
+        to the Socket.IO namespace within ``connect_timeout_s``: otherwise a client could
+        hold them for ever by answering pings. ``first_seen`` is kept between calls."""
+        eio = self.socketio.server.eio
+        closed = 0
+        for eio_sid, sock in list(eio.sockets.items()):
+            if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+                first_seen.pop(eio_sid, None)
+                continue
+            since = first_seen.setdefault(eio_sid, now)
+            if now - since > self.settings.connect_timeout_s:
+                first_seen.pop(eio_sid, None)
+                log.info("socket.never_connected", eio_sid=eio_sid)
+                sock.close(wait=False, abort=False)  # wait=False: see sockets.py
+                closed += 1
+        for eio_sid in [e for e in first_seen if e not in eio.sockets]:
+            del first_seen[eio_sid]
+        return closed
 
     def close_ended_logins(self) -> int:
         """Close every socket of this server whose login has ended, and any socket the

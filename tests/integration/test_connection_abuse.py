@@ -279,3 +279,34 @@ def test_a_websocket_outlives_the_request_deadline(
     assert body == "still here"
     assert not web.log_events("web.request_timeout")
     assert web.log_events("web.request_timeout_below_long_poll")  # the operator is told
+
+
+def test_an_engineio_session_that_never_connects_is_closed(
+    env, tmp_path, processes, clients, bridge, redis_client
+):
+    import websocket  # websocket-client, as python-socketio's client uses
+
+    web = start_web(env, tmp_path, processes, "web-unjoined", STREAMBRIDGE_CONNECT_TIMEOUT_S="1")
+    member = open_socket(clients, web, web.login("alice"))
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{web.port}{SOCKETIO_PATH}/?EIO=4&transport=websocket", timeout=10
+    )
+    try:
+        opened = time.monotonic()
+        assert ws.recv().startswith("0{")  # the Engine.IO handshake; no Socket.IO CONNECT
+        frames = []
+        with contextlib.suppress(websocket.WebSocketConnectionClosedException):
+            while True:
+                frame = ws.recv()
+                if not frame:
+                    break
+                frames.append(frame)
+        held = time.monotonic() - opened
+    finally:
+        ws.close()
+    assert frames == ["1"]  # CLOSE, and nothing else
+    assert held < 6, f"an anonymous session was held {held:.1f}s"
+    assert web.log_events("socket.never_connected")
+    redis_client.xadd("events", {"channel": "message", "body": '"members stay"'})
+    member.wait_for(1, "message")
+    assert member.sio.connected
