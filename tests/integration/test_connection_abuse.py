@@ -14,6 +14,7 @@ import time
 import psutil
 import pytest
 import requests
+import websocket  # websocket-client, as python-socketio's client uses
 
 from tests.support import SOCKETIO_PATH, Web, open_socket, report, start_web, wait_until
 
@@ -284,8 +285,6 @@ def test_a_websocket_outlives_the_request_deadline(
 def test_an_engineio_session_that_never_connects_is_closed(
     env, tmp_path, processes, clients, bridge, redis_client
 ):
-    import websocket  # websocket-client, as python-socketio's client uses
-
     web = start_web(env, tmp_path, processes, "web-unjoined", STREAMBRIDGE_CONNECT_TIMEOUT_S="1")
     member = open_socket(clients, web, web.login("alice"))
     ws = websocket.create_connection(
