@@ -10,6 +10,7 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -41,6 +42,17 @@ def status_of(sock: socket.socket) -> int | None:
     except TimeoutError:
         return None
     return int(data.split(b" ", 2)[1])
+
+
+@contextlib.contextmanager
+def connections(web: Web, count: int, timeout: float = 5.0) -> Iterator[list[socket.socket]]:
+    """``count`` open TCP connections to ``web``, closed at the end."""
+    socks = [connect(web, timeout=timeout) for _ in range(count)]
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def get(web: Web, path: str = "/healthz", source: str = "127.0.0.1") -> int | None:
@@ -114,17 +126,13 @@ def test_a_handler_that_never_returns_is_cut_at_the_request_deadline(
         name="stuck-app",
     )
     processes.append(app.start())
-    stuck = [connect(app, timeout=10) for _ in range(5)]  # every connection slot
-    try:
+    with connections(app, 5, timeout=10) as stuck:  # every connection slot
         sent = time.monotonic()
         for sock in stuck:
             sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
         answers = [status_of(sock) for sock in stuck]
         held = time.monotonic() - sent
         assert all(sock.recv(100) == b"" for sock in stuck)  # and closed by the server
-    finally:
-        for sock in stuck:
-            sock.close()
     assert answers == [503] * 5
     assert 1.5 < held < 9, f"stuck handlers held their connections {held:.1f}s"
     assert requests.get(app.url + "/healthz", timeout=2).status_code == 200
@@ -136,8 +144,7 @@ def test_a_handler_that_never_returns_is_cut_at_the_request_deadline(
 
 def test_a_request_head_that_drips_is_cut_at_the_head_deadline(env, tmp_path, processes):
     web = start_web(env, tmp_path, processes, "web-drip", STREAMBRIDGE_REQUEST_HEAD_TIMEOUT_S="2")
-    drips = [connect(web, timeout=10) for _ in range(3)]
-    try:
+    with connections(web, 3, timeout=10) as drips:
         started = time.monotonic()
         for sock in drips:
             sock.sendall(b"GET /healthz HTTP/1.1\r\n")
@@ -150,9 +157,6 @@ def test_a_request_head_that_drips_is_cut_at_the_head_deadline(env, tmp_path, pr
         answers = [status_of(sock) for sock in drips]
         assert all(sock.recv(100) == b"" for sock in drips)  # and the connections closed
         cut_after = time.monotonic() - started
-    finally:
-        for sock in drips:
-            sock.close()
     assert answers == [408, 408, 408]
     assert cut_after < 7  # 2.5 s of it is the drip itself
     assert requests.get(web.url + "/healthz", timeout=2).status_code == 200
@@ -162,17 +166,13 @@ def test_per_address_cap_on_open_connections(env, tmp_path, processes):
     web = start_web(
         env, tmp_path, processes, "web-per-address", STREAMBRIDGE_MAX_CONNECTIONS_PER_ADDRESS="5"
     )
-    idle = [connect(web) for _ in range(5)]  # connected, silent
-    try:
+    with connections(web, 5):  # connected, silent
         wait_until(lambda: get(web) == 429, 5, "the sixth connection to be refused")
         with connect(web) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             reply = sock.recv(4096)
         assert reply.startswith(b"HTTP/1.1 429 ") and b"too many connections" in reply
         assert get(web, source=OTHER_ADDRESS) == 200  # other clients are served
-    finally:
-        for sock in idle:
-            sock.close()
     wait_until(lambda: get(web) == 200, 5, "a connection once the idle ones closed")
     assert web.log_events("web.connection_refused")
 
@@ -185,12 +185,8 @@ def test_per_address_cap_on_open_connections(env, tmp_path, processes):
         STREAMBRIDGE_MAX_CONNECTIONS_PER_ADDRESS="5",
         STREAMBRIDGE_TRUSTED_PROXIES="1",
     )
-    idle = [connect(proxied) for _ in range(5)]
-    try:
+    with connections(proxied, 5):  # connected, silent
         assert get(proxied) == 200
-    finally:
-        for sock in idle:
-            sock.close()
 
 
 def test_per_address_cap_on_unfinished_requests(env, tmp_path, processes):
@@ -202,8 +198,7 @@ def test_per_address_cap_on_unfinished_requests(env, tmp_path, processes):
         STREAMBRIDGE_MAX_UNFINISHED_PER_ADDRESS="3",
         STREAMBRIDGE_REQUEST_HEAD_TIMEOUT_S="30",
     )
-    halves = [connect(web) for _ in range(3)]
-    try:
+    with connections(web, 3) as halves:
         for sock in halves:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line yet
         wait_until(lambda: get(web) == 429, 5, "a fourth request head to be refused")
@@ -211,9 +206,6 @@ def test_per_address_cap_on_unfinished_requests(env, tmp_path, processes):
         halves[0].sendall(b"\r\n")  # one of them finishes its request
         assert status_of(halves[0]) == 200
         wait_until(lambda: get(web) == 200, 5, "a new request once a slot is free")
-    finally:
-        for sock in halves:
-            sock.close()
 
 
 @pytest.mark.parametrize(
