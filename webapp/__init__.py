@@ -56,7 +56,11 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     ext = StreamBridge(
-        app, user_loader=auth.current_viewer, settings=settings, redis_client=redis_client
+        app,
+        user_loader=auth.current_viewer,
+        settings=settings,
+        redis_client=redis_client,
+        bound_every_request=True,  # the standalone app's routes are ours too
     )
 
     @ext.authorize_publish
@@ -69,8 +73,6 @@ def create_app(
     registry = LoginRegistry(state(app).redis, settings.session_lifetime_s)
     app.extensions["streambridge.logins"] = registry
     state(app).logins_alive = registry.alive
-    # Every request of the standalone app is bounded, not only Socket.IO's.
-    state(app).request_bounds.prefix = None
     protect(app, settings, memory_limits=redis_client is not None)
     return app
 

@@ -42,16 +42,16 @@ def post_event():
         return error(400, "request body is nested too deeply")
     if data is None:
         return error(400, "request body is not valid JSON")
-    if isinstance(data, dict) and "from" in data:
+    if not isinstance(data, dict):
+        return error(400, "must be an object with channel and body")
+    if "from" in data:
         return error(400, "from: set by the server to who is logged in")
-    if isinstance(data, dict) and data.get("namespace", "/") not in ("/", None):
+    if data.get("namespace", "/") not in ("/", None):
         return error(400, "namespace: this app serves only /")
     sb = state()
     publisher: Publisher = sb.publisher
     try:
-        event = publisher.event_from_item(
-            {**data, "from": viewer.name} if isinstance(data, dict) else data
-        )
+        event = publisher.event_from_item({**data, "from": viewer.name})
         stream_id = sb.extension.publish_event_as(viewer, event)
     except ContractError as exc:
         return error(400, exc.reason)

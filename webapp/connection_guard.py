@@ -65,9 +65,6 @@ class RequestTimeout(eventlet.Timeout):
     """The app did not answer a plain HTTP request in time."""
 
 
-_DEADLINE = "streambridge.deadline"
-
-
 class _Deadline:
     """A request's deadline: raised in the request's green thread unless lifted first."""
 
@@ -173,6 +170,10 @@ def protocol(
             with contextlib.suppress(OSError):
                 self.wfile.write(response)
                 self.wfile.flush()
+            self._close_gently()
+
+        def _close_gently(self) -> None:
+            """No next request on this connection; unread input is dropped first."""
             self.close_connection = 1
             self._linger = True
 
@@ -236,9 +237,7 @@ def protocol(
                 max_body_bytes,
             )
             if refused is not None:
-                # Answered without reading the body: close rather than wait for it.
-                self.close_connection = 1
-                self._linger = True
+                self._close_gently()  # answered without reading the body: never wait for it
             deadline = _Deadline(request_timeout_s)
             set_idle = self.environ.get("eventlet.set_idle")
 
@@ -248,17 +247,16 @@ def protocol(
                     set_idle()
 
             self.environ["eventlet.set_idle"] = handshake_done
-            self.environ[_DEADLINE] = deadline
             self.application = self._in_time(self.application, deadline)
             try:
                 super().handle_one_response()
             except RequestTimeout as exc:  # past the app: dropping a body
                 if exc is not deadline.timer:
                     raise
-                self._timed_out(self.environ, traceback.extract_tb(exc.__traceback__))
+                self._timed_out(deadline, self.path, traceback.extract_tb(exc.__traceback__))
             finally:
                 if deadline.fired and not deadline.reported:
-                    self._timed_out(self.environ, None)  # eventlet caught it while writing
+                    self._timed_out(deadline, self.path, None)  # eventlet caught it writing
                 deadline.lift()
 
         def _in_time(self, app: Any, deadline: _Deadline) -> Any:
@@ -268,7 +266,8 @@ def protocol(
                 except RequestTimeout as exc:
                     if exc is not deadline.timer:
                         raise
-                    self._timed_out(environ, traceback.extract_tb(exc.__traceback__))
+                    path = environ.get("PATH_INFO", "")
+                    self._timed_out(deadline, path, traceback.extract_tb(exc.__traceback__))
                     start_response(
                         "503 Service Unavailable",
                         [("Content-Type", "text/plain"), ("Content-Length", "0")],
@@ -279,21 +278,20 @@ def protocol(
                     # The app caught the timeout itself (python-engineio's polling POST
                     # handler catches everything) and answered: do not then wait for the
                     # rest of a body without a deadline.
-                    self._timed_out(environ, None)
+                    self._timed_out(deadline, environ.get("PATH_INFO", ""), None)
                 return result
 
             return answer_in_time
 
-        def _timed_out(self, environ: dict, frames: traceback.StackSummary | None) -> None:
-            deadline = environ.get(_DEADLINE)
-            if deadline is not None:
-                deadline.reported = True
-            self.close_connection = 1
-            self._linger = True
+        def _timed_out(
+            self, deadline: _Deadline, path: str, frames: traceback.StackSummary | None
+        ) -> None:
+            deadline.reported = True
+            self._close_gently()
             limits.refused(self._address, "request timed out")
             log.warning(
                 "web.request_timeout",
-                path=environ.get("PATH_INFO", "")[:200],
+                path=path.split("?", 1)[0][:200],
                 timeout_s=request_timeout_s,
                 waiting_in=waiting_in(frames) if frames else "caught by the app",
             )

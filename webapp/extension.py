@@ -75,11 +75,10 @@ class State:
     catchup: CatchUp
     publisher: Publisher
     metrics: WebMetrics
-    request_bounds: RequestBounds
     extension: StreamBridge
     logins_alive: LoginsAlive | None = None
 
-    def watch_logins(self) -> None:
+    def watch_sockets(self) -> None:
         """Every half second: disconnect sockets whose login has ended (logout, expiry)
         and close Engine.IO sessions that never connected to Socket.IO in time."""
         unjoined: dict[str, float] = {}
@@ -162,6 +161,7 @@ class StreamBridge:
         settings: WebSettings | None = None,
         redis_client: redis.Redis | None = None,
         logins_alive: LoginsAlive | None = None,
+        bound_every_request: bool = False,
         **options: Any,
     ) -> None:
         """``options`` are settings by field name (``stream="events"``,
@@ -173,6 +173,8 @@ class StreamBridge:
         self._settings = settings
         self._redis_client = redis_client
         self._logins_alive = logins_alive
+        # The Socket.IO path's bodies are always bounded; with this, the app's own too.
+        self.bound_every_request = bound_every_request
         self.options = options
         self.socketio: SocketIO | None = None
         if app is not None:
@@ -246,8 +248,10 @@ class StreamBridge:
             cors_allowed_origins=_origin_check(settings.allowed_origins),
         )
         # Outside the Socket.IO server: it must never see a body it would not read.
-        bounds = RequestBounds(app.wsgi_app, settings.max_request_bytes, settings.socketio_path)
-        app.wsgi_app = bounds  # type: ignore[method-assign]
+        prefix = None if self.bound_every_request else settings.socketio_path
+        app.wsgi_app = RequestBounds(  # type: ignore[method-assign]
+            app.wsgi_app, settings.max_request_bytes, prefix
+        )
         if not settings.websocket_compression:
             app.wsgi_app = _NoWebSocketExtensions(app.wsgi_app)  # type: ignore[method-assign]
         metrics = WebMetrics()
@@ -261,7 +265,6 @@ class StreamBridge:
             catchup,
             Publisher(client, settings),
             metrics,
-            bounds,
             self,
             self._logins_alive,
         )

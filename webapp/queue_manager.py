@@ -249,11 +249,7 @@ class StreamQueueManager(socketio.RedisManager):
                 message.get("room"),
             )
         except Exception as exc:  # one message must never stop the listener
-            log.warning(
-                "queue.undeliverable",
-                stream_id=str(meta.get("id"))[:64],
-                error=f"{type(exc).__name__}: {exc}"[:200],
-            )
+            _undeliverable(meta.get("id"), exc)
         # Let the writers run now and then: a burst read from one pub/sub buffer would
         # otherwise fill every client's queue at once, and the queue length would
         # measure the burst instead of how slow a client is. Not after every message:
@@ -394,11 +390,7 @@ class StreamQueueManager(socketio.RedisManager):
                 try:
                     self.send_to(sid, namespace, event, data)
                 except Exception as exc:  # one held event must never block the release
-                    log.warning(
-                        "queue.undeliverable",
-                        stream_id=str(stream_id),
-                        error=f"{type(exc).__name__}: {exc}"[:200],
-                    )
+                    _undeliverable(stream_id, exc)
                     continue
                 sent += 1
                 if positions.get(shard, ZERO) < stream_id:
@@ -411,3 +403,11 @@ class StreamQueueManager(socketio.RedisManager):
             self.positions.pop(sid, None)
             self._covered.pop(sid, None)
             self._shedding.discard(sid)
+
+
+def _undeliverable(stream_id: object, exc: Exception) -> None:
+    log.warning(
+        "queue.undeliverable",
+        stream_id=str(stream_id)[:64],
+        error=f"{type(exc).__name__}: {exc}"[:200],
+    )

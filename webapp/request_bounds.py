@@ -29,9 +29,13 @@ class RequestBounds:
 
     def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
         if self.prefix is None or environ.get("PATH_INFO", "").startswith(self.prefix):
-            refusal = self.refusal(environ)
-            if refusal is not None:
-                status, message = refusal
+            refused = refusal(
+                environ.get("CONTENT_LENGTH"),
+                environ.get("HTTP_TRANSFER_ENCODING"),
+                self.max_bytes,
+            )
+            if refused is not None:
+                status, message = refused
                 log.info(
                     "web.request_refused",
                     status=status,
@@ -49,12 +53,6 @@ class RequestBounds:
                 )
                 return [body]
         return self.wsgi_app(environ, start_response)
-
-    def refusal(self, environ: dict) -> tuple[str, str] | None:
-        """(status, reason) if this request must be refused, else None."""
-        return refusal(
-            environ.get("CONTENT_LENGTH"), environ.get("HTTP_TRANSFER_ENCODING"), self.max_bytes
-        )
 
 
 def refusal(

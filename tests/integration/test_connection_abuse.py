@@ -68,6 +68,18 @@ def polling_sid(web: Web) -> str:
     return json.loads(response.text[1:])["sid"]
 
 
+def polling_post(
+    sid: str, length: int, headers: dict[str, str] | None = None, body: bytes = b""
+) -> bytes:
+    """A long-polling POST of session ``sid`` that announces ``length`` bytes and sends
+    ``body`` of them."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return (
+        f"POST {SOCKETIO_PATH}/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: text/plain\r\nContent-Length: {length}\r\n{extra}\r\n"
+    ).encode() + body
+
+
 def open_connections(web: Web) -> list[str]:
     """Status of every TCP connection the web server holds on its port (not the listener)."""
     conns = psutil.Process(web.process.pid).net_connections(kind="tcp")
@@ -81,10 +93,7 @@ def test_oversized_polling_post_is_refused_at_once_and_holds_nothing(env, tmp_pa
     for _ in range(30):
         sid = polling_sid(web)
         with connect(web) as sock:
-            sock.sendall(
-                f"POST {SOCKETIO_PATH}/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\n"
-                "Host: x\r\nContent-Type: text/plain\r\nContent-Length: 300000\r\n\r\n".encode()
-            )  # the headers only: the body never comes
+            sock.sendall(polling_post(sid, 300_000))  # the headers only: the body never comes
             assert status_of(sock) == 413
     elapsed = time.monotonic() - started
     assert requests.get(web.url + "/healthz", timeout=2).status_code == 200
@@ -217,12 +226,8 @@ def test_a_bad_polling_post_is_answered_at_once(web, upgrade):
     # A lone NOOP packet: python-engineio refuses it and disconnects the session,
     # which (upstream) waits in the handler for a poll that never comes.
     sid = polling_sid(web)
-    extra = "".join(f"{k}: {v}\r\n" for k, v in upgrade.items())
     with connect(web, timeout=5) as sock:
-        sock.sendall(
-            f"POST {SOCKETIO_PATH}/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
-            f"Content-Type: text/plain\r\nContent-Length: 1\r\n{extra}\r\n6".encode()
-        )
+        sock.sendall(polling_post(sid, 1, upgrade, b"6"))
         assert status_of(sock) == 400  # not None: answered well within 5 s
     assert not web.log_events("web.request_timeout")
 
@@ -237,12 +242,8 @@ def test_a_polling_body_that_drips_is_cut_at_the_request_deadline(
 ):
     web = start_web(env, tmp_path, processes, "web-deadline", STREAMBRIDGE_REQUEST_TIMEOUT_S="2")
     sid = polling_sid(web)
-    extra = "".join(f"{k}: {v}\r\n" for k, v in upgrade.items())
     with connect(web, timeout=10) as sock:
-        sock.sendall(
-            f"POST {SOCKETIO_PATH}/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
-            f"Content-Type: text/plain\r\nContent-Length: 1000\r\n{extra}\r\n4".encode()
-        )
+        sock.sendall(polling_post(sid, 1000, upgrade, b"4"))  # 1 of 1,000 bytes
         started = time.monotonic()
         sock.settimeout(0.25)
         closed_after = None

@@ -8,7 +8,7 @@ import pytest
 import socketio
 
 from streambridge.contract import Event
-from streambridge.queue import BRIDGE_HOST_ID, META_MARKER, emit_message, meta_json
+from streambridge.queue import BRIDGE_HOST_ID, META_MARKER, emit_message, meta, meta_json
 
 
 def test_message_has_the_pubsub_manager_emit_shape():
@@ -102,3 +102,12 @@ def test_message_is_what_a_manager_delivers_as_two_arguments(monkeypatch):
     assert name == "message"
     assert data == ({"n": 1}, {"id": "9-9", "epoch": "ep", META_MARKER: 1})
     assert (namespace, room, skip_sid, callback) == ("/", "user:bob", None, None)
+
+
+@pytest.mark.parametrize("shard", [None, 3])
+@pytest.mark.parametrize("sender", [None, "alice"])
+def test_the_meta_written_by_the_bridge_and_by_catch_up_agree(shard, sender):
+    event = Event.build("m", 1, sender=sender)
+    written = json.loads(meta_json("1-0", "ep", shard, sender))
+    assert written.pop(META_MARKER) == 1  # only the queue message carries the marker
+    assert written == meta("1-0", "ep", shard, event)
