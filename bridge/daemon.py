@@ -15,16 +15,17 @@ from typing import Any
 
 import redis
 import structlog
-from redis.exceptions import AskError, MovedError, RedisClusterException
+from redis.exceptions import RedisClusterException
 
 from bridge import consumer_name
 from bridge.backoff import Backoff
 from bridge.consumer_name import ConsumerName, DuplicateConsumer
 from bridge.deadletter import dead_fields
 from bridge.metrics import BridgeMetrics
+from streambridge import history
 from streambridge.contract import ContractError, Event, shown
-from streambridge.queue import channel_node, emit_message, publish_command
-from streambridge.redis_conn import as_cluster
+from streambridge.keys import history as history_key
+from streambridge.queue import BEFORE_POSITION, emit_parts, publish_command
 from streambridge.settings import BridgeSettings
 
 log = structlog.get_logger(__name__)
@@ -34,7 +35,6 @@ Entry = tuple[str, dict[str, str] | None]
 CLAIM_EVERY_MIN_S = 0.5
 CLAIM_EVERY_MAX_S = 30.0
 TRIM_EVERY_S = 10.0
-MOVED_RETRIES = 3
 
 
 class PublishFailed(Exception):
@@ -59,8 +59,7 @@ class Bridge:
         self.settings = settings = settings.for_shard(shard)
         self.redis = client if client is not None else connect(settings)
         self.publish_command = publish_command(settings.sharded_pubsub)
-        self._channel_node: Any = None
-        self._channel_node_stale = False
+        self._append = self.redis.register_script(history.APPEND)
         self.stopping = threading.Event()
         self.refused: DuplicateConsumer | None = None
         self.epoch = ""
@@ -89,7 +88,6 @@ class Bridge:
             # After an error, entries read but not processed are still in our pending
             # list: drain_own_pending replays them, so forget the prefetched copy.
             self._prefetched = []
-            self._channel_node = None  # after an error the node may have changed
             try:
                 self.name.claim(self.stopping)
                 self.ensure_group()
@@ -273,76 +271,53 @@ class Bridge:
     def process(
         self, entries: Sequence[Entry], *, redelivered: bool = False, read_next: bool = False
     ) -> list[Entry]:
-        """Publish every valid entry, dead-letter the rest, then ack what succeeded.
+        """Publish every valid entry, dead-letter the rest, and ack each one done.
 
-        Acks are sent only after every PUBLISH result has been seen, so an ack always
-        means "published". With ``read_next``, the next XREADGROUP rides in the same
-        round trip as the acks and its entries are returned.
+        Valid entries are published by the history script, which acks each in the same
+        atomic step (an ack means "published"; an entry another bridge has published
+        meanwhile is not published again). A dead letter is acked once its copy is
+        written. With ``read_next``, the next XREADGROUP rides in the same round trip
+        as those acks and its entries are returned.
         """
         s = self.settings
         started = time.perf_counter()
         self._count("read", len(entries))
         over_limit = self._over_delivered(entries) if redelivered else {}
-        messages: list[str] = []
+        valid: list[tuple[str, Event]] = []
         dead = self.redis.pipeline(transaction=False)
-        planned: list[tuple[str, str]] = []  # (stream id, "emit" | "dead")
+        dead_ids: list[str] = []
         gone: list[str] = []
         for stream_id, fields in entries:
             if not fields:
                 # Trimmed or deleted while pending (XADD needs a field, so empty means gone).
                 gone.append(stream_id)
                 continue
-            reason = None
             if stream_id in over_limit:
                 reason = f"delivered {over_limit[stream_id]} times (limit {s.max_deliveries})"
             else:
                 try:
-                    event = Event.from_entry(fields, max_body_bytes=s.max_body_bytes)
+                    valid.append(
+                        (stream_id, Event.from_entry(fields, max_body_bytes=s.max_body_bytes))
+                    )
+                    continue
                 except ContractError as exc:
                     reason = exc.reason
                 except Exception as exc:  # one odd entry must not stall the batch
                     reason = shown(f"cannot be validated: {type(exc).__name__}: {exc}", 500)
-            if reason is not None:
-                dead.xadd(
-                    s.dead_stream,
-                    dead_fields(fields, stream_id, reason, s.consumer),
-                    maxlen=s.dead_maxlen,
-                    approximate=True,
-                )
-                planned.append((stream_id, "dead"))
-                self.log.warning("bridge.dead_letter", stream_id=stream_id, reason=reason)
-            else:
-                messages.append(emit_message(event, stream_id, self.epoch, self.shard))
-                planned.append((stream_id, "emit"))
-        sent = {
-            "emit": iter(self._publish_all(messages)),
-            "dead": iter(dead.execute(raise_on_error=False) if len(dead) else []),
-        }
-        results = [next(sent[kind]) for _, kind in planned]
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            dead.xadd(
+                s.dead_stream,
+                dead_fields(fields, stream_id, reason, s.consumer),
+                maxlen=s.dead_maxlen,
+                approximate=True,
+            )
+            dead_ids.append(stream_id)
+            self.log.warning("bridge.dead_letter", stream_id=stream_id, reason=reason)
         ack = list(gone)
-        failed: Exception | None = None
-        for (stream_id, kind), result in zip(planned, results, strict=True):
-            if isinstance(result, Exception):
-                # Left pending: claimed again after claim_idle_ms, dead after max_deliveries.
-                error = f"{type(result).__name__}: {result}"
-                self.log.error("bridge.publish_failed", stream_id=stream_id, error=error)
-                if isinstance(result, (redis.ConnectionError, redis.TimeoutError)):
-                    raise result
-                if kind == "emit" and failed is None:
-                    failed = result
-                continue
-            if failed is not None and kind == "emit":
-                # Published after one that failed: not acked, so it goes out again
-                # after the failed one (room order; clients drop the repeat by id).
-                continue
-            self._count("emitted" if kind == "emit" else "dead")
-            ack.append(stream_id)
-        if failed is not None:
-            if ack:
-                self.redis.xack(s.stream, s.group, *ack)
-                self._count("acked", len(ack))
-            raise PublishFailed(f"{type(failed).__name__}: {failed}")
+        if dead_ids:
+            ack += self._dead_lettered(dead_ids, dead.execute(raise_on_error=False))
+        if valid:
+            self._publish_batch(valid)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         if gone:
             self._count("trimmed", len(gone))
             self.log.warning("bridge.pending_trimmed", count=len(gone), first_id=gone[0])
@@ -358,52 +333,51 @@ class Bridge:
         self._count("acked", len(ack))
         return _entries(replies[-1]) if read_next else []
 
-    def _publish_all(self, messages: list[str]) -> list[Any]:
-        """Publish each message; its result or its error, in order. Messages that met a
-        moved slot (cluster reshard or failover) are sent again at once to the node the
-        redirection names, a few times at most."""
-        results = self._publish(messages)
-        for _ in range(MOVED_RETRIES):
-            moved = [i for i, r in enumerate(results) if isinstance(r, (MovedError, AskError))]
-            if not moved:
-                break
-            redirect = results[moved[0]]
-            self.log.warning("bridge.queue_channel_moved", error=str(redirect))
-            self._follow(redirect)
-            for i, result in zip(moved, self._publish([messages[i] for i in moved]), strict=True):
-                results[i] = result
-        return results
+    def _dead_lettered(self, ids: list[str], results: list[Any]) -> list[str]:
+        """The ids whose dead letter was written (to be acked); the rest stay pending and
+        are dead-lettered again when claimed."""
+        done = []
+        for stream_id, result in zip(ids, results, strict=True):
+            if isinstance(result, Exception):
+                self.log.error("bridge.dead_letter_failed", stream_id=stream_id, error=str(result))
+                if isinstance(result, (redis.ConnectionError, redis.TimeoutError)):
+                    raise result
+                continue
+            self._count("dead")
+            done.append(stream_id)
+        return done
 
-    def _follow(self, redirect: MovedError | AskError) -> None:
-        """Publish to the node a MOVED reply names from now on."""
-        self._channel_node = None
-        cluster = as_cluster(self.redis)
-        if cluster is not None and isinstance(redirect, MovedError):
-            cluster.nodes_manager.move_slot(redirect)  # as redis-py's own commands do
-            self._channel_node_stale = False
-
-    def _publish(self, messages: list[str]) -> list[Any]:
-        if not messages:
-            return []
-        pipe = self._publisher().pipeline(transaction=False)
-        for message in messages:
-            # execute_command: the PUBLISH wrapper costs more than it does, per entry.
-            pipe.execute_command(self.publish_command, self.settings.queue_channel, message)
-        return pipe.execute(raise_on_error=False)
-
-    def _publisher(self) -> Any:
-        """Where the queue messages go. On a cluster, a plain client of the node that
-        owns the channel's slot: a cluster pipeline routes each command on its own,
-        which costs more than the PUBLISH. Looked up again after any failure."""
-        cluster = as_cluster(self.redis)
-        if cluster is None:
-            return self.redis
-        if self._channel_node is None:
-            if self._channel_node_stale:
-                cluster.nodes_manager.initialize()  # the slot map may have changed
-            self._channel_node = channel_node(cluster, self.settings.queue_channel)
-            self._channel_node_stale = True
-        return self._channel_node
+    def _publish_batch(self, valid: list[tuple[str, Event]]) -> None:
+        """Publish, keep in each room's history and ack, in one script run."""
+        s = self.settings
+        keys = [s.stream, s.history_clock_key]
+        args: list[str | int] = [
+            s.group,
+            s.queue_channel,
+            self.publish_command,
+            s.history_size,
+            s.history_ttl_s * 1000,
+            BEFORE_POSITION,
+        ]
+        for stream_id, event in valid:
+            keys.append(history_key(s.stream, event.namespace, event.room))
+            before, after = emit_parts(event, stream_id, self.epoch, self.shard)
+            args += (stream_id, event.channel, event.body, event.sender or "", before, after)
+        try:
+            positions = self._append(keys=keys, args=args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except redis.RedisError as exc:
+            # Entries before the failing one are published and acked (a script is not
+            # rolled back); the rest stay pending and go out again, in order.
+            self.log.error("bridge.publish_failed", first_id=valid[0][0], error=str(exc))
+            raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        published = sum(1 for p in positions if p)
+        self._count("emitted", published)
+        self._count("acked", published)
+        if published < len(valid):
+            # Acked meanwhile by another bridge (which published them): not twice.
+            self.log.info("bridge.already_published", count=len(valid) - published)
 
     def _count(self, outcome: str, n: int = 1) -> None:
         self.stats[outcome] += n

@@ -86,3 +86,9 @@ PORT = 5000
 
 USERS_FILE = "users.json"
 """JSON file of user name -> werkzeug password hash."""
+
+HISTORY_SIZE = 1_000
+"""Events kept per room for catch-up (at least this many: trimming is approximate)."""
+
+HISTORY_TTL_S = 86_400
+"""A room's history is dropped this long after its last event."""

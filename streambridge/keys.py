@@ -28,3 +28,22 @@ def shard(stream: str, index: int, count: int) -> str:
 
 def shards(stream: str, count: int) -> list[str]:
     return [shard(stream, i, count) for i in range(count)]
+
+
+def _slot_tagged(stream: str) -> str:
+    """``stream`` as a prefix whose keys share the stream's cluster slot: a shard key
+    already has a hash tag; a plain key hashes as ``{stream}`` does."""
+    return stream if "{" in stream else f"{{{stream}}}"
+
+
+def history(stream: str, namespace: str, room: str | None) -> str:
+    """Per-room history of ``stream``'s events (``room`` None: the namespace's broadcast).
+    The namespace's length comes first, so no namespace and room pair reads as another."""
+    base = f"{_slot_tagged(stream)}:history:{len(namespace)}{namespace}"
+    return base if room is None else f"{base}:{room}"
+
+
+def history_clock(stream: str) -> str:
+    """Hash of the shard's publication clock: the last position given (``last``) and
+    when the clock started (``since``)."""
+    return f"{_slot_tagged(stream)}:history-clock"

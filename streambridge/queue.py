@@ -33,39 +33,67 @@ def _quoted(value: str | None) -> str:
     return _dumps(value)
 
 
-def meta_json(
-    stream_id: str, epoch: str, shard: int | None = None, sender: str | None = None
+BEFORE_POSITION = ',{"id":"'
+"""What comes between a queue message's body and its position (the meta's first key)."""
+
+
+def meta_tail(
+    entry_id: str, epoch: str, shard: int | None = None, sender: str | None = None
 ) -> str:
+    """The meta after its position: it is spliced in when the position is given."""
     # Stream ids are digits and a dash (Redis makes them); the rest is quoted once.
     where = "" if shard is None else f',"shard":{shard}'
     who = "" if sender is None else f',"from":{_quoted(sender)}'
-    return f'{{"id":"{stream_id}","epoch":{_quoted(epoch)}{where}{who},"{META_MARKER}":1}}'
+    return f'","entry":"{entry_id}","epoch":{_quoted(epoch)}{where}{who},"{META_MARKER}":1}}'
 
 
-def meta(stream_id: str, epoch: str, shard: int | None, event: Event) -> dict[str, Any]:
+def meta_json(
+    position: str,
+    entry_id: str,
+    epoch: str,
+    shard: int | None = None,
+    sender: str | None = None,
+) -> str:
+    return BEFORE_POSITION[1:] + position + meta_tail(entry_id, epoch, shard, sender)
+
+
+def meta(position: str, entry_id: str, epoch: str, shard: int | None, sender: str | None) -> dict:
     """The meta of one delivery as a dict (what ``meta_json`` writes, for the web side)."""
-    out: dict[str, Any] = {"id": stream_id, "epoch": epoch}
+    out: dict[str, Any] = {"id": position, "entry": entry_id, "epoch": epoch}
     if shard is not None:
         out["shard"] = shard
-    if event.sender is not None:
-        out["from"] = event.sender
+    if sender is not None:
+        out["from"] = sender
     return out
 
 
-def emit_message(event: Event, stream_id: str, epoch: str, shard: int | None = None) -> str:
-    """The queue message that makes every web server emit ``event``.
+def emit_parts(
+    event: Event, entry_id: str, epoch: str, shard: int | None = None
+) -> tuple[str, str]:
+    """The queue message that makes every web server emit ``event``, as the text before
+    its body and the text after its position (the bridge's publish script puts them
+    together, see ``history.APPEND``).
 
-    Browsers get ``(body, {"id": stream_id, "epoch": epoch})``, plus ``"shard"`` when
-    the stream is sharded (ids are ordered within one shard) and ``"from"`` when a user
-    published it. Built by hand, once: the body is validated JSON text and the channel
-    is validated to need no escaping.
+    Browsers get ``(body, meta)``: ``meta.id`` the event's position in its shard (the
+    order of publication), ``meta.entry`` its stream id, ``meta.epoch``, plus ``"shard"``
+    when the stream is sharded and ``"from"`` when a user published it. Built by hand,
+    once: the body is validated JSON text and the channel needs no escaping.
     """
-    return (
-        f'{{"method":"emit","event":"{event.channel}","data":[{event.body},'
-        f'{meta_json(stream_id, epoch, shard, event.sender)}],"binary":false,'
-        f'"namespace":{_quoted(event.namespace)},"room":{_quoted(event.room)},'
+    before = f'{{"method":"emit","event":"{event.channel}","data":['
+    after = (
+        f"{meta_tail(entry_id, epoch, shard, event.sender)}],"
+        f'"binary":false,"namespace":{_quoted(event.namespace)},"room":{_quoted(event.room)},'
         f'"skip_sid":null,"callback":null,"host_id":"{BRIDGE_HOST_ID}"}}'
     )
+    return before, after
+
+
+def emit_message(
+    event: Event, position: str, entry_id: str, epoch: str, shard: int | None = None
+) -> str:
+    """The whole queue message of ``event`` published at ``position``."""
+    before, after = emit_parts(event, entry_id, epoch, shard)
+    return before + event.body + BEFORE_POSITION + position + after
 
 
 def publish_command(sharded: bool) -> str:

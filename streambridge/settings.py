@@ -58,6 +58,14 @@ class CommonSettings(BaseSettings):
         defaults.QUEUE_CHANNEL, min_length=1, description="Socket.IO queue pub/sub channel."
     )
     maxlen: int = Field(defaults.MAXLEN, ge=1, description="Approximate stream length kept.")
+    history_size: int = Field(
+        defaults.HISTORY_SIZE, ge=1, description="Events kept per room for catch-up."
+    )
+    history_ttl_s: int = Field(
+        defaults.HISTORY_TTL_S,
+        ge=1,
+        description="A room's history is dropped this long after its last event.",
+    )
     max_body_bytes: int = Field(defaults.MAX_BODY_BYTES, ge=1, description="Body size limit.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
     log_format: Literal["auto", "json", "console"] = Field(
@@ -125,6 +133,10 @@ class CommonSettings(BaseSettings):
     def epoch_key(self) -> str:
         return keys.epoch(self.stream)
 
+    @property
+    def history_clock_key(self) -> str:
+        return keys.history_clock(self.stream)
+
 
 class MetricsSettings(BaseSettings):
     """Where a long-running process serves its Prometheus metrics: a port of its own,
@@ -184,7 +196,9 @@ class WebSettings(CommonSettings, MetricsSettings):
         description="Extra origins allowed to open sockets (default: same origin only).",
     )
     async_mode: Literal["eventlet", "threading"] = Field("eventlet")
-    replay_limit: int = Field(defaults.REPLAY_LIMIT, ge=0)
+    replay_limit: int = Field(
+        defaults.REPLAY_LIMIT, ge=0, description="Most of a client's own missed events replayed."
+    )
     replay_page: int = Field(defaults.REPLAY_PAGE, ge=1)
     max_request_bytes: int = Field(defaults.MAX_REQUEST_BYTES, ge=1024)
     max_client_queue: int = Field(

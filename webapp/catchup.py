@@ -1,27 +1,33 @@
-"""Catch-up: replay from the stream what a client missed, then let live events flow.
+"""Catch-up: replay from the per-room histories what a client missed, then let live
+events flow.
 
 A client connects with its position: ``auth: {"positions": {"<shard>": {"last_id",
 "epoch"}}}`` (or ``{"last_id", "epoch"}``, the position in shard 0, as an unsharded
-stream has only that). Its live events are held back while the entries after each
-position that its user may see are replayed, shard by shard in stream order (a room
-lives in one shard, so room order holds); then the held events newer than the replay
-are sent. The client always gets one ``streambridge:recovery`` event saying whether
-its history is complete and where it now is in each shard. Anything doubtful fails
-closed: no partial replay, ``recovered: false``. A position without an epoch (the
-documented ``{"last_id"}``) is accepted while its own entry is still in the stream.
+stream has only that). A position is the ``meta.id`` of the last event it got: events
+get their positions in the order they are published, so "I have everything up to here"
+holds. Its live events are held back while, in each shard, the events after its
+position in the histories of the rooms it may see (broadcast, its own room, granted
+rooms) are replayed in position order; then the held events newer than the replay are
+sent. The work follows the client's rooms and missed events, never the stream.
+
+The client always gets one ``streambridge:recovery`` event saying whether its history
+is complete and where it now is in each shard. Anything doubtful fails closed: no
+partial replay, ``recovered: false`` with a reason. A position without an epoch (the
+documented ``{"last_id"}``) is accepted while its own event is still in a history.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 import structlog
 
-from streambridge import defaults, queue
-from streambridge.contract import RESERVED_PREFIX, ContractError, Event
+from streambridge import defaults, history, keys, queue
+from streambridge.contract import RESERVED_PREFIX, shard_for
 from streambridge.ids import ZERO, StreamId
 from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
@@ -44,15 +50,19 @@ UNCHECKABLE = object()
 """As the epoch of a position: one that must be refused (see ``positions``)."""
 
 
+Missed = tuple[StreamId, str | None, dict[str, str]]  # (position, room, history fields)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to do for one shard."""
 
     recovered: bool
     reason: str | None
-    after: StreamId | None  # replay entries after this id (None: no replay)
-    through: StreamId  # the newest entry that exists now
+    after: StreamId | None  # replay events after this position (None: no replay)
+    through: StreamId  # the newest position the shard has given
     epoch: str
+    missed: tuple[Missed, ...] = ()  # what to replay, in position order
 
     @property
     def covered(self) -> StreamId | None:
@@ -128,6 +138,7 @@ class CatchUp:
         self.shards = settings.shard_settings()
         self.clients: dict[str, Client] = {}
         manager.on_gap = self.on_gap
+        self._read_script = client.register_script(history.READ)
 
     # -- connect / disconnect --------------------------------------------------------
     def hold(self, sid: str) -> None:
@@ -152,7 +163,7 @@ class CatchUp:
         if client is None or not self._wait_connected(client):
             return
         try:
-            plans = self.plan_all(self.positions(auth))
+            plans = self.plan_all(client, self.positions(auth))
             replayed = self.replay_all(client, plans)
         except ERRORS as exc:
             log.warning("catchup.redis_error", sid=sid, error=str(exc))
@@ -186,8 +197,10 @@ class CatchUp:
             out[0] = (auth.get("last_id"), epoch)
         return out
 
-    def plan_all(self, positions: list[Position]) -> Plans:
-        return Plans([self.plan(last_id, epoch, i) for i, (last_id, epoch) in enumerate(positions)])
+    def plan_all(self, client: Client, positions: list[Position]) -> Plans:
+        return Plans(
+            [self.plan(client, last_id, epoch, i) for i, (last_id, epoch) in enumerate(positions)]
+        )
 
     def replay_all(self, client: Client, plans: Plans) -> int:
         if not plans.replays:
@@ -235,7 +248,7 @@ class CatchUp:
             try:
                 # The server's own positions: in the stream's current epoch.
                 positions = [(str(at.get(i, ZERO)), CURRENT) for i in range(len(self.shards))]
-                plans = self.plan_all(positions)
+                plans = self.plan_all(client, positions)
                 return plans, self.replay_all(client, plans)
             except ERRORS as exc:
                 if time.monotonic() > deadline or client.sid not in self.clients:
@@ -245,111 +258,101 @@ class CatchUp:
                 delay = min(1.0, delay * 2)
 
     # -- the decision -------------------------------------------------------------
-    def plan(self, last_id: Any, client_epoch: Any, shard: int = 0) -> Plan:
+    def plan(self, client: Client, last_id: Any, client_epoch: Any, shard: int = 0) -> Plan:
         """The plan for one shard, from the client's position there."""
         epoch = self._epoch(shard)
         if last_id is None:
-            return self._fresh(epoch, shard)
+            return Plan(True, None, None, self._read(client, shard, None).last, epoch)
         try:
             after = StreamId.parse(last_id)
         except ValueError:
-            return self._refuse("malformed last_id", epoch, shard)
+            return self._refuse(client, "malformed last_id", epoch, shard)
         if client_epoch is UNCHECKABLE:
             return self._refuse(
+                client,
                 "a last_id without an epoch cannot be checked on a sharded stream; send "
                 "positions per shard",
                 epoch,
                 shard,
             )
-        if client_epoch is None:
-            # A position without an epoch (the documented {"last_id"} form): the history
-            # is continuous if the client's own entry is still in this stream.
-            if after != ZERO and not self._has_entry(after, shard):
-                return self._refuse(
-                    "position without an epoch whose entry is no longer in the stream",
-                    epoch,
-                    shard,
-                )
-        elif client_epoch is not CURRENT and (
-            not isinstance(client_epoch, str) or client_epoch != epoch
-        ):
-            return self._refuse("stream was recreated (epoch changed)", epoch, shard)
-        info = self._stream_info(shard)
-        if info is None:
-            return self._refuse("stream does not exist", epoch, shard, ZERO)
-        last = StreamId.parse(info["last-generated-id"])
-        if after > last:
-            return self._refuse("last_id is in the future", epoch, shard, last)
-        if after == last:
-            return Plan(True, None, after, last, epoch)  # nothing to replay
-        # Trimming removes the oldest entries: if last_id's own entry is still there,
-        # nothing after it was trimmed. XDEL in the middle shows in max-deleted-entry-id.
-        first = info.get("first-entry")
-        added = info.get("entries-added")  # Redis >= 7.0
-        if after == ZERO and added is not None:
-            # From the very beginning: complete unless something was ever removed.
-            lost = added > info["length"]
-        else:
-            lost = not first or StreamId.parse(first[0]) > after
-        max_deleted = info.get("max-deleted-entry-id")  # Redis >= 7.0
-        if max_deleted is not None and StreamId.parse(max_deleted) > after:
-            lost = True
-        if lost:
-            return self._refuse("history after last_id was trimmed", epoch, shard, last)
+        if client_epoch is not None and client_epoch is not CURRENT and client_epoch != epoch:
+            return self._refuse(client, "stream was recreated (epoch changed)", epoch, shard)
+        snapshot = self._read(client, shard, after)
+        refuse = Plan(False, None, None, snapshot.last, epoch)
+        if after > snapshot.last:
+            return replace(refuse, reason="last_id is in the future")
+        if client_epoch is None and after != ZERO and not history.proves(snapshot.rooms):
+            # The documented {"last_id"} form: continuous only if the client's own last
+            # event is still in one of its rooms' histories.
+            return replace(
+                refuse, reason="position without an epoch whose event is no longer in history"
+            )
+        ttl_ms = self.settings.history_ttl_s * 1000
+        for room in snapshot.rooms:
+            reason = history.gap(room, after, snapshot.now_ms, snapshot.since_ms, ttl_ms)
+            if reason is not None:
+                return replace(refuse, reason=reason)
+        missed = sorted(
+            (StreamId.parse(position), name, fields)
+            for name, room in zip(self._rooms(client, shard), snapshot.rooms, strict=True)
+            for position, fields in room.entries
+        )
         limit = self.settings.replay_limit
-        if self._count_after(after, limit + 1, shard) > limit:
-            return self._refuse(f"more than {limit} entries missed", epoch, shard, last)
-        return Plan(True, None, after, last, epoch)
+        if len(missed) > limit:
+            return replace(refuse, reason=f"more than {limit} events missed")
+        return Plan(True, None, after, snapshot.last, epoch, tuple(missed))
 
-    def _fresh(self, epoch: str, shard: int) -> Plan:
-        return Plan(True, None, None, self._last_id(shard), epoch)
+    def _refuse(self, client: Client, reason: str, epoch: str, shard: int) -> Plan:
+        return Plan(False, reason, None, self._read(client, shard, None).last, epoch)
 
-    def _refuse(self, reason: str, epoch: str, shard: int, through: StreamId | None = None) -> Plan:
-        through = self._last_id(shard) if through is None else through
-        return Plan(False, reason, None, through, epoch)
+    def _rooms(self, client: Client, shard: int) -> list[str | None]:
+        """The rooms the client may see whose events are in ``shard``."""
+        count = len(self.shards)
+        rooms: list[str | None] = [None, *client.user.all_rooms]
+        return [r for r in rooms if shard_for(r, count) == shard]
 
-    def _last_id(self, shard: int) -> StreamId:
-        """The newest id the shard's stream has made (ZERO if there is no stream)."""
-        info = self._stream_info(shard)
-        return StreamId.parse(info["last-generated-id"]) if info else ZERO
+    def _read(self, client: Client, shard: int, after: StreamId | None) -> history.Snapshot:
+        """One atomic read of the shard's clock and, from ``after``, the histories of the
+        client's rooms there (at most replay_limit + 1 events each)."""
+        stream = self.shards[shard].stream
+        names = [keys.history_clock(stream)]
+        if after is not None:
+            names += [keys.history(stream, client.namespace, r) for r in self._rooms(client, shard)]
+        reply = self._read_script(
+            keys=names, args=["" if after is None else str(after), self.settings.replay_limit + 1]
+        )
+        return history.Snapshot.parse(reply)
 
     # -- the work -------------------------------------------------------------------
     def replay(self, client: Client, plan: Plan, shard: int = 0) -> int:
-        """Send one shard's visible entries in (plan.after, plan.through], a page at a
-        time."""
+        """Send one shard's missed events in position order, a page at a time."""
         sent = 0
-        if plan.after is None or plan.after >= plan.through:
-            return sent
-        stream = self.shards[shard].stream
         sharded = len(self.shards) > 1
-        cursor = f"({plan.after}"
-        end = str(plan.through)
-        while True:
-            page = self.redis.xrange(stream, cursor, end, count=self.settings.replay_page)
-            for stream_id, fields in page:
-                try:
-                    event = self._visible(client, fields)
-                    if event is None:
-                        continue
-                    meta = queue.meta(stream_id, plan.epoch, shard if sharded else None, event)
-                    meta["replayed"] = True
-                    self.manager.send_to(
-                        client.sid, client.namespace, event.channel, [event.decoded_body(), meta]
-                    )
-                    sent += 1
-                except ERRORS:
-                    raise
-                except Exception as exc:  # one entry must never fail a whole replay
-                    log.warning(
-                        "catchup.entry_skipped",
-                        sid=client.sid,
-                        stream_id=stream_id,
-                        error=f"{type(exc).__name__}: {exc}"[:200],
-                    )
-            if len(page) < self.settings.replay_page:
-                return sent
-            cursor = f"({page[-1][0]}"
-            self._wait_drained(client)
+        page = self.settings.replay_page
+        for position, room, fields in plan.missed:
+            try:
+                meta = queue.meta(
+                    str(position),
+                    fields.get("e", ""),
+                    plan.epoch,
+                    shard if sharded else None,
+                    fields.get("f"),
+                )
+                meta["replayed"] = True
+                body = json.loads(fields["b"])
+                self.manager.send_to(client.sid, client.namespace, fields["c"], [body, meta])
+                sent += 1
+            except Exception as exc:  # one entry must never fail a whole replay
+                log.warning(
+                    "catchup.entry_skipped",
+                    sid=client.sid,
+                    position=str(position),
+                    room=room,
+                    error=f"{type(exc).__name__}: {exc}"[:200],
+                )
+            if sent % page == 0:
+                self._wait_drained(client)
+        return sent
 
     def _finish(self, client: Client, plan: Plans, replayed: int, notify: bool = True) -> None:
         self.metrics.replayed.inc(replayed)
@@ -369,17 +372,6 @@ class CatchUp:
             replayed=replayed,
             released=released,
         )
-
-    def _visible(self, client: Client, fields: dict[str, str]) -> Event | None:
-        """The entry as an event if this client may see it (the bridge dead-letters
-        entries that break the contract; they are never replayed either)."""
-        try:
-            event = Event.from_entry(fields, max_body_bytes=self.settings.max_body_bytes)
-        except ContractError:
-            return None
-        if event.namespace != client.namespace or not client.user.may_receive(event.room):
-            return None
-        return event
 
     def _wait_drained(self, client: Client) -> None:
         """Pace a long replay by what the client takes: let its queue drain below three
@@ -401,32 +393,3 @@ class CatchUp:
 
     def _epoch(self, shard: int) -> str:
         return self.redis.get(self.shards[shard].epoch_key) or ""
-
-    def _stream_info(self, shard: int) -> dict | None:
-        try:
-            return self.redis.xinfo_stream(self.shards[shard].stream)
-        except redis.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return None
-            raise
-
-    def _has_entry(self, stream_id: StreamId, shard: int) -> bool:
-        entry = str(stream_id)
-        return bool(self.redis.xrange(self.shards[shard].stream, entry, entry, count=1))
-
-    def _count_after(self, after: StreamId, limit: int, shard: int) -> int:
-        """How many entries follow ``after`` in one shard (stops counting at ``limit``)."""
-        count = 0
-        cursor = f"({after}"
-        while count < limit:
-            page = self.redis.xrange(
-                self.shards[shard].stream,
-                cursor,
-                "+",
-                count=min(self.settings.replay_page, limit),
-            )
-            count += len(page)
-            if len(page) < min(self.settings.replay_page, limit):
-                break
-            cursor = f"({page[-1][0]}"
-        return count

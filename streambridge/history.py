@@ -1,0 +1,196 @@
+"""Per-room history: what the bridge publishes is also kept, per room, for catch-up.
+
+The bridge publishes a batch with one script that, for each event still pending in the
+group (one another bridge already published is skipped), gives it the next *position*
+of its shard, appends it to its room's history under that position, PUBLISHes it and
+acks its stream entry. So in a
+shard, positions are handed out in the order events are published and each event is
+published once: a client that has everything up to a position can never be passed by a
+late publish (a claim, a slower bridge) below it.
+
+Positions look like stream ids (``<ms>-<seq>``) from one clock per shard, so every
+room's history of a shard shares one order. A room's history keeps at least
+``history_size`` events and is dropped ``history_ttl_s`` after its last one. Each history
+records how far back it is complete: Redis's ``max-deleted-entry-id`` is set, when the
+history is created, to the newest position a former history of that room could have
+held, and ``entries-added`` above ``length`` shows that trimming removed some.
+
+All of a shard's keys share its cluster slot (see ``keys.history``), so a script can
+touch them together and recovery reads one node per shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streambridge.ids import ZERO, StreamId
+
+APPEND = """
+local stream, clock = KEYS[1], KEYS[2]
+local group, queue, command = ARGV[1], ARGV[2], ARGV[3]
+local size, ttl, mid = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', clock, 'last', 'since')
+local ms, seq, since = now, -1, tonumber(state[2]) or now
+if state[1] then
+  local dash = string.find(state[1], '-', 1, true)
+  local last_ms = tonumber(string.sub(state[1], 1, dash - 1))
+  if last_ms >= now then ms, seq = last_ms, tonumber(string.sub(state[1], dash + 1)) end
+end
+-- A former history of a room expired ttl after its last event: it held nothing newer
+-- than now - ttl, and nothing at all if the clock is younger than ttl.
+local floor = now - ttl
+if floor < since then floor = 0 end
+local floor_id = string.format('%.0f-0', floor)
+local ms_text = string.format('%.0f', ms)
+local out = {}
+for i = 3, #KEYS do
+  local a = 7 + (i - 3) * 6
+  local entry = ARGV[a]
+  -- Still pending: no bridge has published it yet. Acked last: a failure before the
+  -- ack leaves it pending, to be published again.
+  if #redis.call('XPENDING', stream, group, entry, entry, 1) == 1 then
+    seq = seq + 1
+    local id = ms_text .. '-' .. seq
+    local key = KEYS[i]
+    local fresh = redis.call('EXISTS', key) == 0
+    if ARGV[a + 3] == '' then
+      redis.call('XADD', key, 'MAXLEN', '~', size, id,
+        'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2])
+    else
+      redis.call('XADD', key, 'MAXLEN', '~', size, id,
+        'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2], 'f', ARGV[a + 3])
+    end
+    if fresh then
+      redis.call('XSETID', key, id, 'ENTRIESADDED', 1, 'MAXDELETEDID', floor_id)
+    end
+    redis.call('PEXPIRE', key, ttl)
+    redis.call(command, queue, ARGV[a + 4] .. ARGV[a + 2] .. mid .. id .. ARGV[a + 5])
+    redis.call('XACK', stream, group, entry)
+    out[#out + 1] = id
+  else
+    out[#out + 1] = ''
+  end
+end
+if seq >= 0 then
+  redis.call('HSET', clock, 'last', ms_text .. '-' .. seq, 'since', string.format('%.0f', since))
+end
+return out
+"""
+"""KEYS: the shard's stream, its clock, then each event's history key. ARGV: group,
+queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms, ``BEFORE_POSITION``,
+then six per event: entry id, channel, body, sender ('' for none), the message before
+the body, the message after the position. Returns each event's position ('' when no
+longer pending: another bridge published it)."""
+
+READ = """
+local position, count = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'last', 'since')
+local out = {string.format('%.0f', now), state[1] or '', state[2] or ''}
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  if position == '' or redis.call('EXISTS', key) == 0 then
+    out[#out + 1] = {0}
+  else
+    local x = redis.call('XINFO', 'STREAM', key)
+    local info = {}
+    for j = 1, #x, 2 do info[x[j]] = x[j + 1] end
+    local first = info['first-entry'] and info['first-entry'][1] or ''
+    local has = #redis.call('XRANGE', key, position, position)
+    out[#out + 1] = {1, first, info['entries-added'], info['length'],
+      info['max-deleted-entry-id'], has,
+      redis.call('XRANGE', key, '(' .. position, '+', 'COUNT', count)}
+  end
+end
+return out
+"""
+"""KEYS: a shard's clock, then the history keys of a client's rooms there. ARGV: the
+client's position ('' for none), most entries read per room. Returns Redis's time, the
+clock's last position and start, then per room what ``Snapshot`` holds."""
+
+
+@dataclass
+class Room:
+    """One room's history as the read script saw it."""
+
+    exists: bool
+    first: StreamId | None = None
+    added: int = 0
+    length: int = 0
+    complete_after: StreamId = ZERO  # max-deleted-entry-id: complete after this
+    has_position: bool = False
+    entries: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    """A shard's histories of one client's rooms, read in one atomic script."""
+
+    now_ms: int
+    last: StreamId  # the newest position the shard has given (ZERO: none yet)
+    since_ms: int | None  # when the shard's clock started
+    rooms: list[Room]
+
+    @classmethod
+    def parse(cls, reply: list[Any]) -> Snapshot:
+        now, last, since, *rooms = reply
+        return cls(
+            int(now),
+            StreamId.parse(last) if last else ZERO,
+            int(since) if since else None,
+            [_room(r) for r in rooms],
+        )
+
+
+def _room(reply: list[Any]) -> Room:
+    if not int(reply[0]):
+        return Room(False)
+    _, first, added, length, max_deleted, has, rows = reply
+    entries = [(str(i), _pairs(f)) for i, f in rows]
+    return Room(
+        True,
+        StreamId.parse(first) if first else None,
+        int(added),
+        int(length),
+        StreamId.parse(max_deleted),
+        bool(int(has)),
+        entries,
+    )
+
+
+def _pairs(flat: Any) -> dict[str, str]:
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def gap(room: Room, after: StreamId, now_ms: int, since_ms: int | None, ttl_ms: int) -> str | None:
+    """Why ``room``'s history may lack events after ``after``, or None if it has them all.
+
+    Trimming and expiry remove the oldest events: an event at or before ``after`` still
+    there proves the rest is. Otherwise the history must be complete after its floor."""
+    if not room.exists:
+        # Never had events, or expired: events it had are older than now - ttl (none at
+        # all if the clock is younger than ttl).
+        if since_ms is not None and now_ms - ttl_ms < since_ms:
+            return None
+        if after.ms >= now_ms - ttl_ms:
+            return None
+        return "history of a room expired"
+    if room.first is None or room.first <= after:
+        return None
+    if room.added > room.length:
+        return "history of a room was trimmed"
+    if room.complete_after > after:
+        return "history of a room expired"
+    return None
+
+
+def proves(rooms: list[Room]) -> bool:
+    """Whether ``after`` is a position these histories still hold (continuity without
+    an epoch: the client's own last event is still there)."""
+    return any(r.has_position for r in rooms)
