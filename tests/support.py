@@ -17,6 +17,7 @@ from typing import Any
 import requests
 import socketio
 
+from streambridge import keys
 from streambridge.embedded_redis import free_port
 from webapp.catchup import RECOVERY_EVENT
 
@@ -292,7 +293,8 @@ class Client:
             return [e for e in self.events if channel is None or e[0] == channel]
 
     def ids(self, channel: str | None = None) -> list[str]:
-        return [m["id"] for _, _, m in self.received(channel) if isinstance(m, dict)]
+        """The stream ids (``meta.entry``: what producers got back) of events received."""
+        return [m["entry"] for _, _, m in self.received(channel) if isinstance(m, dict)]
 
     def wait_for(self, count: int, channel: str | None = None, timeout: float = 10.0):
         wait_until(
@@ -364,3 +366,8 @@ def open_socket(clients: list, web: Web, session: requests.Session | None, **kwa
 def from_the_start(redis_client) -> dict:
     """The auth of a client whose position is before the stream's first entry."""
     return {"last_id": "0-0", "epoch": redis_client.get("events:epoch")}
+
+
+def positions_of(client, room: str | None = None, namespace: str = "/", stream: str = "events"):
+    """The positions (``meta.id``) of the events in ``room``'s history, oldest first."""
+    return [position for position, _ in client.xrange(keys.history(stream, namespace, room))]

@@ -84,7 +84,7 @@ def test_wrongtype_stream_key_backs_off_then_recovers(env, tmp_path, processes, 
     alice = connect(clients, web)
     entry_id = redis_client.xadd("events", message({"after": "wrongtype"}))
     [(_, body, meta)] = alice.wait_for(1, "message")
-    assert (body, meta["id"]) == ({"after": "wrongtype"}, entry_id)
+    assert (body, meta["entry"]) == ({"after": "wrongtype"}, entry_id)
     wait_until(lambda: acked(redis_client, entry_id), 5, "entry acked")
 
 
@@ -104,7 +104,7 @@ def test_stream_deleted_while_bridge_blocks_is_recreated(env, tmp_path, processe
     second = redis_client.xadd("events", message(2))
 
     events = alice.wait_for(2, "message")
-    assert [(b, m["id"]) for _, b, m in events] == [(1, first), (2, second)]
+    assert [(b, m["entry"]) for _, b, m in events] == [(1, first), (2, second)]
     wait_until(lambda: acked(redis_client, second), 5, "new entry acked in the new group")
     epoch_after = redis_client.get("events:epoch")
     assert epoch_after and epoch_after != epoch_before
@@ -302,14 +302,14 @@ def test_requeued_dead_letter_reaches_the_client(web, bridge, clients, redis_cli
     assert out.returncode == 0, out.stderr
     new_id = out.stdout.split()[-1]
     [(_, body, meta)] = alice.wait_for(1, "message")
-    assert (body, meta["id"]) == ({"fixed": True}, new_id)
+    assert (body, meta["entry"]) == ({"fixed": True}, new_id)
 
     out = cli(env, "dead", "requeue", "--all")
     assert out.returncode == 0, out.stderr
     [(dead_id, new_id)] = [line.split(" -> ") for line in out.stdout.splitlines()]
     assert dead_id == second
     events = alice.wait_for(2, "message")
-    assert (events[1][1], events[1][2]["id"]) == ({"fixed": 2}, new_id)
+    assert (events[1][1], events[1][2]["entry"]) == ({"fixed": 2}, new_id)
     assert redis_client.xlen("events:dead") == 0
     wait_until(lambda: acked(redis_client, new_id), 5, "requeued entries acked")
 

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from streambridge import keys
 from streambridge.embedded_redis import RedisServer
-from tests.support import RECOVERY, Bridge, Client, Web, cli, wait_until
+from tests.support import RECOVERY, Bridge, Client, Web, cli, positions_of, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +149,7 @@ def test_reconnecting_client_gets_exactly_its_missed_events(web, bridge, clients
     first = produce(redis_client, 5)
     events = alice.wait_for(5, "tick")
     last_meta = events[-1][2]
-    assert last_meta["id"] == first[-1]
+    assert last_meta["entry"] == first[-1]
     alice.close()
 
     rooms = {0: None, 1: "user:alice", 2: "user:bob"}
@@ -172,7 +173,7 @@ def test_live_events_during_catch_up_keep_order(web, bridge, clients, redis_clie
     produce(redis_client, 1)
     [(_, _, meta)] = alice.wait_for(1, "tick")
     alice.close()
-    missed = produce(redis_client, 3_000)
+    missed = produce(redis_client, 900)  # under the history size (1,000 per room)
     live: list[str] = []
     producer = threading.Thread(target=lambda: live.extend(produce(redis_client, 500, rate=500)))
     producer.start()
@@ -193,11 +194,13 @@ def test_live_events_during_catch_up_keep_order(web, bridge, clients, redis_clie
     ],
 )
 def test_unrecoverable_positions_fail_closed(web, bridge, clients, redis_client, auth, reason):
-    ids = produce(redis_client, 50)
+    produce(redis_client, 50)
     wait_until(lambda: all_acked(redis_client), 10, "bridge done")
     epoch = redis_client.get("events:epoch")
-    auth = {k: {"FIRST": ids[0], "E": epoch}.get(v, v) for k, v in auth.items()}
-    redis_client.xtrim("events", maxlen=10, approximate=False)
+    broadcast = keys.history("events", "/", None)
+    first = redis_client.xrange(broadcast, count=1)[0][0]
+    auth = {k: {"FIRST": first, "E": epoch}.get(v, v) for k, v in auth.items()}
+    redis_client.xtrim(broadcast, maxlen=10, approximate=False)
     client = connect(clients, web, "alice", auth=auth)
     [(_, info, _)] = client.wait_for(1, RECOVERY)
     assert info["recovered"] is False
@@ -214,13 +217,14 @@ def test_a_position_without_an_epoch_recovers_while_its_entry_is_there(
 ):
     ids = produce(redis_client, 20)
     wait_until(lambda: all_acked(redis_client), 10, "bridge done")
+    at = positions_of(redis_client)
     # The documented form, as a Socket.IO client written to it sends: no epoch at all.
-    auth = {"last_id": ids[9]} if form == "last_id" else {"positions": {"0": {"last_id": ids[9]}}}
+    auth = {"last_id": at[9]} if form == "last_id" else {"positions": {"0": {"last_id": at[9]}}}
     client = connect(clients, web, "alice", auth=auth)
     [(_, info, _)] = client.wait_for(1, RECOVERY)
     assert (info["recovered"], info["replayed"]) == (True, 10)
     assert client.ids("tick") == ids[10:]
-    assert info["positions"]["0"] == {"last_id": ids[-1], "epoch": redis_client.get("events:epoch")}
+    assert info["positions"]["0"] == {"last_id": at[-1], "epoch": redis_client.get("events:epoch")}
 
 
 def test_gap_longer_than_replay_limit_is_not_recovered(env, tmp_path, processes, bridge, clients,
@@ -228,9 +232,9 @@ def test_gap_longer_than_replay_limit_is_not_recovered(env, tmp_path, processes,
     web = Web(dict(env, STREAMBRIDGE_REPLAY_LIMIT="100"), tmp_path, name="web-limit")
     processes.append(web)
     web.start()
-    ids = produce(redis_client, 150)
+    produce(redis_client, 150)
     wait_until(lambda: all_acked(redis_client), 10, "bridge done")
-    auth = {"last_id": ids[0], "epoch": redis_client.get("events:epoch")}
+    auth = {"last_id": positions_of(redis_client)[0], "epoch": redis_client.get("events:epoch")}
     client = connect(clients, web, "alice", auth=auth)
     [(_, info, _)] = client.wait_for(1, RECOVERY)
     assert info == {**info, "recovered": False, "replayed": 0}
@@ -326,7 +330,7 @@ def test_pending_entries_trimmed_away_are_counted_not_looped_on(env, tmp_path, p
     processes.append(bridge)
     bridge.start()
     wait_until(lambda: all_acked(redis_client), 10, "pending list empty")
-    assert [m["id"] for _, _, m in alice.wait_for(2, "tick")] == ids[3:]
+    assert [m["entry"] for _, _, m in alice.wait_for(2, "tick")] == ids[3:]
     assert '"bridge.pending_trimmed"' in bridge.output()
     assert '"count": 3' in bridge.output()
     assert not redis_client.exists("events:dead")

@@ -31,7 +31,7 @@ def test_redis_cli_xadd_reaches_logged_in_client(web, bridge, clients, redis_ser
     stream_id = out.stdout.strip()
     [(channel, body, meta)] = alice.wait_for(1, "message")
     assert (channel, body) == ("message", "hi")
-    assert meta["id"] == stream_id
+    assert meta["entry"] == stream_id
     assert meta["epoch"]
 
 
@@ -47,7 +47,7 @@ def test_cli_publish_and_node_producer_are_delivered(web, bridge, clients, env):
     )  # fmt: skip
     node_id = out.stdout.strip()
     events = alice.wait_for(2, "message")
-    assert [(b, m["id"]) for _, b, m in events] == [
+    assert [(b, m["entry"]) for _, b, m in events] == [
         ({"from": "cli"}, cli_id),
         ({"from": "node"}, node_id),
     ]
@@ -73,7 +73,7 @@ def test_post_api_appends_and_is_delivered(web, bridge, clients, redis_client):
     assert data["status"] is True
     [(_, body, meta)] = alice.wait_for(1, "message")
     assert body == {"text": "hello"}
-    assert meta["id"] == data["id"]
+    assert meta["entry"] == data["id"]
     assert redis_client.xlen("events") == 1
 
 
@@ -133,7 +133,7 @@ def test_malformed_entries_go_to_dead_letters_and_good_ones_flow(
     good_ids.append(redis_client.xadd("events", {"channel": "message", "body": "99"}))
 
     events = alice.wait_for(len(good_ids), "message")
-    assert [m["id"] for _, _, m in events] == good_ids
+    assert [m["entry"] for _, _, m in events] == good_ids
     assert [b for _, b, _ in events] == [0, 1, 2, 3, 99]
     dead = wait_until(lambda: len(redis_client.xrange("events:dead")) == 4 and
                       redis_client.xrange("events:dead"), 5, "4 dead letters")  # fmt: skip

@@ -54,7 +54,7 @@ def test_host_app_publishes_through_the_extension(host, bridge, clients):
     assert response.status_code == 200
     [(_, body, meta)] = alice.wait_for(1, "message")
     assert body == {"text": "deployed"}
-    assert (meta["id"], meta["from"]) == (response.json()["id"], "alice")
+    assert (meta["entry"], meta["from"]) == (response.json()["id"], "alice")
     # The app's authorize_publish hook decides: never into another user's room.
     refused = session.post(host.url + "/notify", data={"text": "x", "room": "user:bob"}, timeout=5)
     assert refused.status_code == 403

@@ -59,7 +59,7 @@ def test_a_user_publishes_only_where_it_may_receive(web, bridge, clients, redis_
     everyone = post(alice, web, channel="message", body="hello all")
     assert [r.status_code for r in (own, team, everyone)] == [200, 200, 200]
     [(_, body, meta)] = bob.wait_for(1, "message")
-    assert (body, meta["id"], meta["from"]) == ("hello all", everyone.json()["id"], "alice")
+    assert (body, meta["entry"], meta["from"]) == ("hello all", everyone.json()["id"], "alice")
     fields = redis_client.xrange("events")[-1][1]
     assert fields == {"channel": "message", "body": '"hello all"', "from": "alice"}
 
@@ -139,7 +139,7 @@ def test_a_reserved_entry_written_to_the_stream_is_dead_lettered_and_the_victim_
         )
     after = redis_client.xadd("events", {"channel": "message", "body": '"after"'})
     [(_, body, meta)] = bob.wait_for(1, "message")
-    assert (body, meta["id"]) == ("after", after)
+    assert (body, meta["entry"]) == ("after", after)
     wait_until(lambda: stream_len(redis_client, "events:dead") == len(poison), 10, "dead letters")
     dead = redis_client.xrange("events:dead")
     assert [d["original_id"] for _, d in dead] == poison
@@ -220,7 +220,7 @@ def test_a_field_name_that_is_not_utf8_is_dead_lettered_at_once(
         ok = redis_client.xadd("events", {"channel": "message", "body": '"next"'})
         [(_, body, meta)] = alice.wait_for(1, "message")
         delay = time.monotonic() - started
-        assert (body, meta["id"]) == ("next", ok)
+        assert (body, meta["entry"]) == ("next", ok)
         assert delay < 2.0, f"the next event waited {delay:.2f}s"  # was 2.8 s of retries
         wait_until(lambda: stream_len(redis_client, "events:dead") == 1, 5, "the dead letter")
         [(_, dead)] = raw.xrange("events:dead")

@@ -625,7 +625,7 @@ def test_password_protected_redis_end_to_end(auth_redis, users_file, tmp_path, p
     finally:
         client.close()
     [(_, body, meta)] = alice.wait_for(1, "message")
-    assert (body, meta["id"]) == ("through auth", stream_id)
+    assert (body, meta["entry"]) == ("through auth", stream_id)
     for proc in (web, bridge):
         assert REDIS_PASSWORD not in proc.output()  # never logged
 

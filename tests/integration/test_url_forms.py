@@ -70,7 +70,7 @@ def test_every_component_on_this_url(url_form, users_file, tmp_path, processes, 
     out = cli(env, "publish", "message", f'"over {form}"')
     assert out.returncode == 0, out.stderr
     [(_, body, meta)] = alice.wait_for(1, "message")
-    assert body == f"over {form}" and meta["id"] == out.stdout.strip()
+    assert body == f"over {form}" and meta["entry"] == out.stdout.strip()
     # Web (pool, queue subscription), bridge: all connected over the URL's transport;
     # the only plain-TCP client is this test's own, asking.
     connected = [c for c in server.client().client_list() if c["cmd"] != "client|list"]

@@ -13,11 +13,19 @@ from streambridge.queue import BRIDGE_HOST_ID, META_MARKER, emit_message, meta, 
 
 def test_message_has_the_pubsub_manager_emit_shape():
     event = Event.build("message", {"text": "hi"}, room="user:alice", namespace="/chat")
-    message = json.loads(emit_message(event, "1700000000000-0", "epoch1"))
+    message = json.loads(emit_message(event, "1700000000000-0", "1699999999999-0", "epoch1"))
     assert message == {
         "method": "emit",
         "event": "message",
-        "data": [{"text": "hi"}, {"id": "1700000000000-0", "epoch": "epoch1", META_MARKER: 1}],
+        "data": [
+            {"text": "hi"},
+            {
+                "id": "1700000000000-0",
+                "entry": "1699999999999-0",
+                "epoch": "epoch1",
+                META_MARKER: 1,
+            },
+        ],
         "binary": False,
         "namespace": "/chat",
         "room": "user:alice",
@@ -28,7 +36,7 @@ def test_message_has_the_pubsub_manager_emit_shape():
 
 
 def test_broadcast_has_null_room_and_default_namespace():
-    message = json.loads(emit_message(Event.build("m", 1), "1-0", "e"))
+    message = json.loads(emit_message(Event.build("m", 1), "1-0", "0-1", "e"))
     assert message["room"] is None
     assert message["namespace"] == "/"
 
@@ -46,7 +54,7 @@ def test_same_keys_as_python_socketio_itself_sends():
 
     Recorder(channel="x", write_only=True).emit("message", ("body", {"id": "1-0"}))
     [theirs] = published
-    ours = json.loads(emit_message(Event.build("message", "body"), "1-0", "e"))
+    ours = json.loads(emit_message(Event.build("message", "body"), "1-0", "0-1", "e"))
     assert set(ours) == set(theirs)
     assert ours["data"][0] == theirs["data"][0]
     assert ours["host_id"] != theirs["host_id"]  # never mistaken for a web server's own
@@ -65,7 +73,7 @@ def test_same_keys_as_python_socketio_itself_sends():
 )
 def test_body_is_spliced_in_verbatim(body):
     event = Event.parse({"channel": "c", "body": body})
-    text = emit_message(event, "5-1", "ep")
+    text = emit_message(event, "5-1", "4-0", "ep")
     assert '"data":[' + body + "," in text
     message = json.loads(text)
     assert message["data"][0] == json.loads(body)
@@ -78,12 +86,14 @@ def test_body_is_spliced_in_verbatim(body):
 )
 def test_room_and_namespace_are_escaped(room, namespace):
     event = Event.parse({"channel": "c", "body": "1", "room": room, "namespace": namespace})
-    message = json.loads(emit_message(event, "1-0", "e"))
+    message = json.loads(emit_message(event, "1-0", "0-1", "e"))
     assert (message["room"], message["namespace"]) == (room, namespace)
 
 
 def test_meta_json_is_compact_json():
-    assert meta_json("1-0", "ep") == '{"id":"1-0","epoch":"ep","streambridge":1}'
+    assert (
+        meta_json("2-0", "1-0", "ep") == '{"id":"2-0","entry":"1-0","epoch":"ep","streambridge":1}'
+    )
 
 
 def test_message_is_what_a_manager_delivers_as_two_arguments(monkeypatch):
@@ -97,17 +107,16 @@ def test_message_is_what_a_manager_delivers_as_two_arguments(monkeypatch):
     monkeypatch.setattr(socketio.Manager, "emit", emit)
     manager = socketio.PubSubManager(channel="x", write_only=True)
     event = Event.build("message", {"n": 1}, room="user:bob")
-    manager._handle_emit(json.loads(emit_message(event, "9-9", "ep")))
+    manager._handle_emit(json.loads(emit_message(event, "9-9", "8-0", "ep")))
     [(name, data, namespace, room, skip_sid, callback)] = delivered
     assert name == "message"
-    assert data == ({"n": 1}, {"id": "9-9", "epoch": "ep", META_MARKER: 1})
+    assert data == ({"n": 1}, {"id": "9-9", "entry": "8-0", "epoch": "ep", META_MARKER: 1})
     assert (namespace, room, skip_sid, callback) == ("/", "user:bob", None, None)
 
 
 @pytest.mark.parametrize("shard", [None, 3])
 @pytest.mark.parametrize("sender", [None, "alice"])
 def test_the_meta_written_by_the_bridge_and_by_catch_up_agree(shard, sender):
-    event = Event.build("m", 1, sender=sender)
-    written = json.loads(meta_json("1-0", "ep", shard, sender))
+    written = json.loads(meta_json("2-0", "1-0", "ep", shard, sender))
     assert written.pop(META_MARKER) == 1  # only the queue message carries the marker
-    assert written == meta("1-0", "ep", shard, event)
+    assert written == meta("2-0", "1-0", "ep", shard, sender)
