@@ -59,7 +59,7 @@ class Bridge:
         self.settings = settings = settings.for_shard(shard)
         self.redis = client if client is not None else connect(settings)
         self.publish_command = publish_command(settings.sharded_pubsub)
-        self._append = self.redis.register_script(history.APPEND)
+        self._append = history.Script(self.redis, history.APPEND)
         self.stopping = threading.Event()
         self.refused: DuplicateConsumer | None = None
         self.epoch = ""
@@ -353,7 +353,7 @@ class Bridge:
         keys = [s.stream, s.history_clock_key]
         args: list[str | int] = [
             s.group,
-            s.queue_channel,
+            s.stream_channels[0],
             self.publish_command,
             s.history_size,
             s.history_ttl_s * 1000,

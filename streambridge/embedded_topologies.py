@@ -142,6 +142,25 @@ class LocalCluster:
             self._on(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
         _wait(lambda: self.port_of(key) == to_port, 10, f"slot {slot} on {to_port}")
 
+    def move_slot(self, key: str, to_port: int) -> None:
+        """Reshard ``key``'s slot, keys and all, to another master, as ``redis-cli
+        --cluster reshard`` does: IMPORTING / MIGRATING, MIGRATE the keys, then
+        ``SETSLOT NODE`` (target first)."""
+        slot = key_slot(key.encode())
+        ids = self.node_ids()
+        source = next(n for n in self.nodes if n.port == self.port_of(key))
+        target = next(n for n in self.nodes if n.port == to_port)
+        self._on(target).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source.port])
+        self._on(source).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to_port])
+        auth = ["AUTH", self.password] if self.password else []
+        while keys := self._on(source).execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            self._on(source).execute_command(
+                "MIGRATE", "127.0.0.1", to_port, "", 0, 5000, *auth, "KEYS", *keys
+            )
+        for node in sorted(self.nodes, key=lambda n: n.port != to_port):
+            self._on(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to_port])
+        _wait(lambda: self.port_of(key) == to_port, 10, f"slot {slot} on {to_port}")
+
     def flush(self) -> None:
         for node in self.nodes:
             self._on(node).flushall()

@@ -113,6 +113,21 @@ client's position ('' for none), most entries read per room. Returns Redis's tim
 clock's last position and start, then per room what ``Snapshot`` holds."""
 
 
+class Script:
+    """A Lua script registered with its client on first use: a cluster client connects
+    when first used, and every process must start while Redis is still down."""
+
+    def __init__(self, client: Any, source: str) -> None:
+        self.client = client
+        self.source = source
+        self._script: Any = None
+
+    def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        if self._script is None:
+            self._script = self.client.register_script(self.source)
+        return self._script(keys=keys, args=args)
+
+
 @dataclass
 class Room:
     """One room's history as the read script saw it."""

@@ -47,3 +47,9 @@ def history_clock(stream: str) -> str:
     """Hash of the shard's publication clock: the last position given (``last``) and
     when the clock started (``since``)."""
     return f"{_slot_tagged(stream)}:history-clock"
+
+
+def stream_channel(channel: str, stream: str) -> str:
+    """With sharded pub/sub, the queue channel that carries ``stream``'s events: in the
+    stream's slot, so the bridge's script can publish where it keeps the history."""
+    return f"{channel}:{_slot_tagged(stream)}"

@@ -109,6 +109,14 @@ class CommonSettings(BaseSettings):
         return self.queue_pubsub == "sharded"
 
     @property
+    def stream_channels(self) -> list[str]:
+        """Where each shard's events are published: the queue channel, or with sharded
+        pub/sub a channel in each shard's slot (the publish script runs in that slot)."""
+        if not self.sharded_pubsub:
+            return [self.queue_channel] * self.shards
+        return [keys.stream_channel(self.queue_channel, s) for s in self.stream_keys]
+
+    @property
     def stream_keys(self) -> list[str]:
         return keys.shards(self.stream, self.shards)
 

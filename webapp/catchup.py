@@ -138,7 +138,7 @@ class CatchUp:
         self.shards = settings.shard_settings()
         self.clients: dict[str, Client] = {}
         manager.on_gap = self.on_gap
-        self._read_script = client.register_script(history.READ)
+        self._read_script = history.Script(client, history.READ)
 
     # -- connect / disconnect --------------------------------------------------------
     def hold(self, sid: str) -> None:

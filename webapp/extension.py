@@ -236,6 +236,7 @@ class StreamBridge:
             cluster=settings.cluster,
             sharded_pubsub=settings.sharded_pubsub,
             shards=settings.shards,
+            shard_channels=settings.stream_channels,
             max_client_queue=settings.max_client_queue,
         )
         socketio = SocketIO(

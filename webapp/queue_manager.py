@@ -59,14 +59,117 @@ class _ReconnectHook:
     """Runs when redis-py reconnects a pub/sub connection and re-subscribes by itself:
     whatever was published meanwhile never reached this server."""
 
-    def __init__(self, manager: StreamQueueManager, resubscribe: Callable[[Any], None]):
-        self.manager = manager
+    def __init__(self, listener: Listener, resubscribe: Callable[[Any], None]):
+        self.listener = listener
         self.resubscribe = resubscribe
 
     def on_connect(self, connection: Any) -> None:
         self.resubscribe(connection)
-        log.warning("queue.resubscribed_after_drop", channel=self.manager.channel)
-        self.manager.mark_gap()
+        log.warning("queue.resubscribed_after_drop", channel=self.listener.channel)
+        self.listener.manager.mark_gap()
+
+
+class Listener:
+    """One subscribed queue channel, kept subscribed across drops, failovers and slot
+    moves. Every drop is reported to the manager as a gap (pub/sub keeps nothing)."""
+
+    def __init__(self, manager: StreamQueueManager, channel: str) -> None:
+        self.manager = manager
+        self.channel = channel
+        self.subscribed = threading.Event()  # green under eventlet (patched first)
+        self.pubsub: Any = None
+        self._client: Any = None
+        self._ever_subscribed = False
+
+    def _connect(self) -> None:
+        """A fresh pub/sub connection (on a cluster: to the node that has the channel
+        now, after a failover or a slot move)."""
+        self._client = self.manager._client(listening=True)
+        self.pubsub = subscriber(self._client, self.channel)
+        # redis-py keeps connect callbacks as weak methods: keep the hook alive here.
+        self._reconnect_hook = _ReconnectHook(self, self.pubsub.on_connect)
+        self.pubsub.on_connect = self._reconnect_hook.on_connect
+
+    def messages(self):
+        """Data messages of the channel, across reconnects."""
+        manager = self.manager
+        retry = RETRY_MIN_S
+        connected = False
+        channel = self.channel.encode()
+        while True:
+            try:
+                if not connected:
+                    self.close()
+                    self._connect()
+                    self._subscribe()
+                    connected = True
+                    retry = RETRY_MIN_S
+                    if self._ever_subscribed:
+                        manager.mark_gap()
+                    self._ever_subscribed = True
+                    self.subscribed.set()
+                    log.info(
+                        "queue.subscribed", channel=self.channel, sharded=manager.sharded_pubsub
+                    )
+                    manager._check_gap()  # hold clients before any newer message is handled
+                for message in self.pubsub.listen():
+                    manager._check_gap()
+                    kind = message["type"]
+                    if kind in ("message", "smessage"):
+                        if message["channel"] == channel:
+                            yield message["data"]
+                    elif kind in ("unsubscribe", "sunsubscribe"):
+                        # The server ended the subscription (its slot moved to
+                        # another node): subscribe again where the channel is now.
+                        raise redis.ConnectionError("subscription ended by the server")
+            except Exception as exc:
+                connected = False
+                self.subscribed.clear()
+                log.warning(
+                    "queue.disconnected", channel=self.channel, error=str(exc), retry_in_s=retry
+                )
+                time.sleep(retry)
+                retry = min(RETRY_MAX_S, retry * 2)
+            manager._check_gap()
+
+    def _subscribe(self) -> None:
+        """Subscribe and wait for the server's confirmation: from then on nothing
+        published is missed (an error, e.g. MOVED, raises here)."""
+        if self.manager.sharded_pubsub:
+            self.pubsub.ssubscribe(self.channel)
+        else:
+            self.pubsub.subscribe(self.channel)
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.5)
+            if message and message["type"] in ("subscribe", "ssubscribe"):
+                return
+        raise redis.TimeoutError("no confirmation of the subscription")
+
+    def close(self) -> None:
+        """Let go of the subscription and its client (on a cluster, a client holds
+        connections to every node it discovered)."""
+        for resource in (self.pubsub, self._client):
+            if resource is not None:
+                with contextlib.suppress(Exception):
+                    resource.close()
+
+
+class _AllSubscribed:
+    """Set when every listener is subscribed (what the web server waits for)."""
+
+    def __init__(self, listeners: list[Listener]) -> None:
+        self.listeners = listeners
+
+    def is_set(self) -> bool:
+        return all(listener.subscribed.is_set() for listener in self.listeners)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for listener in self.listeners:
+            if not listener.subscribed.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
 
 
 class StreamQueueManager(socketio.RedisManager):
@@ -80,9 +183,12 @@ class StreamQueueManager(socketio.RedisManager):
         cluster: bool = False,
         sharded_pubsub: bool = False,
         shards: int = 1,
+        shard_channels: list[str] | None = None,
         max_client_queue: int = 2_000,
         **kwargs: Any,
     ) -> None:
+        """``shard_channels``: where the bridges publish each shard's events when they
+        are not on ``channel`` (sharded pub/sub: a channel in each shard's slot)."""
         # RedisManager would hand URLs it does not know to Kombu: connections are
         # made here instead, by the one function that knows every URL form.
         super().__init__(url, channel=channel, **kwargs)
@@ -94,7 +200,9 @@ class StreamQueueManager(socketio.RedisManager):
         self._since_yield = 0
         self.metrics: Any = None  # WebMetrics, set by the extension
         self._shedding: set[str] = set()
-        self.subscribed = threading.Event()  # green under eventlet (patched first)
+        extra = [c for c in dict.fromkeys(shard_channels or []) if c != channel]
+        self.listeners = [Listener(self, c) for c in (channel, *extra)]
+        self.subscribed = _AllSubscribed(self.listeners)
         self.on_gap: Callable[[], None] | None = None
         self._lock = threading.RLock()
         self._held: dict[str, list[Held]] = {}
@@ -104,7 +212,6 @@ class StreamQueueManager(socketio.RedisManager):
         # replayed): drop repeats.
         self._covered: dict[str, dict[int, StreamId]] = {}
         self._gap = False
-        self._ever_subscribed = False
 
     # -- subscription ------------------------------------------------------------
     def wait_subscribed(self, timeout: float) -> bool:
@@ -120,20 +227,13 @@ class StreamQueueManager(socketio.RedisManager):
         return connect(self.redis_url, cluster=self.cluster, decode_responses=False, **options)
 
     def _redis_connect(self) -> None:
-        """A fresh pub/sub connection (on a cluster: to the node that has the channel
-        now, after a failover or a slot move)."""
+        # The listeners connect themselves; this is the client for the server's emits.
         if self.redis is None:
             self.redis = self._client()
-        self._subscriber_client = self._client(listening=True)
-        self.pubsub = subscriber(self._subscriber_client, self.channel)
-        # redis-py keeps connect callbacks as weak methods: keep the hook alive here.
-        self._reconnect_hook = _ReconnectHook(self, self.pubsub.on_connect)
-        self.pubsub.on_connect = self._reconnect_hook.on_connect
 
     def _publish(self, data: Any) -> Any:
         # Emits of the web app itself (not stream events) to the other servers.
-        if self.redis is None:
-            self.redis = self._client()
+        self._redis_connect()
         message = self.json.dumps(data)
         for attempt in (1, 2):  # redis-py reconnects on the next call: once more
             try:
@@ -146,70 +246,14 @@ class StreamQueueManager(socketio.RedisManager):
     def mark_gap(self) -> None:
         self._gap = True
 
-    def _redis_listen_with_retries(self):
-        """Data messages of the channel, across reconnects."""
-        retry = RETRY_MIN_S
-        connected = False
-        channel = self.channel.encode()
-        while True:
-            try:
-                if not connected:
-                    self._close_pubsub()
-                    self._redis_connect()
-                    self._subscribe()
-                    connected = True
-                    retry = RETRY_MIN_S
-                    if self._ever_subscribed:
-                        self._gap = True
-                    self._ever_subscribed = True
-                    self.subscribed.set()
-                    log.info("queue.subscribed", channel=self.channel, sharded=self.sharded_pubsub)
-                    self._check_gap()  # hold clients before any newer message is handled
-                for message in self.pubsub.listen():
-                    self._check_gap()
-                    kind = message["type"]
-                    if kind in ("message", "smessage"):
-                        if message["channel"] == channel:
-                            yield message["data"]
-                    elif kind in ("unsubscribe", "sunsubscribe"):
-                        # The server ended the subscription (its slot moved to
-                        # another node): subscribe again where the channel is now.
-                        raise redis.ConnectionError("subscription ended by the server")
-            except Exception as exc:
-                connected = False
-                self.subscribed.clear()
-                log.warning("queue.disconnected", error=str(exc), retry_in_s=retry)
-                time.sleep(retry)
-                retry = min(RETRY_MAX_S, retry * 2)
-            self._check_gap()
-
-    def _subscribe(self) -> None:
-        """Subscribe and wait for the server's confirmation: from then on nothing
-        published is missed (an error, e.g. MOVED, raises here)."""
-        if self.sharded_pubsub:
-            self.pubsub.ssubscribe(self.channel)
-        else:
-            self.pubsub.subscribe(self.channel)
-        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
-        while time.monotonic() < deadline:
-            message = self.pubsub.get_message(timeout=0.5)
-            if message and message["type"] in ("subscribe", "ssubscribe"):
-                return
-        raise redis.TimeoutError("no confirmation of the subscription")
-
-    def _close_pubsub(self) -> None:
-        """Let go of the previous subscription and its client (on a cluster, a client
-        holds connections to every node it discovered)."""
-        for resource in (self.pubsub, getattr(self, "_subscriber_client", None)):
-            if resource is not None:
-                with contextlib.suppress(Exception):
-                    resource.close()
-
     def _listen(self):
         # Decode here and pass on only objects: python-socketio's listener fails on a
         # JSON number or string outside its per-message guard and drops the connection,
         # so anyone who can PUBLISH could make every server reconnect.
-        for message in self._redis_listen_with_retries():
+        yield from self._decoded(self.listeners[0])
+
+    def _decoded(self, listener: Listener):
+        for message in listener.messages():
             try:
                 data = self.json.loads(message)
             except Exception as exc:  # not JSON (pickle, garbage): ignored, never unpickled
@@ -228,7 +272,15 @@ class StreamQueueManager(socketio.RedisManager):
         # After a reconnect the listen loop only wakes on the next message; check
         # for a gap periodically too, so quiet channels are caught up as well.
         self.server.start_background_task(self._gap_watch)
+        for listener in self.listeners[1:]:
+            self.server.start_background_task(self._shard_thread, listener)
         super()._thread()
+
+    def _shard_thread(self, listener: Listener) -> None:
+        """A shard channel carries only the bridge's stream events."""
+        for data in self._decoded(listener):
+            if data.get("method") == "emit" and data.get("host_id") != self.host_id:
+                self._handle_emit(data)
 
     def _gap_watch(self) -> None:
         while True:
