@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,7 +40,7 @@ log = structlog.get_logger(__name__)
 
 RECOVERY_EVENT = RESERVED_PREFIX + "recovery"
 CONNECT_WAIT_S = 5.0
-RESYNC_RETRY_S = 30.0
+RETRY_S = 30.0  # how long catch-up retries while Redis is unavailable
 DRAIN_WAIT_S = 10.0
 SHARD_KEY_DIGITS = len(str(defaults.MAX_SHARDS - 1))  # int() of a longer key is wasted work
 
@@ -163,15 +164,34 @@ class CatchUp:
         if client is None or not self._wait_connected(client):
             return
         try:
-            plans = self.plan_all(client, self.positions(auth))
-            replayed = self.replay_all(client, plans)
-        except ERRORS as exc:
-            log.warning("catchup.redis_error", sid=sid, error=str(exc))
-            plans, replayed = self._unavailable(), 0
+            positions = self.positions(auth)
+            plans, replayed = self._caught_up(client, lambda: positions, dict)
         except Exception as exc:  # a bug must not leave the client held forever
             log.exception("catchup.failed", sid=sid, error=str(exc))
             plans, replayed = self._unavailable(), 0
         self._finish(client, plans, replayed)
+
+    def _caught_up(
+        self,
+        client: Client,
+        positions: Callable[[], list[Position]],
+        through: Callable[[], dict[int, StreamId]],
+    ) -> tuple[Plans, int]:
+        """Plan and replay from ``positions()``; while Redis is unavailable (a restart,
+        a failover), retry for a while before telling the client its history is
+        incomplete. Its live events stay held meanwhile."""
+        deadline = time.monotonic() + RETRY_S
+        delay = 0.05
+        while True:
+            try:
+                plans = self.plan_all(client, positions())
+                return plans, self.replay_all(client, plans)
+            except ERRORS as exc:
+                if time.monotonic() > deadline or client.sid not in self.clients:
+                    log.warning("catchup.redis_error", sid=client.sid, error=str(exc))
+                    return self._unavailable(through()), 0
+                self.manager.server.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     def positions(self, auth: Any) -> list[Position]:
         """The client's position in each shard (None, None where it has none)."""
@@ -239,23 +259,15 @@ class CatchUp:
             self._finish(client, plans, replayed, notify=not plans.recovered)
 
     def _resync_one(self, client: Client) -> tuple[Plans, int]:
-        # Redis has just come back (or is coming back): retry for a while before
-        # telling the client its history is incomplete.
-        deadline = time.monotonic() + RESYNC_RETRY_S
-        delay = 0.05
-        while True:
-            at = dict(self.manager.positions.get(client.sid, {}))
-            try:
-                # The server's own positions: in the stream's current epoch.
-                positions = [(str(at.get(i, ZERO)), CURRENT) for i in range(len(self.shards))]
-                plans = self.plan_all(client, positions)
-                return plans, self.replay_all(client, plans)
-            except ERRORS as exc:
-                if time.monotonic() > deadline or client.sid not in self.clients:
-                    log.warning("catchup.redis_error", sid=client.sid, error=str(exc))
-                    return self._unavailable(at), 0
-                self.manager.server.sleep(delay)
-                delay = min(1.0, delay * 2)
+        def at() -> dict[int, StreamId]:
+            return dict(self.manager.positions.get(client.sid, {}))
+
+        def positions() -> list[Position]:
+            # The server's own positions: in the stream's current epoch.
+            now = at()
+            return [(str(now.get(i, ZERO)), CURRENT) for i in range(len(self.shards))]
+
+        return self._caught_up(client, positions, at)
 
     # -- the decision -------------------------------------------------------------
     def plan(self, client: Client, last_id: Any, client_epoch: Any, shard: int = 0) -> Plan:

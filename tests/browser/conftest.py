@@ -75,7 +75,7 @@ def wait_status(page, state: str, timeout: float = 15_000) -> None:
 
 
 def message_ids(page) -> list[str]:
-    return page.eval_on_selector_all("#messages li", "els => els.map(e => e.dataset.id)")
+    return page.eval_on_selector_all("#messages li", "els => els.map(e => e.dataset.entry)")
 
 
 def wait_messages(page, count: int, timeout: float = 10_000) -> None:

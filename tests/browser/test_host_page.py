@@ -17,7 +17,7 @@ def host(env, tmp_path, processes):
 
 
 def ids_on_page(page) -> list[str]:
-    return page.eval_on_selector_all("#events li", "els => els.map(e => e.dataset.id)")
+    return page.eval_on_selector_all("#events li", "els => els.map(e => e.dataset.entry)")
 
 
 def test_client_script_catches_up_after_restart_without_duplicates(

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from tests.browser.conftest import log_in, message_ids, wait_messages, wait_status
-from tests.support import RECOVERY, wait_until
+from tests.support import RECOVERY, positions_of, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -116,7 +116,7 @@ def test_a_page_is_not_stuck_by_entries_it_cannot_process(page, web, bridge, red
     assert message_ids(page) == [boom, after, odd]
     assert page.evaluate("window.statusChanges") == []  # never disconnected
     assert page.locator("#status").get_attribute("data-state") == "connected"
-    assert saved_position(page, "bob")["shards"]["0"]["last_id"] == odd
+    assert saved_position(page, "bob")["shards"]["0"]["last_id"] == positions_of(redis_client)[-1]
     assert page.locator("#notice").is_hidden()
     assert [e for e in errors if "handler failed" not in e] == []  # only the one we threw
     assert any("handler failed" in e for e in errors), errors
@@ -129,7 +129,7 @@ def test_a_page_is_not_stuck_by_entries_it_cannot_process(page, web, bridge, red
     assert wait_recovered(page) == "true"
     assert message_ids(page) == []  # past them all: nothing is replayed, "boom" least of all
     assert page.locator("#notice").is_hidden()
-    assert saved_position(page, "bob")["shards"]["0"]["last_id"] == odd
+    assert saved_position(page, "bob")["shards"]["0"]["last_id"] == positions_of(redis_client)[-1]
 
 
 def test_the_client_trusts_server_events_only_in_their_shape(page, web, bridge, redis_client):
@@ -141,7 +141,8 @@ def test_the_client_trusts_server_events_only_in_their_shape(page, web, bridge, 
     wait_body(page, "first")
     epoch = redis_client.get("events:epoch")
     assert epoch
-    assert saved_position(page, "alice") == {"shards": {"0": {"last_id": first, "epoch": epoch}}}
+    [position] = positions_of(redis_client)
+    assert saved_position(page, "alice") == {"shards": {"0": {"last_id": position, "epoch": epoch}}}
 
     # Each would, if the client took it, show the notice and move the position to an id
     # in the future of the real epoch (so the real event below would not move it back).
@@ -169,9 +170,9 @@ def test_the_client_trusts_server_events_only_in_their_shape(page, web, bridge, 
     assert errors == []  # none of them got as far as a handler (the page's renderer)
     assert page.locator("#notice").is_hidden()
     assert page.locator("#status").get_attribute("data-recovered") == "true"
-    assert saved_position(page, "alice") == {"shards": {"0": {"last_id": real, "epoch": epoch}}}
-    position = page.evaluate("window.streambridgePage.position.shards")
-    assert position == {"0": {"last_id": real, "epoch": epoch}}
+    now = {"0": {"last_id": positions_of(redis_client)[-1], "epoch": epoch}}
+    assert saved_position(page, "alice") == {"shards": now}
+    assert page.evaluate("window.streambridgePage.position.shards") == now
 
 
 def test_the_page_shows_who_sent_each_event(browser, page, web, bridge, redis_client):

@@ -74,7 +74,7 @@ def test_web_restart_page_reconnects_and_catches_up_exactly_once(
     page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
     assert message_ids(page) == produced  # every event, exactly once, in stream order
     replayed = page.eval_on_selector_all(
-        "#messages li.replayed", "els => els.map(e => e.dataset.id)"
+        "#messages li.replayed", "els => els.map(e => e.dataset.entry)"
     )
     # Everything produced while the server was down came back through catch-up.
     assert set(produced[down_from:down_to]) <= set(replayed)

@@ -26,6 +26,7 @@
     var li = document.createElement("li");
     li.className = "message" + (meta.replayed ? " replayed" : "");
     li.dataset.id = meta.id;
+    li.dataset.entry = meta.entry || "";
     var head = document.createElement("div");
     head.className = "meta";
     var time = document.createElement("time");
