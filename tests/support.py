@@ -19,6 +19,7 @@ import socketio
 
 from streambridge import keys
 from streambridge.embedded_redis import free_port
+from streambridge.ids import StreamId
 from webapp.catchup import RECOVERY_EVENT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -291,6 +292,20 @@ class Client:
     def received(self, channel: str | None = None) -> list[tuple[str, Any, Any]]:
         with self.lock:
             return [e for e in self.events if channel is None or e[0] == channel]
+
+    def positions(self) -> dict[str, dict[str, str]]:
+        """What streambridge.js sends on reconnect: per shard, the newest position and
+        its epoch (from the recovery event, then every stream event)."""
+        at: dict[str, dict[str, str]] = {}
+        for _, info, _ in self.received(RECOVERY):
+            at.update(info["positions"])
+        for _, _, meta in self.received():
+            if not isinstance(meta, dict) or "entry" not in meta:
+                continue
+            shard = str(meta.get("shard", 0))
+            if shard not in at or StreamId.parse(meta["id"]) > StreamId.parse(at[shard]["last_id"]):
+                at[shard] = {"last_id": meta["id"], "epoch": meta["epoch"]}
+        return at
 
     def ids(self, channel: str | None = None) -> list[str]:
         """The stream ids (``meta.entry``: what producers got back) of events received."""

@@ -140,21 +140,6 @@ def assert_room_order(pairs: list[tuple[dict, dict]]) -> None:
         assert ids == sorted(ids), f"room {room}: ids out of order"
 
 
-def positions(client: Client) -> dict[str, dict[str, str]]:
-    """What streambridge.js sends on reconnect: per shard, the newest id and its epoch
-    (from the recovery event, then every event)."""
-    at: dict[str, dict[str, str]] = {}
-    for _, info, _ in client.received(RECOVERY):
-        at.update(info["positions"])
-    for _, meta in ticks(client):
-        shard = str(meta["shard"])
-        if shard not in at or tuple(map(int, meta["id"].split("-"))) > tuple(
-            map(int, at[shard]["last_id"].split("-"))
-        ):
-            at[shard] = {"last_id": meta["id"], "epoch": meta["epoch"]}
-    return at
-
-
 def test_shards_land_on_every_master(cluster):
     masters = {node.port for node in cluster.nodes}
     assert {cluster.port_of(key) for key in keys.shards("events", SHARDS)} == masters
@@ -187,7 +172,7 @@ def test_sharded_delivery_and_catch_up_on_a_cluster(
     assert_room_order(ticks(alice))
 
     # Dora goes away; events go on in every shard; she comes back with her positions.
-    at = positions(dora)
+    at = dora.positions()
     assert set(at) == {str(i) for i in range(SHARDS)}
     dora.close()
     missed = publish(publisher, 600, 400)
@@ -313,7 +298,7 @@ def test_a_shard_resharded_to_another_master_mid_run(cluster, cluster_env, tmp_p
     assert dora.sio.connected
     assert '"queue.disconnected"' in web.output()
     # Offline now: what it misses is recovered from the shard's new master.
-    at = positions(dora)
+    at = dora.positions()
     dora.close()
     third = publish(publisher, 600, 200)
     again = connect(clients, web, "dora", auth={"positions": at})
