@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
 import requests
 import socketio
 
@@ -386,3 +387,14 @@ def from_the_start(redis_client) -> dict:
 def positions_of(client, room: str | None = None, namespace: str = "/", stream: str = "events"):
     """The positions (``meta.id``) of the events in ``room``'s history, oldest first."""
     return [position for position, _ in client.xrange(keys.history(stream, namespace, room))]
+
+
+def all_published(client, stream: str = "events", group: str = "bridge") -> bool:
+    """Every entry of ``stream`` read by the bridges and acked: published, and in its
+    room's history. False while Redis cannot be asked."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.RedisError:
+        return False
+    found = [g for g in groups if g["name"] == group]
+    return bool(found) and found[0]["lag"] == 0 and found[0]["pending"] == 0

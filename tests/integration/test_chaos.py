@@ -16,7 +16,16 @@ import redis
 
 from streambridge.embedded_redis import RedisServer
 from streambridge.ids import StreamId
-from tests.support import RECOVERY, Bridge, Client, Web, clean_env, report, wait_until
+from tests.support import (
+    RECOVERY,
+    Bridge,
+    Client,
+    Web,
+    all_published,
+    clean_env,
+    report,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +188,7 @@ def test_chaos_loses_nothing_and_leaks_nothing(tmp_path, users_file):
         for thread in wanderers:
             thread.join(10)
         check = server.client()
-        wait_until(lambda: _all_acked(check), 60, f"bridges done (seed {seed})")
+        wait_until(lambda: all_published(check), 60, f"bridges done (seed {seed})")
 
         # Back once more, now that nothing moves: the last recovery covers everything.
         for page in pages:
@@ -215,11 +224,3 @@ def test_chaos_loses_nothing_and_leaks_nothing(tmp_path, users_file):
         for proc in (*bridges, *webs):
             proc.kill()
         server.stop()
-
-
-def _all_acked(client: redis.Redis) -> bool:
-    try:
-        groups = client.xinfo_groups("events")
-    except redis.RedisError:
-        return False
-    return bool(groups) and groups[0]["pending"] == 0 and groups[0]["lag"] == 0

@@ -11,7 +11,16 @@ import pytest
 
 from streambridge import keys
 from streambridge.embedded_redis import RedisServer
-from tests.support import RECOVERY, Bridge, Client, Web, cli, positions_of, wait_until
+from tests.support import (
+    RECOVERY,
+    Bridge,
+    Client,
+    Web,
+    all_published,
+    cli,
+    positions_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +57,7 @@ def dead_count(redis_client) -> int:
 
 
 def all_acked(redis_client) -> bool:
-    return redis_client.xpending("events", "bridge")["pending"] == 0
+    return all_published(redis_client)
 
 
 def test_bridge_sigkilled_three_times_loses_nothing(env, tmp_path, processes, web, clients,

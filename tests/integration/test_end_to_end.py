@@ -10,7 +10,7 @@ import sys
 import pytest
 import socketio
 
-from tests.support import ROOT, Client, clean_env, cli, wait_until
+from tests.support import ROOT, Client, all_published, clean_env, cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,7 @@ def test_malformed_entries_go_to_dead_letters_and_good_ones_flow(
     for _, fields in dead:
         assert bad_ids[fields["original_id"]] in fields["reason"]
     assert bridge.alive()
-    wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 5, "all acked")
+    wait_until(lambda: all_published(redis_client), 5, "all acked")
 
 
 def test_bridge_sigterm_exits_zero(bridge):

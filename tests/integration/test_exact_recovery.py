@@ -20,6 +20,7 @@ from tests.support import (
     Bridge,
     Client,
     Web,
+    all_published,
     report,
     wait_until,
 )
@@ -39,8 +40,7 @@ def recovery(client: Client, timeout: float = 15.0) -> dict:
 
 
 def all_acked(redis_client) -> bool:
-    groups = redis_client.xinfo_groups("events")
-    return bool(groups) and groups[0]["pending"] == 0 and groups[0]["lag"] == 0
+    return all_published(redis_client)
 
 
 def publisher(redis_server) -> Publisher:

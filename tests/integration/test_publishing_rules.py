@@ -20,7 +20,17 @@ import requests
 from producers.publisher import Publisher
 from streambridge.contract import RESERVED_CHANNELS, ContractError
 from streambridge.settings import ProducerSettings
-from tests.support import RECOVERY, ROOT, Web, cli, from_the_start, open_socket, report, wait_until
+from tests.support import (
+    RECOVERY,
+    ROOT,
+    Web,
+    all_published,
+    cli,
+    from_the_start,
+    open_socket,
+    report,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +46,7 @@ def stream_len(redis_client, key: str = "events") -> int:
 
 
 def acked(redis_client) -> bool:
-    return redis_client.xpending("events", "bridge")["pending"] == 0
+    return all_published(redis_client)
 
 
 # -- 3. authorization ---------------------------------------------------------------------

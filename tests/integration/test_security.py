@@ -28,6 +28,7 @@ from tests.support import (
     Bridge,
     Client,
     Web,
+    all_published,
     clean_env,
     csrf_token,
     open_socket,
@@ -476,7 +477,7 @@ def test_a_client_cannot_join_another_users_room(web, bridge, clients, redis_cli
     # Replay: asking for bob's room (or to be bob) in the auth data changes nothing.
     redis_client.xadd("events", {"channel": "message", "body": '"secret 2"', "room": "user:bob"})
     redis_client.xadd("events", {"channel": "message", "body": '"for all 2"'})
-    wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acks")
+    wait_until(lambda: all_published(redis_client), 10, "acks")
     auth = {"last_id": meta["id"], "epoch": meta["epoch"], "user": "bob", "rooms": ["user:bob"]}
     again = open_socket(clients, web, web.login("alice"), auth=auth)
     [(_, info, _)] = again.wait_for(1, RECOVERY)
@@ -585,7 +586,7 @@ def test_a_pubsub_gap_before_a_clients_first_event_is_recovered(web, bridge, cli
     alice = open_socket(clients, web, web.login("alice"))
     alice.wait_for(1, RECOVERY)  # the stream was empty: alice is live from 0-0
     redis_client.xadd("events", {"channel": "message", "body": '"bob only"', "room": "user:bob"})
-    wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acked")
+    wait_until(lambda: all_published(redis_client), 10, "acked")
     assert redis_client.client_kill_filter(_type="pubsub") >= 1  # the web server's queue
     wait_until(lambda: web.output().count('"catchup.done"') >= 2, 10, "the resync")
     later = redis_client.xadd("events", {"channel": "message", "body": '"later"'})

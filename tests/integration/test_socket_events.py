@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import RECOVERY, Web, from_the_start, open_socket, wait_until
+from tests.support import RECOVERY, Web, all_published, from_the_start, open_socket, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def test_a_socket_that_sends_disconnect_is_closed_not_forgotten(web, bridge, cli
     redis_client.xadd("events", {"channel": "message", "body": '"private"', "room": "user:alice"})
     redis_client.xadd("events", {"channel": "message", "body": '"for all"'})
     wait_until(lambda: not sneaky.sio.connected, 3, "the socket to be closed by the server")
-    wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acks")
+    wait_until(lambda: all_published(redis_client), 10, "acks")
     assert sneaky.received("message") == []
     [refusal] = web.log_events("socket.reserved_event_refused")
     assert refusal["name"] == "'disconnect'"
@@ -36,7 +36,7 @@ def test_a_socket_that_sends_connect_gets_no_second_catch_up(
     processes.append(web.start())
     for n in range(50):
         redis_client.xadd("events", {"channel": "message", "body": str(n)})
-    wait_until(lambda: redis_client.xpending("events", "bridge")["pending"] == 0, 10, "acks")
+    wait_until(lambda: all_published(redis_client), 10, "acks")
     session = web.login("alice")
     bystander = open_socket(clients, web, session)
     replaying = open_socket(clients, web, session, auth=from_the_start(redis_client))
