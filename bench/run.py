@@ -254,6 +254,8 @@ class Stack:
             "STREAMBRIDGE_LOG_LEVEL": "WARNING",
             "STREAMBRIDGE_LOG_FORMAT": "json",
             "STREAMBRIDGE_MAXLEN": "2000000",
+            # The catch-up phase replays 10,000 broadcasts: the room keeps them all.
+            "STREAMBRIDGE_HISTORY_SIZE": "20000",
             # Every load-generating client comes from this one address.
             "STREAMBRIDGE_MAX_CONNECTIONS_PER_ADDRESS": "0",
             "STREAMBRIDGE_MAX_UNFINISHED_PER_ADDRESS": "0",
@@ -419,6 +421,7 @@ def phase_emit_rates(stack: Stack, n: int) -> dict[str, Any]:
 def phase_bridge_backlog(stack: Stack, n: int) -> dict[str, Any]:
     """A backlog of n entries, published and acked by one bridge."""
     from producers.publisher import Publisher
+    from streambridge import keys
     from streambridge.settings import ProducerSettings
 
     client = stack.redis()
@@ -573,6 +576,7 @@ def phase_overload(
 def phase_bridge_memory(stack: Stack, n: int, step: int) -> dict[str, Any]:
     """Bridge RSS every ``step`` entries while it works through ``n`` entries."""
     from producers.publisher import Publisher
+    from streambridge import keys
     from streambridge.settings import ProducerSettings
 
     client = stack.redis()
@@ -633,6 +637,7 @@ def _connected_metric(stack: Stack) -> float:
 def phase_catch_up(stack: Stack, missed: int) -> dict[str, Any]:
     """A client that missed ``missed`` events reconnects with its last id."""
     from producers.publisher import Publisher
+    from streambridge import keys
     from streambridge.settings import ProducerSettings
 
     client = stack.redis()
@@ -640,7 +645,9 @@ def phase_catch_up(stack: Stack, missed: int) -> dict[str, Any]:
         client, ProducerSettings(redis_url=stack.redis_server.url, maxlen=2_000_000)
     )
     wait_for(lambda: drained(client), 60, "quiet stream")
-    [last] = publisher.publish_many([{"channel": "other", "body": 0}])
+    publisher.publish_many([{"channel": "other", "body": 0}])
+    wait_for(lambda: drained(client), 60, "the bridge")
+    [(last, _)] = client.xrevrange(keys.history("events", "/", None), count=1)  # its position
     epoch = client.get("events:epoch")
     publisher.publish_many({"channel": CHANNEL, "body": {"t": 0, "n": i}} for i in range(missed))
     wait_for(lambda: drained(client), 60, "the bridge")

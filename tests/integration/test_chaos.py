@@ -50,6 +50,14 @@ class Producer(threading.Thread):
         self.stop = threading.Event()
         self.sent: dict[int, str | None] = {}  # n -> room
         self.retries = 0
+        self.unconfirmed: tuple[int, str | None] | None = None
+
+    def confirm(self) -> None:
+        """Once Redis is back: whether the XADD that was cut short was stored after all."""
+        if self.unconfirmed is not None:
+            n, room = self.unconfirmed
+            if self._stored(redis.Redis.from_url(self.url, decode_responses=True), n):
+                self.sent[n] = room
 
     def run(self) -> None:
         client = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=2)
@@ -59,14 +67,18 @@ class Producer(threading.Thread):
             fields = {"channel": "tick", "body": f'{{"n":{n}}}'}
             if room is not None:
                 fields["room"] = room
-            while not self.stop.is_set():
+            stored = False
+            while not stored and not self.stop.is_set():
                 try:
                     if not self.retries or not self._stored(client, n):
                         client.xadd("events", fields)
-                    break
+                    stored = True
                 except redis.RedisError:
                     self.retries += 1
                     self.stop.wait(0.1)
+            if not stored:
+                self.unconfirmed = (n, room)  # stopped while Redis was down
+                break
             self.sent[n] = room
             n += 1
             self.stop.wait(1 / RATE)
@@ -184,6 +196,7 @@ def test_chaos_loses_nothing_and_leaks_nothing(tmp_path, users_file):
                 proc.start()
         producer.stop.set()
         producer.join(10)
+        producer.confirm()
         stop.set()
         for thread in wanderers:
             thread.join(10)
