@@ -421,7 +421,6 @@ def phase_emit_rates(stack: Stack, n: int) -> dict[str, Any]:
 def phase_bridge_backlog(stack: Stack, n: int) -> dict[str, Any]:
     """A backlog of n entries, published and acked by one bridge."""
     from producers.publisher import Publisher
-    from streambridge import keys
     from streambridge.settings import ProducerSettings
 
     client = stack.redis()
@@ -576,7 +575,6 @@ def phase_overload(
 def phase_bridge_memory(stack: Stack, n: int, step: int) -> dict[str, Any]:
     """Bridge RSS every ``step`` entries while it works through ``n`` entries."""
     from producers.publisher import Publisher
-    from streambridge import keys
     from streambridge.settings import ProducerSettings
 
     client = stack.redis()
