@@ -24,6 +24,7 @@ from bridge.deadletter import dead_fields
 from bridge.metrics import BridgeMetrics
 from streambridge import history
 from streambridge.contract import ContractError, Event, shown
+from streambridge.ids import StreamId
 from streambridge.keys import history as history_key
 from streambridge.queue import BEFORE_POSITION, emit_parts, publish_command
 from streambridge.settings import BridgeSettings
@@ -351,32 +352,40 @@ class Bridge:
         """Publish, keep in each room's history and ack, in one script run."""
         s = self.settings
         keys = [s.stream, s.history_clock_key]
+        ids = [StreamId.parse(i) for i, _ in valid]
         args: list[str | int] = [
             s.group,
+            s.consumer,
             s.stream_channels[0],
             self.publish_command,
             s.history_size,
             s.history_ttl_s * 1000,
             BEFORE_POSITION,
+            str(min(ids)),
+            str(max(ids)),
         ]
         for stream_id, event in valid:
             keys.append(history_key(s.stream, event.namespace, event.room))
             before, after = emit_parts(event, stream_id, self.epoch, self.shard)
             args += (stream_id, event.channel, event.body, event.sender or "", before, after)
         try:
-            positions = self._append(keys=keys, args=args)
+            positions, failure = self._append(keys=keys, args=args)
         except (redis.ConnectionError, redis.TimeoutError):
             raise
-        except redis.RedisError as exc:
-            # Entries before the failing one are published and acked (a script is not
-            # rolled back); the rest stay pending and go out again, in order.
+        except redis.RedisError as exc:  # before anything was published: all stay pending
             self.log.error("bridge.publish_failed", first_id=valid[0][0], error=str(exc))
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
         published = sum(1 for p in positions if p)
         self._count("emitted", published)
         self._count("acked", published)
+        if failure:
+            # Entries before the failing one are published and acked; it and the rest
+            # stay pending and go out again, in order.
+            stuck = valid[len(positions)][0]
+            self.log.error("bridge.publish_failed", first_id=stuck, error=failure)
+            raise PublishFailed(failure)
         if published < len(valid):
-            # Acked meanwhile by another bridge (which published them): not twice.
+            # Claimed or acked meanwhile by another bridge (which publishes them): not twice.
             self.log.info("bridge.already_published", count=len(valid) - published)
 
     def _count(self, outcome: str, n: int = 1) -> None:

@@ -53,7 +53,7 @@ REPLAY_LIMIT = 10_000
 """Most entries replayed to one client on connect; a longer gap is not recovered."""
 
 REPLAY_PAGE = 200
-"""Entries read per XRANGE while replaying."""
+"""Replayed events sent to a client before waiting for its queue to drain."""
 
 MAX_CLIENT_QUEUE = 2_000
 """Packets queued for one slow client before it is disconnected (it catches up later)."""

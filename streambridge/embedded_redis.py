@@ -105,20 +105,22 @@ class RedisServer:
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
-        client = self.client(socket_connect_timeout=0.5, socket_timeout=0.5)
         last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                log = self.directory / "redis.log"
-                tail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(f"redis-server exited ({self.process.returncode}): {tail}")
-            try:
-                if client.ping():
-                    # AOF loading answers PING with LOADING errors; ping() raising covers it.
-                    return
-            except redis.RedisError as exc:
-                last_error = exc
-            time.sleep(0.02)
+        # Closed at once: a connection left for the garbage collector shows up in
+        # CLIENT LIST for a while.
+        with self.client(socket_connect_timeout=0.5, socket_timeout=0.5) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    log = self.directory / "redis.log"
+                    tail = log.read_text()[-2000:] if log.exists() else ""
+                    raise RuntimeError(f"redis-server exited ({self.process.returncode}): {tail}")
+                try:
+                    if client.ping():
+                        # AOF loading answers PING with LOADING errors; ping() raising covers it.
+                        return
+                except redis.RedisError as exc:
+                    last_error = exc
+                time.sleep(0.02)
         raise TimeoutError(f"redis-server on port {self.port} not ready: {last_error}")
 
     def stop(self, timeout: float = 10.0) -> None:

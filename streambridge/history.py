@@ -1,9 +1,10 @@
 """Per-room history: what the bridge publishes is also kept, per room, for catch-up.
 
-The bridge publishes a batch with one script that, for each event still pending in the
-group (one another bridge already published is skipped), gives it the next *position*
-of its shard, appends it to its room's history under that position, PUBLISHes it and
-acks its stream entry. So in a
+The bridge publishes a batch with one script that, for each event still pending on its
+consumer (one another bridge claimed or published is skipped), gives it the next
+*position* of its shard, appends it to its room's history under that position,
+PUBLISHes it and acks it: atomically, so an ack means "published" and nothing is
+published twice. So in a
 shard, positions are handed out in the order events are published and each event is
 published once: a client that has everything up to a position can never be passed by a
 late publish (a claim, a slower bridge) below it.
@@ -26,10 +27,18 @@ from typing import Any
 
 from streambridge.ids import ZERO, StreamId
 
-APPEND = """
+APPEND = """#!lua
 local stream, clock = KEYS[1], KEYS[2]
-local group, queue, command = ARGV[1], ARGV[2], ARGV[3]
-local size, ttl, mid = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local group, consumer, queue, command = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local size, ttl, mid = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local first, last = ARGV[8], ARGV[9]
+local FIRST, STEP = 10, 6
+-- Still pending on this consumer: no bridge has published it (another bridge that
+-- claimed it meanwhile publishes it instead).
+local mine = {}
+for _, p in ipairs(redis.call('XPENDING', stream, group, first, last, 10000, consumer)) do
+  mine[p[1]] = true
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HMGET', clock, 'last', 'since')
@@ -45,28 +54,33 @@ local floor = now - ttl
 if floor < since then floor = 0 end
 local floor_id = string.format('%.0f-0', floor)
 local ms_text = string.format('%.0f', ms)
-local out = {}
+local out, touched, failure = {}, {}, ''
 for i = 3, #KEYS do
-  local a = 7 + (i - 3) * 6
-  local entry = ARGV[a]
-  -- Still pending: no bridge has published it yet. Acked last: a failure before the
-  -- ack leaves it pending, to be published again.
-  if #redis.call('XPENDING', stream, group, entry, entry, 1) == 1 then
-    seq = seq + 1
-    local id = ms_text .. '-' .. seq
-    local key = KEYS[i]
-    local fresh = redis.call('EXISTS', key) == 0
+  local a = FIRST + (i - 3) * STEP
+  local entry, key = ARGV[a], KEYS[i]
+  if mine[entry] then
+    mine[entry] = nil
+    local id = ms_text .. '-' .. (seq + 1)
+    local fresh = touched[key] == nil and redis.call('EXISTS', key) == 0
+    local added
     if ARGV[a + 3] == '' then
-      redis.call('XADD', key, 'MAXLEN', '~', size, id,
+      added = redis.pcall('XADD', key, 'MAXLEN', '~', size, id,
         'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2])
     else
-      redis.call('XADD', key, 'MAXLEN', '~', size, id,
+      added = redis.pcall('XADD', key, 'MAXLEN', '~', size, id,
         'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2], 'f', ARGV[a + 3])
     end
+    -- A script is not rolled back: on an error, stop here with what is done so far
+    -- published, acked and counted by the clock; this event and the rest stay pending.
+    if type(added) == 'table' and added.err then
+      failure = added.err .. ' (history key ' .. key .. ')'
+      break
+    end
+    seq = seq + 1
     if fresh then
       redis.call('XSETID', key, id, 'ENTRIESADDED', 1, 'MAXDELETEDID', floor_id)
     end
-    redis.call('PEXPIRE', key, ttl)
+    touched[key] = true
     redis.call(command, queue, ARGV[a + 4] .. ARGV[a + 2] .. mid .. id .. ARGV[a + 5])
     redis.call('XACK', stream, group, entry)
     out[#out + 1] = id
@@ -74,16 +88,21 @@ for i = 3, #KEYS do
     out[#out + 1] = ''
   end
 end
+for key in pairs(touched) do redis.call('PEXPIRE', key, ttl) end
 if seq >= 0 then
   redis.call('HSET', clock, 'last', ms_text .. '-' .. seq, 'since', string.format('%.0f', since))
 end
-return out
+return {out, failure}
 """
 """KEYS: the shard's stream, its clock, then each event's history key. ARGV: group,
-queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms, ``BEFORE_POSITION``,
-then six per event: entry id, channel, body, sender ('' for none), the message before
-the body, the message after the position. Returns each event's position ('' when no
-longer pending: another bridge published it)."""
+consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms,
+``BEFORE_POSITION``, the lowest and highest entry id of the batch, then six per event:
+entry id, channel, body, sender ('' for none), the message before the body, the message
+after the position. Each event still pending on this consumer is given the next
+position, kept in its room's history, published and acked, in order and atomically
+(an ack means "published"; nothing is published twice). Returns each handled event's
+position ('' when it was not pending: another bridge had claimed or published it) and
+an error ('' for none) that stopped the batch at the next event."""
 
 READ = """
 local position, count = ARGV[1], ARGV[2]

@@ -208,3 +208,25 @@ def test_the_page_shows_who_sent_each_event(browser, page, web, bridge, redis_cl
         assert senders(page) == ["from alice", "system", "system"]  # her own page too
     finally:
         other.close()
+
+
+def test_an_entry_published_again_under_a_newer_position_is_shown_once(page, web, bridge,
+                                                                        redis_client):  # fmt: skip
+    # What a Redis that persists every second can do after a crash: the publish went out,
+    # its ack was lost with the last second, and the bridge publishes the entry again.
+    log_in(page, web, "alice")
+    page.evaluate(
+        """() => {
+            window.metas = [];
+            window.streambridgePage.onAny((channel, body, meta) => window.metas.push(meta));
+        }"""
+    )
+    redis_client.xadd("events", {"channel": "message", "body": '"once"', "room": "user:alice"})
+    wait_body(page, "once")
+    meta = page.evaluate("window.metas[0]")
+    again = f"{int(meta['id'].split('-')[0]) + 1}-0"
+    forge(redis_client, "message", ["once", {**meta, "id": again}], "user:alice")
+    redis_client.xadd("events", {"channel": "message", "body": '"sentinel"', "room": "user:alice"})
+    wait_body(page, "sentinel")
+    assert bodies(page) == ["once", "sentinel"]
+    assert len(page.evaluate("window.metas")) == 2  # handlers saw it once too

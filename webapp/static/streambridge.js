@@ -148,8 +148,16 @@
       if (typeof channel !== "string" || channel.indexOf(PREFIX) === 0) return;  // the server's own
       if (!meta || typeof meta !== "object" || typeof meta.id !== "string" || !STREAM_ID.test(meta.id)) return;
       var key = shardOf(meta) + "/" + meta.id;
-      if (seen.has(key)) return;  // redelivered: already shown
+      // The same stream entry published again under a newer position (its ack was lost
+      // with the last second of a Redis that persists every second): shown already.
+      var entry = typeof meta.entry === "string" ? shardOf(meta) + "/" + meta.epoch + "/" + meta.entry : null;
+      if (seen.has(key) || (entry && seen.has(entry))) {
+        position.advance(shardOf(meta), meta.id, meta.epoch);
+        position.save();
+        return;  // redelivered: already shown
+      }
       remember(key);
+      if (entry) remember(entry);
       // Past this event before any handler runs: an event a handler cannot process is
       // never asked for again (no reconnect-and-replay loop).
       position.advance(shardOf(meta), meta.id, meta.epoch);
