@@ -24,7 +24,6 @@ from bridge.deadletter import dead_fields
 from bridge.metrics import BridgeMetrics
 from streambridge import history
 from streambridge.contract import ContractError, Event, shown
-from streambridge.ids import StreamId
 from streambridge.keys import history as history_key
 from streambridge.queue import BEFORE_POSITION, emit_parts, publish_command
 from streambridge.settings import BridgeSettings
@@ -316,22 +315,28 @@ class Bridge:
         ack = list(gone)
         if dead_ids:
             ack += self._dead_lettered(dead_ids, dead.execute(raise_on_error=False))
-        if valid:
-            self._publish_batch(valid)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         if gone:
             self._count("trimmed", len(gone))
             self.log.warning("bridge.pending_trimmed", count=len(gone), first_id=gone[0])
         read_next = read_next and not self.stopping.is_set()
-        if not ack and not read_next:
+        if not (valid or ack or read_next):
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
             return []
+        # The publish, the other acks and the read of the next batch in one round trip.
         pipe = self.redis.pipeline(transaction=False)
+        queued = self._queue_publish(valid, pipe) if valid else 0
         if ack:
             pipe.xack(s.stream, s.group, *ack)
         if read_next:
             self._read_new(pipe)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+        if valid:
+            self._published(valid, replies[:queued])
+        for reply in replies[queued:]:
+            if isinstance(reply, Exception):
+                raise reply
         self._count("acked", len(ack))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return _entries(replies[-1]) if read_next else []
 
     def _dead_lettered(self, ids: list[str], results: list[Any]) -> list[str]:
@@ -348,11 +353,13 @@ class Bridge:
             done.append(stream_id)
         return done
 
-    def _publish_batch(self, valid: list[tuple[str, Event]]) -> None:
-        """Publish, keep in each room's history and ack, in one script run."""
+    def _queue_publish(self, valid: list[tuple[str, Event]], pipe: Any) -> int:
+        """Queue the script that publishes, keeps in each room's history and acks; the
+        number of commands queued."""
         s = self.settings
         keys = [s.stream, s.history_clock_key]
-        ids = [StreamId.parse(i) for i, _ in valid]
+        # Entries come in stream order (read or claimed so), so the batch's range is
+        # from its first to its last.
         args: list[str | int] = [
             s.group,
             s.consumer,
@@ -361,20 +368,27 @@ class Bridge:
             s.history_size,
             s.history_ttl_s * 1000,
             BEFORE_POSITION,
-            str(min(ids)),
-            str(max(ids)),
+            valid[0][0],
+            valid[-1][0],
         ]
         for stream_id, event in valid:
             keys.append(history_key(s.stream, event.namespace, event.room))
             before, after = emit_parts(event, stream_id, self.epoch, self.shard)
             args += (stream_id, event.channel, event.body, event.sender or "", before, after)
-        try:
-            positions, failure = self._append(keys=keys, args=args)
-        except (redis.ConnectionError, redis.TimeoutError):
-            raise
-        except redis.RedisError as exc:  # before anything was published: all stay pending
-            self.log.error("bridge.publish_failed", first_id=valid[0][0], error=str(exc))
-            raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        self._append.queue(pipe, keys, args)
+        return 1
+
+    def _published(self, valid: list[tuple[str, Event]], replies: list[Any]) -> None:
+        """Count what the script did; raise if it stopped before the end of the batch."""
+        [reply] = replies
+        if isinstance(reply, (redis.ConnectionError, redis.TimeoutError)):
+            raise reply
+        if self._append.unloaded(reply):
+            raise PublishFailed("the publish script was not loaded in Redis; loading it again")
+        if isinstance(reply, Exception):  # before anything was published: all stay pending
+            self.log.error("bridge.publish_failed", first_id=valid[0][0], error=str(reply))
+            raise PublishFailed(f"{type(reply).__name__}: {reply}") from reply
+        positions, failure = reply
         published = sum(1 for p in positions if p)
         self._count("emitted", published)
         self._count("acked", published)

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from streambridge.ids import ZERO, StreamId
 
 APPEND = """#!lua
@@ -54,21 +56,33 @@ local floor = now - ttl
 if floor < since then floor = 0 end
 local floor_id = string.format('%.0f-0', floor)
 local ms_text = string.format('%.0f', ms)
-local out, touched, failure = {}, {}, ''
+local out, done, touched, failure = {}, {}, {}, ''
 for i = 3, #KEYS do
   local a = FIRST + (i - 3) * STEP
   local entry, key = ARGV[a], KEYS[i]
   if mine[entry] then
     mine[entry] = nil
     local id = ms_text .. '-' .. (seq + 1)
-    local fresh = touched[key] == nil and redis.call('EXISTS', key) == 0
+    -- NOMKSTREAM: nil when the room has no history yet (then it is created below).
     local added
     if ARGV[a + 3] == '' then
-      added = redis.pcall('XADD', key, 'MAXLEN', '~', size, id,
+      added = redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', size, id,
         'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2])
     else
-      added = redis.pcall('XADD', key, 'MAXLEN', '~', size, id,
+      added = redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', size, id,
         'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2], 'f', ARGV[a + 3])
+    end
+    if added == false then
+      if ARGV[a + 3] == '' then
+        added = redis.pcall('XADD', key, 'MAXLEN', '~', size, id,
+          'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2])
+      else
+        added = redis.pcall('XADD', key, 'MAXLEN', '~', size, id,
+          'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2], 'f', ARGV[a + 3])
+      end
+      if not (type(added) == 'table' and added.err) then
+        redis.call('XSETID', key, id, 'ENTRIESADDED', 1, 'MAXDELETEDID', floor_id)
+      end
     end
     -- A script is not rolled back: on an error, stop here with what is done so far
     -- published, acked and counted by the clock; this event and the rest stay pending.
@@ -77,19 +91,25 @@ for i = 3, #KEYS do
       break
     end
     seq = seq + 1
-    if fresh then
-      redis.call('XSETID', key, id, 'ENTRIESADDED', 1, 'MAXDELETEDID', floor_id)
-    end
     touched[key] = true
     redis.call(command, queue, ARGV[a + 4] .. ARGV[a + 2] .. mid .. id .. ARGV[a + 5])
-    redis.call('XACK', stream, group, entry)
     out[#out + 1] = id
+    done[#done + 1] = entry
   else
     out[#out + 1] = ''
   end
 end
-for key in pairs(touched) do redis.call('PEXPIRE', key, ttl) end
-if seq >= 0 then
+-- Each history lives at least ttl after its last event (what gap() and the floor above
+-- rely on) and at most ttl + ttl / 8: refreshed only when that much has passed, so a busy
+-- room costs a PTTL per batch, not a write.
+for key in pairs(touched) do
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl + math.floor(ttl / 8)) end
+end
+if #done > 0 then
+  -- In slices: unpack() of thousands of values overflows Lua's stack.
+  for j = 1, #done, 1000 do
+    redis.call('XACK', stream, group, unpack(done, j, math.min(j + 999, #done)))
+  end
   redis.call('HSET', clock, 'last', ms_text .. '-' .. seq, 'since', string.format('%.0f', since))
 end
 return {out, failure}
@@ -140,11 +160,27 @@ class Script:
         self.client = client
         self.source = source
         self._script: Any = None
+        self._sha: str | None = None
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
         if self._script is None:
             self._script = self.client.register_script(self.source)
         return self._script(keys=keys, args=args)
+
+    def queue(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        """Queue a run on ``pipe``, a pipeline of the same Redis, by its SHA alone (no
+        SCRIPT EXISTS round trip first): see ``unloaded`` for a Redis that lost it."""
+        if self._sha is None:
+            self._sha = self.client.script_load(self.source)
+        pipe.evalsha(self._sha, len(keys), *keys, *args)
+
+    def unloaded(self, reply: Any) -> bool:
+        """Whether ``reply`` says Redis no longer has the script (restarted, failed over,
+        flushed): it is loaded again on the next ``queue``."""
+        if isinstance(reply, NoScriptError):
+            self._sha = None
+            return True
+        return False
 
 
 @dataclass

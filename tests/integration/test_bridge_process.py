@@ -357,7 +357,7 @@ def test_a_lost_connection_during_publish_is_raised_and_nothing_acked(
     def lost(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(bridge, "_append", lost)
+    monkeypatch.setattr(bridge._append, "queue", lost)
     with pytest.raises(type(error)):
         bridge.process(read_new(bridge))
     assert pending_ids(rdb) == ids
@@ -634,3 +634,18 @@ def test_a_name_whose_holder_cannot_be_judged_is_taken_once_its_key_expires(rdb)
     rdb.set(name.key, "another-host|boot/1|1|abcd1234", px=300)  # its last refresh
     name.claim(threading.Event())  # waits for the key to expire, then takes it
     assert rdb.get(name.key) == name.owner
+
+
+def test_a_redis_that_lost_the_publish_script_gets_it_again(bridge, rdb, queue):
+    # A restarted or failed-over Redis has no scripts: the batch stays pending, the
+    # script is loaded again and the replay publishes it.
+    first = rdb.xadd("events", {"channel": "m", "body": "1"})
+    bridge.process(read_new(bridge))
+    rdb.script_flush()
+    second = rdb.xadd("events", {"channel": "m", "body": "2"})
+    with pytest.raises(PublishFailed, match="not loaded"):
+        bridge.process(read_new(bridge))
+    assert pending_ids(rdb) == [second]
+    bridge.drain_own_pending()
+    assert [json.loads(m)["data"][1]["entry"] for m in queue()] == [first, second]
+    assert pending_ids(rdb) == []
