@@ -91,4 +91,4 @@ HISTORY_SIZE = 1_000
 """Events kept per room for catch-up (at least this many: trimming is approximate)."""
 
 HISTORY_TTL_S = 86_400
-"""A room's history is dropped this long after its last event."""
+"""A room's history is dropped this long (up to 9/8 of it) after its last event."""

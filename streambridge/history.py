@@ -11,7 +11,8 @@ late publish (a claim, a slower bridge) below it.
 
 Positions look like stream ids (``<ms>-<seq>``) from one clock per shard, so every
 room's history of a shard shares one order. A room's history keeps at least
-``history_size`` events and is dropped ``history_ttl_s`` after its last one. Each history
+``history_size`` events and is dropped ``history_ttl_s`` (up to 9/8 of it) after its
+last one. Each history
 records how far back it is complete: Redis's ``max-deleted-entry-id`` is set, when the
 history is created, to the newest position a former history of that room could have
 held, and ``entries-added`` above ``length`` shows that trimming removed some.

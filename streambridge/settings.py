@@ -64,7 +64,7 @@ class CommonSettings(BaseSettings):
     history_ttl_s: int = Field(
         defaults.HISTORY_TTL_S,
         ge=1,
-        description="A room's history is dropped this long after its last event.",
+        description="A room's history is dropped this long (up to 9/8 of it) after its last event.",
     )
     max_body_bytes: int = Field(defaults.MAX_BODY_BYTES, ge=1, description="Body size limit.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
