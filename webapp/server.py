@@ -127,6 +127,9 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG)
+    # Accepted sockets inherit it: small writes (a replay's events, then its notice) go
+    # out at once instead of waiting ~40 ms for the client's delayed ACK (Nagle).
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     eventlet.wsgi.server(
         listener,
         app,

@@ -56,3 +56,16 @@ def test_quick_cluster_benchmark_runs(tmp_path):
     assert [(r["shards"], r["masters_used"]) for r in runs] == [(1, 1), (3, 3)]
     assert all(r["entries_per_s"] > 0 for r in runs)
     assert sum(runs[1]["entries_per_shard"]) == runs[1]["entries"]
+
+
+@pytest.mark.timeout(300)
+def test_quick_recovery_benchmark_runs_every_phase(tmp_path):
+    out = tmp_path / "recovery.json"
+    run_quick("bench/recovery.py", out)
+    results = json.loads(out.read_text())
+    assert [row["others"] for row in results["flat"]] == [1_000, 10_000]
+    assert all(row["connected_to_recovery_ms"] > 0 for row in results["flat"])
+    storm = results["storm"]
+    assert storm["recovered_exactly"] == storm["clients"] == 40
+    assert results["bridge"]["with_history_per_s"] > 0
+    assert results["memory"]["bytes_per_event"] > results["memory"]["body_bytes"]
