@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from streambridge import defaults
 
 
@@ -36,6 +38,7 @@ def _slot_tagged(stream: str) -> str:
     return stream if "{" in stream else f"{{{stream}}}"
 
 
+@functools.lru_cache(maxsize=8192)  # the bridge names one per event
 def history(stream: str, namespace: str, room: str | None) -> str:
     """Per-room history of ``stream``'s events (``room`` None: the namespace's broadcast).
     The namespace's length comes first, so no namespace and room pair reads as another."""
