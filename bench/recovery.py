@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
+from bench.run import cpu_seconds  # noqa: E402
 from bridge.daemon import Bridge as BridgeLoop  # noqa: E402
 from bridge.daemon import _entries  # noqa: E402
 from producers.publisher import Publisher  # noqa: E402
@@ -57,13 +58,6 @@ from tests.support import (  # noqa: E402
 CHANNEL = "bench"
 PASSWORD = "pw"  # noqa: S105 - throwaway users of a private server
 BODY_200 = {"text": "x" * 186}  # 200 bytes of JSON
-
-
-def cpu_seconds(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def commands(client: redis.Redis) -> int:

@@ -57,6 +57,17 @@ local floor = now - ttl
 if floor < since then floor = 0 end
 local floor_id = string.format('%.0f-0', floor)
 local ms_text = string.format('%.0f', ms)
+-- Event a's fields appended to a room's history under id; with create false, nil when
+-- the room has no history yet. An empty sender ('f') is the system.
+local function append(key, id, a, create)
+  local e, c, b, f = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if create then
+    return redis.pcall('XADD', key, 'MAXLEN', '~', size, id, 'e', e, 'c', c, 'b', b, 'f', f)
+  end
+  return redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', size, id,
+    'e', e, 'c', c, 'b', b, 'f', f)
+end
+local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
 local out, done, touched, failure = {}, {}, {}, ''
 for i = 3, #KEYS do
   local a = FIRST + (i - 3) * STEP
@@ -64,30 +75,16 @@ for i = 3, #KEYS do
   if mine[entry] then
     mine[entry] = nil
     local id = ms_text .. '-' .. (seq + 1)
-    -- NOMKSTREAM: nil when the room has no history yet (then it is created below).
-    local added
-    if ARGV[a + 3] == '' then
-      added = redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', size, id,
-        'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2])
-    else
-      added = redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', size, id,
-        'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2], 'f', ARGV[a + 3])
-    end
+    local added = append(key, id, a, false)
     if added == false then
-      if ARGV[a + 3] == '' then
-        added = redis.pcall('XADD', key, 'MAXLEN', '~', size, id,
-          'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2])
-      else
-        added = redis.pcall('XADD', key, 'MAXLEN', '~', size, id,
-          'e', entry, 'c', ARGV[a + 1], 'b', ARGV[a + 2], 'f', ARGV[a + 3])
-      end
-      if not (type(added) == 'table' and added.err) then
+      added = append(key, id, a, true)
+      if not failed(added) then
         redis.call('XSETID', key, id, 'ENTRIESADDED', 1, 'MAXDELETEDID', floor_id)
       end
     end
     -- A script is not rolled back: on an error, stop here with what is done so far
     -- published, acked and counted by the clock; this event and the rest stay pending.
-    if type(added) == 'table' and added.err then
+    if failed(added) then
       failure = added.err .. ' (history key ' .. key .. ')'
       break
     end

@@ -348,7 +348,7 @@ class CatchUp:
                     fields.get("e", ""),
                     plan.epoch,
                     shard if sharded else None,
-                    fields.get("f"),
+                    fields.get("f") or None,  # empty: the system
                 )
                 meta["replayed"] = True
                 body = json.loads(fields["b"])

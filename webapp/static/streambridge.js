@@ -151,17 +151,14 @@
       // The same stream entry published again under a newer position (its ack was lost
       // with the last second of a Redis that persists every second): shown already.
       var entry = typeof meta.entry === "string" ? shardOf(meta) + "/" + meta.epoch + "/" + meta.entry : null;
-      if (seen.has(key) || (entry && seen.has(entry))) {
-        position.advance(shardOf(meta), meta.id, meta.epoch);
-        position.save();
-        return;  // redelivered: already shown
-      }
-      remember(key);
-      if (entry) remember(entry);
+      var shown = seen.has(key) || (entry && seen.has(entry));
       // Past this event before any handler runs: an event a handler cannot process is
       // never asked for again (no reconnect-and-replay loop).
       position.advance(shardOf(meta), meta.id, meta.epoch);
       position.save();
+      if (shown) return;  // redelivered: already shown
+      remember(key);
+      if (entry) remember(entry);
       (handlers[channel] || []).forEach(function (h) { call(h, [body, meta]); });
       anyHandlers.forEach(function (h) { call(h, [channel, body, meta]); });
     });
