@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
-from bench.run import cpu_seconds  # noqa: E402
+from bench.run import cpu_seconds, node_script  # noqa: E402
 from bridge.daemon import Bridge as BridgeLoop  # noqa: E402
 from bridge.daemon import _entries  # noqa: E402
 from producers.publisher import Publisher  # noqa: E402
@@ -170,13 +169,7 @@ def phase_flat(setup: Setup, sizes: list[int]) -> list[dict[str, Any]]:
 # -- a reconnect storm ------------------------------------------------------------------
 class Storm:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            ["node", str(ROOT / "bench" / "storm.mjs")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
+        self.proc = node_script("storm.mjs")
         assert self.read()["event"] == "started"
 
     def read(self) -> dict:

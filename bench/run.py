@@ -97,17 +97,22 @@ class Sampler:
 
 
 # -- the load generator ---------------------------------------------------------------
+def node_script(name: str) -> subprocess.Popen:
+    """A Node script of bench/ that takes JSON lines on stdin and answers on stdout."""
+    return subprocess.Popen(
+        ["node", str(ROOT / "bench" / name)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
 class LoadGen:
     """One Node process with many socket.io clients (bench/clients.mjs)."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            ["node", str(ROOT / "bench" / "clients.mjs")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
+        self.proc = node_script("clients.mjs")
         self.lines: queue.Queue[dict] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.wait("started")
