@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 from run import Sampler, stop_processes, wait_for  # noqa: E402
+from streambridge.webapp.app.users import UserStore  # noqa: E402
 
-from producers.publisher import Publisher  # noqa: E402
 from streambridge import keys  # noqa: E402
 from streambridge.embedded_redis import free_port  # noqa: E402
-from streambridge.embedded_topologies import LocalCluster  # noqa: E402
+from streambridge.publisher import Publisher  # noqa: E402
 from streambridge.settings import ProducerSettings  # noqa: E402
-from webapp.users import UserStore  # noqa: E402
+from tests.support.topologies import LocalCluster  # noqa: E402
 
 ROOMS = 64
 

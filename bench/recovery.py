@@ -33,15 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+from streambridge.bridge.daemon import Bridge as BridgeLoop  # noqa: E402
+from streambridge.bridge.daemon import _entries  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
 from bench.run import cpu_seconds, node_script  # noqa: E402
-from bridge.daemon import Bridge as BridgeLoop  # noqa: E402
-from bridge.daemon import _entries  # noqa: E402
-from producers.publisher import Publisher  # noqa: E402
 from streambridge import history, keys  # noqa: E402
 from streambridge.contract import Event  # noqa: E402
 from streambridge.embedded_redis import RedisServer  # noqa: E402
+from streambridge.publisher import Publisher  # noqa: E402
 from streambridge.queue import emit_message  # noqa: E402
 from streambridge.settings import BridgeSettings, ProducerSettings  # noqa: E402
 from tests.support import (  # noqa: E402

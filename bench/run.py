@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 import requests  # noqa: E402
+from streambridge.webapp.app.users import UserStore  # noqa: E402
 
 from streambridge.embedded_redis import RedisServer, free_port  # noqa: E402
-from webapp.users import UserStore  # noqa: E402
 
 CHANNEL = "bench"
 PASSWORD = "bench-password-123"  # noqa: S105 - a throwaway user of a private server
@@ -425,7 +425,7 @@ def phase_emit_rates(stack: Stack, n: int) -> dict[str, Any]:
 
 def phase_bridge_backlog(stack: Stack, n: int) -> dict[str, Any]:
     """A backlog of n entries, published and acked by one bridge."""
-    from producers.publisher import Publisher
+    from streambridge.publisher import Publisher
     from streambridge.settings import ProducerSettings
 
     client = stack.redis()
@@ -579,7 +579,7 @@ def phase_overload(
 
 def phase_bridge_memory(stack: Stack, n: int, step: int) -> dict[str, Any]:
     """Bridge RSS every ``step`` entries while it works through ``n`` entries."""
-    from producers.publisher import Publisher
+    from streambridge.publisher import Publisher
     from streambridge.settings import ProducerSettings
 
     client = stack.redis()
@@ -639,8 +639,8 @@ def _connected_metric(stack: Stack) -> float:
 
 def phase_catch_up(stack: Stack, missed: int) -> dict[str, Any]:
     """A client that missed ``missed`` events reconnects with its last id."""
-    from producers.publisher import Publisher
     from streambridge import keys
+    from streambridge.publisher import Publisher
     from streambridge.settings import ProducerSettings
 
     client = stack.redis()

@@ -7,9 +7,9 @@ import signal
 import sys
 
 import structlog
+from streambridge.bridge.daemon import ShardedBridge
+from streambridge.bridge.metrics import BridgeMetrics
 
-from bridge.daemon import ShardedBridge
-from bridge.metrics import BridgeMetrics
 from streambridge import metrics_http
 from streambridge.sd_notify import notify
 from streambridge.settings import BridgeSettings

@@ -16,12 +16,12 @@ from typing import Any
 import redis
 import structlog
 from redis.exceptions import RedisClusterException
+from streambridge.bridge import consumer_name
+from streambridge.bridge.backoff import Backoff
+from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer
+from streambridge.bridge.deadletter import dead_fields
+from streambridge.bridge.metrics import BridgeMetrics
 
-from bridge import consumer_name
-from bridge.backoff import Backoff
-from bridge.consumer_name import ConsumerName, DuplicateConsumer
-from bridge.deadletter import dead_fields
-from bridge.metrics import BridgeMetrics
 from streambridge import history
 from streambridge.contract import ContractError, Event, shown
 from streambridge.keys import history as history_key

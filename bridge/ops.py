@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fields, raw
+from streambridge.bridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fields, raw
+
 from streambridge.redis_conn import as_cluster
 from streambridge.settings import BridgeSettings
 

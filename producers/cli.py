@@ -8,8 +8,8 @@ import sys
 from collections.abc import Iterator
 from typing import IO
 
-from producers.publisher import PIPELINE_CHUNK, Publisher
 from streambridge.contract import ContractError, Event, check_json_text
+from streambridge.publisher import PIPELINE_CHUNK, Publisher
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything streambridge needs into this checkout: a virtualenv with the
-# package (editable), the pinned npm packages, and the browser client copied into
-# the web app's static files. With --test: also redis-server and chromium for the suite.
+# package (editable, every extra) and the pinned npm packages (the Node producer
+# example and the benchmark's clients). With --test: also redis-server and chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,15 +12,13 @@ python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi
-extras="embedded"
-[[ $want_test == 1 ]] && extras="embedded,test"
+extras="all"
+[[ $want_test == 1 ]] && extras="all,test"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
 
 if [[ ! -d node_modules/socket.io-client ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-mkdir -p webapp/static/vendor
-cp node_modules/socket.io-client/dist/socket.io.min.js webapp/static/vendor/socket.io.min.js
 
 if [[ $want_test == 1 ]]; then
   missing=()

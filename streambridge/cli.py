@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     web = sub.add_parser("web", help="run the web app (Socket.IO server)")
     _host_port(web)
 
-    from bridge import cli as bridge_cli
-    from producers import cli as producer_cli
+    from streambridge.bridge import cli as bridge_cli
+    from streambridge.producers import cli as producer_cli
 
     bridge = sub.add_parser("bridge", help="run the bridge daemon")
     bridge_cli.add_arguments(bridge)
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     logging_setup.configure(common.log_level, common.log_format)
     try:
         if args.command == "bridge":
-            from bridge import cli as bridge_cli
+            from streambridge.bridge import cli as bridge_cli
             from streambridge.settings import BridgeSettings
 
             return bridge_cli.run(args, BridgeSettings())
@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
 
             try:
                 if args.command == "publish":
-                    from producers import cli as producer_cli
+                    from streambridge.producers import cli as producer_cli
 
                     return producer_cli.run(args)
                 return _ops(args)
@@ -148,7 +148,7 @@ def _web(args: argparse.Namespace) -> int:
     from streambridge import logging_setup
 
     logging_setup.configure(settings.log_level, settings.log_format)
-    from webapp.server import serve
+    from streambridge.webapp.ext.server import serve
 
     return serve(settings)
 
@@ -156,8 +156,8 @@ def _web(args: argparse.Namespace) -> int:
 def _ops(args: argparse.Namespace) -> int:
     import json
 
-    from bridge import ops
-    from bridge.daemon import connect
+    from streambridge.bridge import ops
+    from streambridge.bridge.daemon import connect
     from streambridge.settings import BridgeSettings
 
     settings = BridgeSettings()
@@ -198,7 +198,7 @@ def _ops(args: argparse.Namespace) -> int:
 
 def _user(args: argparse.Namespace) -> int:
     from streambridge.settings import WebSettings
-    from webapp.users import UserStore
+    from streambridge.webapp.app.users import UserStore
 
     store = UserStore(WebSettings().users_file)
     if args.user_command == "list":

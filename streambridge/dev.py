@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     users_file = STATE_DIR / "users.json"
     password = secrets.token_urlsafe(12)
-    from webapp.users import UserStore
+    from streambridge.webapp.app.users import UserStore
 
     UserStore(users_file).add(args.user, password)
     env = {

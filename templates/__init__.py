@@ -1,0 +1,1 @@
+"""The standalone app's Jinja templates (data files; installed as ``streambridge.templates``)."""

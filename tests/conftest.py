@@ -3,10 +3,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from streambridge.webapp.app.users import UserStore
 
 from streambridge.embedded_redis import RedisServer
 from tests.support import PASSWORDS, REPORTS, Bridge, Web, clean_env
-from webapp.users import UserStore
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,7 @@ from flask_login import (  # noqa: E402
     login_user,
     logout_user,
 )
-
-from webapp.extension import PublishRefused, StreamBridge  # noqa: E402
+from streambridge.webapp.ext.extension import PublishRefused, StreamBridge  # noqa: E402
 
 PASSWORD = os.environ.get("HOST_APP_PASSWORD", "wonderland-demo")
 TEAMS = {"alice": ["team:blue"], "bob": []}
@@ -110,8 +109,9 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args()
+    from streambridge.webapp.ext.server import run_app
+
     from streambridge.logging_setup import configure
-    from webapp.server import run_app
 
     configure()  # the application configures logging, never the library
 

@@ -9,10 +9,10 @@ import argparse  # noqa: E402
 import threading  # noqa: E402
 
 from flask import Flask  # noqa: E402
+from streambridge.webapp.ext.extension import StreamBridge  # noqa: E402
+from streambridge.webapp.ext.server import run_app  # noqa: E402
 
 from streambridge.logging_setup import configure  # noqa: E402
-from webapp.extension import StreamBridge  # noqa: E402
-from webapp.server import run_app  # noqa: E402
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = "stuck-app-" * 4

@@ -128,8 +128,8 @@ def test_sharded_streams_page_catches_up_every_shard(page, env, tmp_path, proces
     in another. Before the web server goes down the page has seen only broadcasts; its
     position in alice's shard comes from the server's recovery event, so what was
     published there while it was away is caught up too."""
-    from producers.publisher import Publisher
     from streambridge.contract import shard_for
+    from streambridge.publisher import Publisher
     from streambridge.settings import ProducerSettings
     from tests.support import Bridge
 

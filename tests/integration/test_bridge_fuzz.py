@@ -10,8 +10,8 @@ import redis
 from hypothesis import event as label
 from hypothesis import example, given
 from hypothesis import strategies as st
+from streambridge.bridge.daemon import Bridge, _entries
 
-from bridge.daemon import Bridge, _entries
 from streambridge import defaults
 from streambridge.settings import BridgeSettings
 from tests.unit.test_fuzz import FUZZ, _key, any_fields, body_limits

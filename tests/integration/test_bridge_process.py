@@ -12,9 +12,9 @@ import threading
 import pytest
 import redis
 import structlog
+from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer, owner_token, verdict
+from streambridge.bridge.daemon import Bridge, NotReady, PublishFailed, _entries
 
-from bridge.consumer_name import ConsumerName, DuplicateConsumer, owner_token, verdict
-from bridge.daemon import Bridge, NotReady, PublishFailed, _entries
 from streambridge import keys
 from streambridge.contract import Event
 from streambridge.ids import StreamId

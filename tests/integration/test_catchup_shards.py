@@ -6,14 +6,14 @@ from __future__ import annotations
 import types
 
 import pytest
+from streambridge.bridge.daemon import Bridge, _entries
+from streambridge.webapp.ext.catchup import CatchUp, Client
+from streambridge.webapp.ext.identity import Viewer
 
-from bridge.daemon import Bridge, _entries
 from streambridge import keys
 from streambridge.contract import shard_for
 from streambridge.ids import StreamId
 from streambridge.settings import BridgeSettings, WebSettings
-from webapp.catchup import CatchUp, Client
-from webapp.identity import Viewer
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import time
 
 import pytest
 import requests
+from streambridge.webapp.app.users import UserStore
 
-from producers.publisher import Publisher
 from streambridge import keys
 from streambridge.contract import shard_for
-from streambridge.embedded_topologies import LocalCluster
+from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
 from tests.support import (
     PASSWORDS,
@@ -33,7 +33,7 @@ from tests.support import (
     report,
     wait_until,
 )
-from webapp.users import UserStore
+from tests.support.topologies import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -312,7 +312,7 @@ def test_poison_entries_go_dead_after_max_deliveries_and_requeue_brings_them_bac
 
 
 def test_sigterm_during_burst_exits_zero_with_nothing_pending(bridge, redis_client):
-    from producers.publisher import Publisher
+    from streambridge.publisher import Publisher
     from streambridge.settings import ProducerSettings
 
     publisher = Publisher(redis_client, ProducerSettings())

@@ -10,10 +10,10 @@ import time
 import pytest
 from werkzeug.security import generate_password_hash
 
-from producers.publisher import Publisher
 from streambridge import keys
 from streambridge.contract import Event
 from streambridge.ids import StreamId
+from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
 from tests.support import (
     RECOVERY,

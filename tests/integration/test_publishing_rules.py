@@ -17,8 +17,8 @@ import pytest
 import redis
 import requests
 
-from producers.publisher import Publisher
 from streambridge.contract import RESERVED_CHANNELS, ContractError
+from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
 from tests.support import (
     RECOVERY,

@@ -10,10 +10,10 @@ import time
 import pytest
 import redis
 
-from producers.publisher import Publisher
-from streambridge.embedded_topologies import LocalSentinel
+from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
 from tests.support import Bridge, Client, Web, clean_env, report, wait_until
+from tests.support.topologies import LocalSentinel
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from webapp.client_address import address_key
+from streambridge.webapp.ext.client_address import address_key
 
 
 @pytest.mark.parametrize(

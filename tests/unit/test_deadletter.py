@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from bridge.deadletter import (
+from streambridge.bridge.deadletter import (
     CONSUMER,
     META_FIELDS,
     ORIGINAL_ID,

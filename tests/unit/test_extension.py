@@ -5,14 +5,14 @@ from __future__ import annotations
 import fakeredis
 import pytest
 from flask import Flask
+from streambridge.webapp.ext.compat import register_ws
+from streambridge.webapp.ext.extension import PublishRefused, StreamBridge, state
+from streambridge.webapp.ext.identity import Viewer
 
-import producers
-from producers.publisher import emit_event
+import streambridge
 from streambridge.contract import ContractError
+from streambridge.publisher import emit_event
 from streambridge.settings import WebSettings
-from webapp.compat import register_ws
-from webapp.extension import PublishRefused, StreamBridge, state
-from webapp.identity import Viewer
 
 
 @pytest.fixture
@@ -93,8 +93,8 @@ def test_register_ws_builds_the_url_and_path():
 
 
 def test_configure_and_emit_event_append_to_the_stream(fake, monkeypatch):
-    monkeypatch.setattr("producers.publisher._default", None)  # restored after the test
-    publisher = producers.configure(client=fake, stream="migrated", maxlen=100)
+    monkeypatch.setattr("streambridge.publisher._default", None)  # restored after the test
+    publisher = streambridge.configure(client=fake, stream="migrated", maxlen=100)
     stream_id = emit_event("message", "backup done")
     assert fake.xrange("migrated") == [(stream_id, {"channel": "message", "body": '"backup done"'})]
     assert publisher.settings.maxlen == 100

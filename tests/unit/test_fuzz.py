@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import event as label
 from hypothesis import strategies as st
+from streambridge.webapp.app import create_app
 from werkzeug.security import generate_password_hash
 
 from streambridge import defaults
 from streambridge.contract import CHANNEL_PATTERN, ContractError, Event
 from streambridge.queue import emit_message
 from streambridge.settings import WebSettings
-from webapp import create_app
 
 FUZZ = settings(
     max_examples=120,

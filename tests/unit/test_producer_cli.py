@@ -7,9 +7,9 @@ import io
 import json
 
 import pytest
+from streambridge.producers import cli
 
-from producers import cli
-from producers.publisher import Publisher
+from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
 
 

@@ -1,4 +1,4 @@
-"""Publisher / publish() / publish_many() (producers/publisher.py) against fakeredis."""
+"""Publisher / publish() / publish_many() (streambridge/publisher.py) against fakeredis."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import importlib
 import fakeredis
 import pytest
 
-import producers
-from producers.publisher import Publisher, publish, publish_many
+import streambridge
 from streambridge.contract import ContractError, Event
+from streambridge.publisher import Publisher, publish, publish_many
 from streambridge.settings import ProducerSettings
 
-# ``producers.publisher`` is the function (the package re-exports it); this is the module.
-publish_module = importlib.import_module("producers.publisher")
+publish_module = importlib.import_module("streambridge.publisher")
 
 
 def _text(value) -> str:
@@ -221,7 +220,7 @@ def test_module_functions_share_one_default_publisher(fake, monkeypatch):
 
 
 def test_package_exports_the_producer_api():
-    assert producers.publish is publish
-    assert producers.publish_many is publish_many
-    assert producers.Event is Event
-    assert producers.ContractError is ContractError
+    assert streambridge.publish is publish
+    assert streambridge.publish_many is publish_many
+    assert streambridge.Event is Event
+    assert streambridge.ContractError is ContractError

@@ -10,9 +10,9 @@ import redis
 from pydantic import ValidationError
 from socketio.redis_manager import parse_redis_sentinel_url
 
-from producers.publisher import Publisher
 from streambridge import keys
 from streambridge.contract import shard_for
+from streambridge.publisher import Publisher
 from streambridge.redis_conn import LazyCluster, connect, limiter_storage, parse
 from streambridge.settings import BridgeSettings, ProducerSettings, WebSettings
 

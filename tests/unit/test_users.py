@@ -8,10 +8,9 @@ import os
 import stat
 
 import pytest
+from streambridge.webapp.app import users
+from streambridge.webapp.app.users import User, UserStore, parse, user_room
 from werkzeug.security import generate_password_hash
-
-from webapp import users
-from webapp.users import User, UserStore, parse, user_room
 
 
 @pytest.fixture(autouse=True)

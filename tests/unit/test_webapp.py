@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from streambridge.webapp.app import MIN_SECRET_KEY_CHARS, ConfigError, create_app
+from streambridge.webapp.ext.extension import state
 from werkzeug.security import generate_password_hash
 
 from streambridge.settings import WebSettings
-from webapp import MIN_SECRET_KEY_CHARS, ConfigError, create_app
-from webapp.extension import state
 
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
 SECRET = "x" * 40

@@ -7,11 +7,11 @@ receive), never with a reserved channel, and the event carries its name (``meta.
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
+from streambridge.webapp.app.auth import current_user, current_viewer
+from streambridge.webapp.ext.extension import PublishRefused, state
 
-from producers.publisher import Publisher
 from streambridge.contract import ContractError
-from webapp.auth import current_user, current_viewer
-from webapp.extension import PublishRefused, state
+from streambridge.publisher import Publisher
 
 bp = Blueprint("api", __name__)
 

@@ -17,13 +17,13 @@ from typing import Any
 import redis
 import requests
 import socketio
+from streambridge.webapp.ext.catchup import RECOVERY_EVENT
 
 from streambridge import keys
 from streambridge.embedded_redis import free_port
 from streambridge.ids import StreamId
-from webapp.catchup import RECOVERY_EVENT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOCKETIO_PATH = "/ws/socket.io"
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
 RECOVERY = RECOVERY_EVENT  # the server's recovery notice, as clients see it

@@ -16,12 +16,12 @@ from typing import Any
 import greenlet
 import structlog
 from flask import Flask
+from streambridge.webapp.app import ConfigError, create_app
+from streambridge.webapp.ext.extension import state
 
 from streambridge import metrics_http
 from streambridge.redis_conn import redacted
 from streambridge.settings import WebSettings
-from webapp import ConfigError, create_app
-from webapp.extension import state
 
 log = structlog.get_logger("webapp")
 LISTEN_BACKLOG = 1024
@@ -103,8 +103,7 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
     # deadlines of connection_guard.
     import eventlet
     import eventlet.wsgi
-
-    from webapp.connection_guard import AddressLimits, protocol
+    from streambridge.webapp.ext.connection_guard import AddressLimits, protocol
 
     sb = state(app)
     settings = sb.settings
@@ -147,7 +146,7 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
 
 
 def _cut_stragglers(pool: Any, grace_s: float) -> None:
-    from webapp.connection_guard import waiting_in
+    from streambridge.webapp.ext.connection_guard import waiting_in
 
     stragglers = list(pool.coroutines_running)
     if stragglers:

@@ -9,8 +9,8 @@ Before::
 
 After::
 
-    from webapp.compat import register_ws
-    from producers import emit_event
+    from streambridge.webapp.ext.compat import register_ws
+    from streambridge import emit_event
     register_ws(app, socketio_path="/ws/socket.io", redis_host="localhost")
     ...
     emit_event("message", {"text": "hi"})     # appended to the stream: durable
@@ -21,8 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-
-from webapp.extension import StreamBridge
+from streambridge.webapp.ext.extension import StreamBridge
 
 
 def register_ws(

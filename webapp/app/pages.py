@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, url_for
-
-from webapp.auth import current_user
-from webapp.extension import state
+from streambridge.webapp.app.auth import current_user
+from streambridge.webapp.ext.extension import state
 
 bp = Blueprint("pages", __name__)
 

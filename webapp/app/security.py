@@ -17,11 +17,11 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from streambridge.webapp.app.rate_limit_storage import SCHEME
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from streambridge.redis_conn import limiter_storage
 from streambridge.settings import WebSettings
-from webapp.rate_limit_storage import SCHEME
 
 csrf = CSRFProtect()
 
@@ -55,7 +55,7 @@ class _SecureWhenHttps(SecureCookieSessionInterface):
 
 
 def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -> None:
-    from webapp import api, auth
+    from streambridge.webapp.app import api, auth
 
     if settings.trusted_proxies:
         n = settings.trusted_proxies

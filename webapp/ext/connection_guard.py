@@ -33,9 +33,8 @@ from typing import Any
 import eventlet
 import eventlet.wsgi
 import structlog
-
-from webapp.client_address import address_key
-from webapp.request_bounds import refusal
+from streambridge.webapp.ext.client_address import address_key
+from streambridge.webapp.ext.request_bounds import refusal
 
 log = structlog.get_logger(__name__)
 

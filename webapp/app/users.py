@@ -17,9 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streambridge.webapp.ext.identity import Viewer, user_room
 from werkzeug.security import check_password_hash, generate_password_hash
-
-from webapp.identity import Viewer, user_room
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 # Compared against when the user does not exist, so timing does not reveal names.

@@ -1,7 +1,7 @@
 """``StreamBridge``: the Flask extension that puts streambridge into any Flask app.
 
     from flask import Flask
-    from webapp.extension import StreamBridge
+    from streambridge.webapp.ext.extension import StreamBridge
 
     app = Flask(__name__)
     app.config["REDIS_URL"] = "redis://localhost:6379/0"
@@ -35,17 +35,17 @@ import redis
 import structlog
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
+from streambridge.webapp.ext import sockets
+from streambridge.webapp.ext.catchup import CatchUp
+from streambridge.webapp.ext.identity import Viewer
+from streambridge.webapp.ext.metrics import WebMetrics
+from streambridge.webapp.ext.queue_manager import StreamQueueManager
+from streambridge.webapp.ext.request_bounds import RequestBounds
 
-from producers.publisher import Publisher
 from streambridge.contract import Event
+from streambridge.publisher import Publisher
 from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
-from webapp import sockets
-from webapp.catchup import CatchUp
-from webapp.identity import Viewer
-from webapp.metrics import WebMetrics
-from webapp.queue_manager import StreamQueueManager
-from webapp.request_bounds import RequestBounds
 
 log = structlog.get_logger(__name__)
 
@@ -276,7 +276,9 @@ class StreamBridge:
         app.register_blueprint(_ops_blueprint())
         missing = [str(p) for p in CLIENT_PARTS if not p.exists()]
         if missing:
-            log.warning("web.client_script_missing", files=missing, fix="run scripts/setup.sh")
+            log.warning(
+                "web.client_script_missing", files=missing, fix="reinstall streambridge[web]"
+            )
         self.socketio = socketio
         return state
 
@@ -382,7 +384,7 @@ def _client_blueprint(url: str) -> Blueprint:
                 data = b"\n;\n".join(p.read_bytes() for p in CLIENT_PARTS)
             except FileNotFoundError as exc:
                 return Response(
-                    f"// streambridge: {exc.filename} is missing; run scripts/setup.sh\n",
+                    f"// streambridge: {exc.filename} is missing; reinstall streambridge[web]\n",
                     status=503,
                     mimetype="text/javascript",
                 )

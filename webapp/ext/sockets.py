@@ -22,10 +22,10 @@ import socketio
 import structlog
 from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
+from streambridge.webapp.ext.catchup import CatchUp
+from streambridge.webapp.ext.identity import Viewer
 
 from streambridge.contract import is_reserved
-from webapp.catchup import CatchUp
-from webapp.identity import Viewer
 
 log = structlog.get_logger(__name__)
 

@@ -12,10 +12,9 @@ from flask import (
     session,
     url_for,
 )
-
-from webapp.identity import Viewer
-from webapp.logins import LoginRegistry
-from webapp.users import User, UserStore
+from streambridge.webapp.app.logins import LoginRegistry
+from streambridge.webapp.app.users import User, UserStore
+from streambridge.webapp.ext.identity import Viewer
 
 bp = Blueprint("auth", __name__)
 SESSION_LOGIN = "login"

@@ -26,15 +26,15 @@ from typing import Any
 
 import redis
 import structlog
+from streambridge.webapp.ext.identity import Viewer
+from streambridge.webapp.ext.metrics import WebMetrics
+from streambridge.webapp.ext.queue_manager import StreamQueueManager
 
 from streambridge import defaults, history, keys, queue
 from streambridge.contract import RESERVED_PREFIX, shard_for
 from streambridge.ids import ZERO, StreamId
 from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
-from webapp.identity import Viewer
-from webapp.metrics import WebMetrics
-from webapp.queue_manager import StreamQueueManager
 
 log = structlog.get_logger(__name__)
 
