@@ -148,7 +148,7 @@ def _web(args: argparse.Namespace) -> int:
     from streambridge import logging_setup
 
     logging_setup.configure(settings.log_level, settings.log_format)
-    from streambridge.webapp.ext.server import serve
+    from streambridge.webapp.app.server import serve
 
     return serve(settings)
 

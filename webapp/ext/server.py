@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-import sys
 import traceback
 from collections import Counter
 from typing import Any
@@ -16,28 +15,15 @@ from typing import Any
 import greenlet
 import structlog
 from flask import Flask
-from streambridge.webapp.app import ConfigError, create_app
 from streambridge.webapp.ext.extension import state
 
 from streambridge import metrics_http
 from streambridge.redis_conn import redacted
-from streambridge.settings import WebSettings
 
 log = structlog.get_logger("webapp")
 LISTEN_BACKLOG = 1024
 IDLE_MARGIN_S = 15.0
 """Beyond the Socket.IO ping window, how long a connection may send nothing at all."""
-
-
-def serve(settings: WebSettings) -> int:
-    """``streambridge web``: the standalone app."""
-    try:
-        app = create_app(settings)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    run_app(app, settings.host, settings.port)
-    return 0
 
 
 def run_app(app: Flask, host: str, port: int) -> None:
