@@ -1,7 +1,7 @@
 """streambridge: durable real-time push for Flask apps.
 
     from streambridge import publish, publish_many, Event   # producers (redis + pydantic)
-    from streambridge import StreamBridge                   # the Flask extension ([web])
+    from streambridge import StreamBridge, run_app          # the Flask extension ([web])
 
 The names are imported on first use, never here: a web process must let eventlet or
 gevent monkey-patch before anything imports sockets, and a producer must not pay for
@@ -25,6 +25,7 @@ _EXPORTS = {
     "publish_many": "streambridge.publisher",
     "StreamBridge": "streambridge.webapp.ext.extension",
     "PublishRefused": "streambridge.webapp.ext.extension",
+    "run_app": "streambridge.webapp.ext.server",
 }
 __all__ = [
     "ContractError",
@@ -36,12 +37,14 @@ __all__ = [
     "emit_event",
     "publish",
     "publish_many",
+    "run_app",
 ]
 
 if TYPE_CHECKING:
     from streambridge.contract import ContractError, Event
     from streambridge.publisher import Publisher, configure, emit_event, publish, publish_many
     from streambridge.webapp.ext.extension import PublishRefused, StreamBridge
+    from streambridge.webapp.ext.server import run_app
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,8 @@ from flask_login import (  # noqa: E402
     login_user,
     logout_user,
 )
-from streambridge.webapp.ext.extension import PublishRefused, StreamBridge  # noqa: E402
+
+from streambridge import PublishRefused, StreamBridge  # noqa: E402
 
 PASSWORD = os.environ.get("HOST_APP_PASSWORD", "wonderland-demo")
 TEAMS = {"alice": ["team:blue"], "bob": []}
@@ -109,8 +110,7 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args()
-    from streambridge.webapp.ext.server import run_app
-
+    from streambridge import run_app
     from streambridge.logging_setup import configure
 
     configure()  # the application configures logging, never the library

@@ -79,6 +79,8 @@ class Proc:
     """A ``streambridge`` subprocess whose output goes to a log file."""
 
     command = ("-m", "streambridge.cli")
+    python = sys.executable
+    cwd = ROOT
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -90,12 +92,12 @@ class Proc:
     def start(self) -> Proc:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, *self.command, *self.args],
+            [self.python, *self.command, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=ROOT,
+            cwd=self.cwd,
         )
         log.close()
         return self
