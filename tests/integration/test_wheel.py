@@ -100,6 +100,11 @@ def test_the_host_example_serves_the_client_and_delivers(
     fresh, wheel, tmp_path, env, processes, clients, redis_client
 ):
     _run(fresh, *PIP, "install", f"{wheel}[examples]", cwd=tmp_path)
+    # A host app's own packages with common names, in the folder the processes start
+    # from (on sys.path for `python -m`): ours must never import them.
+    for name in ("webapp", "bridge", "producers", "templates"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('the app's {name}')")
     bridge = Bridge(env, tmp_path)
     host = FreshHostApp(env, tmp_path)
     for proc in (bridge, host):  # the fresh virtualenv's Python, outside the checkout
