@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
+import logging
 import signal
 import sys
+from typing import Any
 
-import structlog
 from streambridge.bridge.daemon import ShardedBridge
 from streambridge.bridge.metrics import BridgeMetrics
 
@@ -14,20 +14,11 @@ from streambridge import metrics_http
 from streambridge.sd_notify import notify
 from streambridge.settings import BridgeSettings
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--consumer", help="consumer name (default: the host name; one per live bridge)"
-    )
-    parser.add_argument("--group", help="consumer group (default: bridge)")
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 0 if the bridge with this consumer name is alive, 1 if not (health check)",
-    )
+log = logging.getLogger(__name__)
 
 
-def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
+def run(args: Any, settings: BridgeSettings) -> int:
+    """``args``: the command's options (``consumer``, ``group``, ``check``)."""
     overrides = {k: v for k, v in (("consumer", args.consumer), ("group", args.group)) if v}
     if overrides:
         settings = settings.model_copy(update=overrides)
@@ -36,11 +27,10 @@ def run(args: argparse.Namespace, settings: BridgeSettings) -> int:
     metrics = BridgeMetrics()
     metrics_http.serve(settings, metrics.registry)
     bridge = ShardedBridge(settings, metrics=metrics)
-    log = structlog.get_logger("bridge")
 
     def on_signal(signum: int, _frame: object) -> None:
         # Warm stop: finish the batch in hand, ack it, then exit.
-        log.info("bridge.signal", signal=signal.Signals(signum).name)
+        log.info("bridge.signal", extra={"signal": signal.Signals(signum).name})
         bridge.stop()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 from streambridge.contract import ContractError, Event, check_json_text
 from streambridge.publisher import PIPELINE_CHUNK, Publisher
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("channel", nargs="?", help="Socket.IO event name, e.g. message")
-    parser.add_argument("body", nargs="?", help="JSON text, e.g. '\"hi\"' or '{\"n\": 1}'")
-    parser.add_argument("--room", help="deliver only to this room (user:<name> for one user)")
-    parser.add_argument("--namespace", default="/", help="Socket.IO namespace (default /)")
-    parser.add_argument(
-        "--text", action="store_true", help="send BODY as a JSON string instead of JSON text"
-    )
-    parser.add_argument(
-        "--stdin",
-        action="store_true",
-        help='read NDJSON lines {"channel", "body", "room"?} from stdin and append them all',
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    publisher = Publisher()
+def run(args: Any, publisher: Publisher | None = None) -> int:
+    """``args``: the command's arguments (``channel``, ``body``, ``room``, ``namespace``,
+    ``text``, ``stdin``). ``publisher``: by default one with settings from the environment."""
+    publisher = publisher if publisher is not None else Publisher()
     if args.stdin:
         if args.channel or args.body:
             print("error: --stdin takes no CHANNEL or BODY", file=sys.stderr)
@@ -99,7 +85,20 @@ def publish_lines(publisher: Publisher, lines: IO[str], out: IO[str], errors: IO
     return 1 if bad else 0
 
 
-def _progress(stream: IO[str]):
-    from tqdm import tqdm
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
 
-    return tqdm(file=stream, unit="ev", desc="publishing", disable=not stream.isatty(), leave=False)
+    def close(self) -> None:
+        pass
+
+
+def _progress(stream: IO[str]) -> Any:
+    """A progress bar on a terminal, when tqdm is installed (it is optional: ``[all]``)."""
+    if not stream.isatty():
+        return _NoProgress()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoProgress()
+    return tqdm(file=stream, unit="ev", desc="publishing", leave=False)

@@ -3,7 +3,6 @@ on this machine, a demo user with a fresh password; Ctrl-C stops them all."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import signal
@@ -12,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -23,7 +23,8 @@ READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Any) -> int:
+    """``args``: the command's options (``host``, ``port``, ``user``)."""
     common = CommonSettings()
     web_defaults = WebSettings(dev=True)
     host = args.host or web_defaults.host

@@ -3,7 +3,8 @@
 core (streambridge/*.py)        imports only the core
 roles (bridge, producers,       import the core and themselves; the standalone app
   webapp.ext, webapp.app)       is built on the extension (app -> ext), never back
-top (cli, dev, __init__)        may import anything, lazily
+top (cli, commands, dev,        may import anything, lazily
+  __init__)
 Nothing installed imports ``tests``, and nothing anywhere imports the role folders
 by their repository names (``import webapp`` would load a second copy).
 """
@@ -33,7 +34,13 @@ ROLES = (
     "streambridge.webapp.app",
 )
 ALLOWED_ROLE_EDGES = {("streambridge.webapp.app", "streambridge.webapp.ext")}
-TOP = ("streambridge", "streambridge.cli", "streambridge.dev", "streambridge.__main__")
+TOP = (
+    "streambridge",
+    "streambridge.cli",
+    "streambridge.commands",
+    "streambridge.dev",
+    "streambridge.__main__",
+)
 REPOSITORY_NAMES = ("webapp", "bridge", "producers", "templates")
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from types import SimpleNamespace
 
 import pytest
 from streambridge.producers import cli
 
+from streambridge import commands
 from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
 
@@ -123,11 +125,16 @@ def test_a_deeply_nested_line_is_reported_and_the_rest_sent(publisher, fake):
 # -- run(): one event from arguments ---------------------------------------------------
 
 
+class PublishParser:
+    """Parses arguments as ``streambridge publish`` does, into what it hands run()."""
+
+    def parse_args(self, argv: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(**commands.publish.make_context("publish", list(argv)).params)
+
+
 @pytest.fixture
 def parser():
-    parser = argparse.ArgumentParser(prog="streambridge publish")
-    cli.add_arguments(parser)
-    return parser
+    return PublishParser()
 
 
 @pytest.fixture
