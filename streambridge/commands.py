@@ -270,11 +270,12 @@ def _ops(ctx: click.Context, action: Callable[..., int]) -> NoReturn:
 
     def work() -> int:
         from streambridge.bridge import ops
-        from streambridge.bridge.daemon import connect
         from streambridge.settings import BridgeSettings
 
         settings = BridgeSettings(**_values(ctx))
-        client = connect(settings)  # reads dead letters that are not UTF-8, too
+        # As the bridge connects (daemon.connect), so dead letters that are not UTF-8
+        # read too; not through the daemon module, which needs the [bridge] extra.
+        client = settings.connect(encoding_errors="surrogateescape")
         return action(ops, client, settings)
 
     _finish(ctx, work, redis=True)

@@ -22,6 +22,12 @@ from tests.support import ROOT
 ORDER = ["dev", "web", "bridge", "publish", "user", "status", "dead"]
 
 
+@pytest.fixture(autouse=True)
+def _no_monkey_patching(monkeypatch):
+    """``main(["web", ...])`` would patch this test process for eventlet: not here."""
+    monkeypatch.setattr("streambridge.async_mode.prepare", lambda: "eventlet")
+
+
 @pytest.fixture
 def configured(monkeypatch) -> list[tuple[str, str]]:
     """Logging set-ups asked for (not done: the test process keeps its own logging)."""
@@ -146,19 +152,28 @@ main(["web", "--port", "0"])
     assert seen == []
 
 
-def test_publish_loads_no_web_tier_and_no_progress_bar_off_a_terminal():
+@pytest.mark.parametrize(
+    "argv",
+    [["publish", "--stdin"], ["status"], ["dead", "list"]],
+    ids=lambda argv: argv[0],
+)
+def test_redis_commands_need_only_the_base_install(argv):
+    """No web tier, no metrics, no progress bar: those are extras."""
     seen = _python(
-        """
+        f"""
 import io, json, sys
+for name in ("flask", "flask_socketio", "eventlet", "socketio", "prometheus_client", "tqdm"):
+    sys.modules[name] = None  # importing it raises ImportError
+sys.stdin = io.StringIO(json.dumps({{"channel": "m", "body": 1}}) + "\\n")
+err = sys.stderr = io.StringIO()
 from streambridge.cli import main
-sys.stdin = io.StringIO('{"channel": "m", "body": 1}\\n')
-code = main(["publish", "--stdin"])
-web = ("flask", "flask_socketio", "eventlet", "socketio", "prometheus_client", "tqdm")
-print(json.dumps({"code": code, "loaded": [m for m in web if m in sys.modules]}))
+code = main({argv!r})
+print(json.dumps({{"code": code, "err": err.getvalue()}}), file=sys.__stdout__)
 """,
         REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens there
     )
-    assert seen == {"code": 1, "loaded": []}
+    assert seen["code"] == 1
+    assert seen["err"].startswith("error: cannot reach Redis"), seen["err"]
 
 
 # -- commands (fakeredis) -----------------------------------------------------------------
