@@ -19,13 +19,15 @@ documented ``{"last_id"}``) is accepted while its own event is still in a histor
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
-import structlog
+from redis.backoff import EqualJitterBackoff
+from streambridge.webapp.ext.delivery_ledger import DeliveryLedger
 from streambridge.webapp.ext.identity import Viewer
 from streambridge.webapp.ext.metrics import WebMetrics
 from streambridge.webapp.ext.queue_manager import StreamQueueManager
@@ -36,11 +38,12 @@ from streambridge.ids import ZERO, StreamId
 from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 RECOVERY_EVENT = RESERVED_PREFIX + "recovery"
 CONNECT_WAIT_S = 5.0
 RETRY_S = 30.0  # how long catch-up retries while Redis is unavailable
+RETRY_DELAY = EqualJitterBackoff(cap=1.0, base=0.05)  # between two of those tries
 DRAIN_WAIT_S = 10.0
 SHARD_KEY_DIGITS = len(str(defaults.MAX_SHARDS - 1))  # int() of a longer key is wasted work
 
@@ -125,6 +128,10 @@ class Client:
 
 
 class CatchUp:
+    """Catches clients up through the queue manager: its ``ledger`` holds, releases and
+    knows positions; the manager itself sends, measures a client's queue and runs the
+    green threads. ``on_gap`` is for the manager's ``gaps`` (the extension connects it)."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -138,15 +145,18 @@ class CatchUp:
         self.settings = settings
         self.shards = settings.shard_settings()
         self.clients: dict[str, Client] = {}
-        manager.on_gap = self.on_gap
         self._read_script = history.Script(client, history.READ)
+
+    @property
+    def ledger(self) -> DeliveryLedger:
+        return self.manager.ledger
 
     # -- connect / disconnect --------------------------------------------------------
     def hold(self, sid: str) -> None:
         """First thing in the connect handler, before anything that can yield: a
         pre-connected client is already in the broadcast room, and nothing may reach it
         before its CONNECT packet and its replay."""
-        self.manager.hold(sid)
+        self.ledger.hold(sid)
 
     def on_connect(self, sid: str, namespace: str, user: Viewer) -> None:
         """The client is accepted; called before it joins its rooms."""
@@ -155,7 +165,7 @@ class CatchUp:
     def on_disconnect(self, sid: str) -> bool:
         """Forget the client; True if it was one of ours (it had connected)."""
         known = self.clients.pop(sid, None) is not None
-        self.manager.forget(sid)
+        self.ledger.forget(sid)
         return known
 
     def run(self, sid: str, auth: Any) -> None:
@@ -167,7 +177,7 @@ class CatchUp:
             positions = self.positions(auth)
             plans, replayed = self._caught_up(client, lambda: positions, dict)
         except Exception as exc:  # a bug must not leave the client held forever
-            log.exception("catchup.failed", sid=sid, error=str(exc))
+            log.exception("catchup.failed", extra={"sid": sid, "error": str(exc)})
             plans, replayed = self._unavailable(), 0
         self._finish(client, plans, replayed)
 
@@ -181,17 +191,17 @@ class CatchUp:
         a failover), retry for a while before telling the client its history is
         incomplete. Its live events stay held meanwhile."""
         deadline = time.monotonic() + RETRY_S
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 plans = self.plan_all(client, positions())
                 return plans, self.replay_all(client, plans)
             except ERRORS as exc:
                 if time.monotonic() > deadline or client.sid not in self.clients:
-                    log.warning("catchup.redis_error", sid=client.sid, error=str(exc))
+                    log.warning("catchup.redis_error", extra={"sid": client.sid, "error": str(exc)})
                     return self._unavailable(through()), 0
-                self.manager.server.sleep(delay)
-                delay = min(1.0, delay * 2)
+                self.manager.sleep(RETRY_DELAY.compute(failures))
+                failures += 1
 
     def positions(self, auth: Any) -> list[Position]:
         """The client's position in each shard (None, None where it has none)."""
@@ -242,25 +252,25 @@ class CatchUp:
         no live event moves a client past the gap, then re-sync in the background."""
         clients = list(self.clients.values())
         for client in clients:
-            self.manager.hold(client.sid)
-        self.manager.server.start_background_task(self.resync, clients)
+            self.ledger.hold(client.sid)
+        self.manager.start_background_task(self.resync, clients)
 
     def resync(self, clients: list[Client]) -> None:
         """Replay for each held client from the last id it got in each shard, so
         clients that never disconnected miss nothing."""
-        log.info("catchup.resync", clients=len(clients))
+        log.info("catchup.resync", extra={"clients": len(clients)})
         for client in clients:
             try:
                 plans, replayed = self._resync_one(client)
             except Exception as exc:  # a bug must not leave the client held forever
-                log.exception("catchup.failed", sid=client.sid, error=str(exc))
-                plans = self._unavailable(self.manager.positions.get(client.sid))
+                log.exception("catchup.failed", extra={"sid": client.sid, "error": str(exc)})
+                plans = self._unavailable(self.ledger.positions_of(client.sid))
                 replayed = 0
             self._finish(client, plans, replayed, notify=not plans.recovered)
 
     def _resync_one(self, client: Client) -> tuple[Plans, int]:
         def at() -> dict[int, StreamId]:
-            return dict(self.manager.positions.get(client.sid, {}))
+            return self.ledger.positions_of(client.sid)
 
         def positions() -> list[Position]:
             # The server's own positions: in the stream's current epoch.
@@ -357,10 +367,12 @@ class CatchUp:
             except Exception as exc:  # one entry must never fail a whole replay
                 log.warning(
                     "catchup.entry_skipped",
-                    sid=client.sid,
-                    position=str(position),
-                    room=room,
-                    error=f"{type(exc).__name__}: {exc}"[:200],
+                    extra={
+                        "sid": client.sid,
+                        "position": str(position),
+                        "room": room,
+                        "error": f"{type(exc).__name__}: {exc}"[:200],
+                    },
                 )
             if sent % page == 0:
                 self._wait_drained(client)
@@ -369,38 +381,40 @@ class CatchUp:
     def _finish(self, client: Client, plan: Plans, replayed: int, notify: bool = True) -> None:
         self.metrics.replayed.inc(replayed)
         self.metrics.recoveries.labels("true" if plan.recovered else "false").inc()
-        released = self.manager.release(
+        released = self.ledger.release(
             client.sid, client.namespace, covered=plan.covered(), start=plan.start()
         )
         if notify:
-            info = plan.info(replayed, self.manager.positions.get(client.sid, {}))
+            info = plan.info(replayed, self.ledger.positions_of(client.sid))
             self.manager.send_to(client.sid, client.namespace, RECOVERY_EVENT, [info])
         log.info(
             "catchup.done",
-            sid=client.sid,
-            user=client.user.name,
-            recovered=plan.recovered,
-            reason=plan.reason,
-            replayed=replayed,
-            released=released,
+            extra={
+                "sid": client.sid,
+                "user": client.user.name,
+                "recovered": plan.recovered,
+                "reason": plan.reason,
+                "replayed": replayed,
+                "released": released,
+            },
         )
 
     def _wait_drained(self, client: Client) -> None:
         """Pace a long replay by what the client takes: let its queue drain below three
         quarters of the shedding limit before the next page."""
-        limit = self.manager.max_client_queue * 3 // 4
+        limit = self.ledger.max_client_queue * 3 // 4
         deadline = time.monotonic() + DRAIN_WAIT_S
         while self.manager.queue_length(client.sid, client.namespace) > limit:
             if time.monotonic() > deadline or client.sid not in self.clients:
                 return
-            self.manager.server.sleep(0.002)
+            self.manager.sleep(0.002)
 
     def _wait_connected(self, client: Client) -> bool:
         deadline = time.monotonic() + CONNECT_WAIT_S
         while not self.manager.is_connected(client.sid, client.namespace):
             if client.sid not in self.clients or time.monotonic() > deadline:
                 return False
-            self.manager.server.sleep(0.005)
+            self.manager.sleep(0.005)
         return True
 
     def _epoch(self, shard: int) -> str:

@@ -20,6 +20,7 @@ Imported only under eventlet, after it has monkey-patched.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import sys
 import sysconfig
@@ -32,11 +33,10 @@ from typing import Any
 
 import eventlet
 import eventlet.wsgi
-import structlog
 from streambridge.webapp.ext.client_address import address_key
 from streambridge.webapp.ext.request_bounds import refusal
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 10.0
 """At most one refusal log line per address and reason this often (floods stay quiet)."""
@@ -130,7 +130,7 @@ class AddressLimits:
             self._logged[key] = now
             if len(self._logged) > 10_000:
                 self._logged.clear()
-            log.warning("web.connection_refused", address=address, reason=reason)
+            log.warning("web.connection_refused", extra={"address": address, "reason": reason})
 
 
 def protocol(
@@ -290,9 +290,11 @@ def protocol(
             limits.refused(self._address, "request timed out")
             log.warning(
                 "web.request_timeout",
-                path=path.split("?", 1)[0][:200],
-                timeout_s=request_timeout_s,
-                waiting_in=waiting_in(frames) if frames else "caught by the app",
+                extra={
+                    "path": path.split("?", 1)[0][:200],
+                    "timeout_s": request_timeout_s,
+                    "waiting_in": waiting_in(frames) if frames else "caught by the app",
+                },
             )
 
     return GuardedProtocol

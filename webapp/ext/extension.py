@@ -25,6 +25,7 @@ by default Flask-Login's ``current_user`` when Flask-Login is installed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import structlog
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
 from streambridge.webapp.ext import sockets
@@ -47,7 +47,7 @@ from streambridge.publisher import Publisher
 from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 CLIENT_PARTS = (STATIC / "vendor" / "socket.io.min.js", STATIC / "streambridge.js")
@@ -89,9 +89,9 @@ class State:
                 if self.logins_alive is not None:
                     self.close_ended_logins()
             except ERRORS as exc:
-                log.warning("web.login_check_failed", error=str(exc))
+                log.warning("web.login_check_failed", extra={"error": str(exc)})
             except Exception as exc:  # the watcher must outlive any one failure
-                log.exception("web.login_check_failed", error=str(exc))
+                log.exception("web.login_check_failed", extra={"error": str(exc)})
 
     def close_unjoined(self, first_seen: dict[str, float], now: float) -> int:
         """Close Engine.IO sessions (no login needed to open one) that have not connected
@@ -106,7 +106,7 @@ class State:
             since = first_seen.setdefault(eio_sid, now)
             if now - since > self.settings.connect_timeout_s:
                 first_seen.pop(eio_sid, None)
-                log.info("socket.never_connected", eio_sid=eio_sid)
+                log.info("socket.never_connected", extra={"eio_sid": eio_sid})
                 sock.close(wait=False, abort=False)  # wait=False: see sockets.py
                 closed += 1
         for eio_sid in [e for e in first_seen if e not in eio.sockets]:
@@ -124,18 +124,18 @@ class State:
         alive = self.logins_alive(c.user.login_id for c in clients if c.user.login_id)
         ended = [c for c in clients if c.user.login_id and c.user.login_id not in alive]
         for client in ended:
-            log.info("socket.login_ended", sid=client.sid, user=client.user.name)
+            log.info("socket.login_ended", extra={"sid": client.sid, "user": client.user.name})
             sockets.close(self.socketio.server, client.sid, client.namespace)
         strangers = [
             sid
             for sid in connected
             # Fully connected (its connect handler has returned) yet never caught up.
             if sid not in known
-            and not self.manager.is_held(sid)
+            and not self.manager.ledger.is_held(sid)
             and self.manager.is_connected(sid, "/")
         ]
         for sid in strangers:
-            log.warning("socket.unknown_closed", sid=sid)
+            log.warning("socket.unknown_closed", extra={"sid": sid})
             sockets.close(self.socketio.server, sid)
         return len(ended) + len(strangers)
 
@@ -219,7 +219,9 @@ class StreamBridge:
         try:
             return self._authorize_publish(viewer.name, room) is True
         except Exception as exc:  # a failing hook refuses; it never lets through
-            log.warning("publish.authorize_failed", user=viewer.name, error=str(exc)[:200])
+            log.warning(
+                "publish.authorize_failed", extra={"user": viewer.name, "error": str(exc)[:200]}
+            )
             return False
 
     # -- set-up -------------------------------------------------------------------
@@ -230,6 +232,7 @@ class StreamBridge:
         client = self._redis_client or settings.connect(
             pool_size=settings.redis_pool_size, encoding_errors="surrogateescape"
         )
+        metrics = WebMetrics()
         manager = StreamQueueManager(
             settings.redis_url,
             channel=settings.queue_channel,
@@ -238,6 +241,7 @@ class StreamBridge:
             shards=settings.shards,
             shard_channels=settings.stream_channels,
             max_client_queue=settings.max_client_queue,
+            metrics=metrics,
         )
         socketio = SocketIO(
             app,
@@ -255,9 +259,8 @@ class StreamBridge:
         )
         if not settings.websocket_compression:
             app.wsgi_app = _NoWebSocketExtensions(app.wsgi_app)  # type: ignore[method-assign]
-        metrics = WebMetrics()
-        manager.metrics = metrics
         catchup = CatchUp(client, manager, settings, metrics)
+        manager.gaps.set_handler(catchup.on_gap)
         state = State(
             settings,
             client,
@@ -277,7 +280,8 @@ class StreamBridge:
         missing = [str(p) for p in CLIENT_PARTS if not p.exists()]
         if missing:
             log.warning(
-                "web.client_script_missing", files=missing, fix="reinstall streambridge[web]"
+                "web.client_script_missing",
+                extra={"files": missing, "fix": "reinstall streambridge[web]"},
             )
         self.socketio = socketio
         return state
@@ -327,7 +331,7 @@ def _origin_check(allowed: list[str]) -> Callable[[str | None, dict], bool]:
         own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
         allowed_here = origin.rstrip("/") in extra or origin == own
         if not allowed_here:
-            log.warning("socket.origin_refused", origin=origin[:200])
+            log.warning("socket.origin_refused", extra={"origin": origin[:200]})
         return allowed_here
 
     return check

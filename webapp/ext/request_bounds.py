@@ -12,12 +12,11 @@ behind it (python-engineio, Flask) sees the request.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 
-import structlog
-
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 
 class RequestBounds:
@@ -38,9 +37,11 @@ class RequestBounds:
                 status, message = refused
                 log.info(
                     "web.request_refused",
-                    status=status,
-                    reason=message,
-                    path=environ.get("PATH_INFO", "")[:200],
+                    extra={
+                        "status": status,
+                        "reason": message,
+                        "path": environ.get("PATH_INFO", "")[:200],
+                    },
                 )
                 body = json.dumps({"status": False, "error": message}).encode()
                 start_response(

@@ -6,6 +6,7 @@ Imported only after eventlet has monkey-patched (``streambridge.async_mode.prepa
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import traceback
@@ -13,14 +14,13 @@ from collections import Counter
 from typing import Any
 
 import greenlet
-import structlog
 from flask import Flask
 from streambridge.webapp.ext.extension import state
 
 from streambridge import metrics_http
 from streambridge.redis_conn import redacted
 
-log = structlog.get_logger("webapp")
+log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 1024
 IDLE_MARGIN_S = 15.0
 """Beyond the Socket.IO ping window, how long a connection may send nothing at all."""
@@ -39,7 +39,7 @@ def run_app(app: Flask, host: str, port: int) -> None:
         pool = eventlet.GreenPool(sb.settings.max_connections)
 
     def on_term(signum: int, _frame: object) -> None:
-        log.info("web.signal", signal=signal.Signals(signum).name)
+        log.info("web.signal", extra={"signal": signal.Signals(signum).name})
         # Close every client connection so their handlers end (the server waits for
         # them) and the clients reconnect, to another server if there is one.
         eio = sb.socketio.server.eio
@@ -63,9 +63,11 @@ def run_app(app: Flask, host: str, port: int) -> None:
     signal.signal(signal.SIGINT, on_term)
     log.info(
         "web.listening",
-        url=f"http://{host}:{port}/",
-        redis=redacted(sb.settings.redis_url),
-        async_mode=sb.settings.async_mode,
+        extra={
+            "url": f"http://{host}:{port}/",
+            "redis": redacted(sb.settings.redis_url),
+            "async_mode": sb.settings.async_mode,
+        },
     )
     with contextlib.suppress(SystemExit):
         if pool is not None:
@@ -73,8 +75,10 @@ def run_app(app: Flask, host: str, port: int) -> None:
         else:
             log.warning(
                 "web.development_server",
-                hint="threading mode serves with Werkzeug's development server; "
-                "use eventlet (the default) in production",
+                extra={
+                    "hint": "threading mode serves with Werkzeug's development server; "
+                    "use eventlet (the default) in production"
+                },
             )
             sb.socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
     log.info("web.stopped")
@@ -100,10 +104,12 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
     if request_timeout <= long_poll:
         log.warning(
             "web.request_timeout_below_long_poll",
-            request_timeout_s=request_timeout,
-            long_poll_s=long_poll,
-            hint="long-polling clients will be cut and reconnect; raise "
-            "STREAMBRIDGE_REQUEST_TIMEOUT_S or leave it unset",
+            extra={
+                "request_timeout_s": request_timeout,
+                "long_poll_s": long_poll,
+                "hint": "long-polling clients will be cut and reconnect; raise "
+                "STREAMBRIDGE_REQUEST_TIMEOUT_S or leave it unset",
+            },
         )
     limits = AddressLimits(
         settings.per_address_cap(settings.max_connections_per_address),
@@ -140,9 +146,11 @@ def _cut_stragglers(pool: Any, grace_s: float) -> None:
         where = Counter(waiting_in(stack) for stack in stacks)
         log.warning(
             "web.connections_cut",
-            connections=len(stragglers),
-            grace_s=grace_s,
-            waiting_in=dict(where.most_common(3)),
+            extra={
+                "connections": len(stragglers),
+                "grace_s": grace_s,
+                "waiting_in": dict(where.most_common(3)),
+            },
         )
     for thread in stragglers:
         thread.kill()
@@ -157,5 +165,5 @@ def start_queue_listener(app: Flask) -> None:
         server.manager_initialized = True
         server.manager.initialize()
     while not sb.manager.wait_subscribed(sb.settings.queue_ready_timeout_s):
-        log.warning("web.waiting_for_queue", redis=redacted(sb.settings.redis_url))
+        log.warning("web.waiting_for_queue", extra={"redis": redacted(sb.settings.redis_url)})
     sb.socketio.start_background_task(sb.watch_sockets)

@@ -15,6 +15,7 @@ good). It is replaced by a close that does not wait.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ from streambridge.webapp.ext.identity import Viewer
 
 from streambridge.contract import is_reserved
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 
 def register(
@@ -45,19 +46,19 @@ def register(
         viewer = current_viewer()
         if viewer is None:
             catchup.on_disconnect(sid)
-            log.info("socket.refused", reason="not logged in")
+            log.info("socket.refused", extra={"reason": "not logged in"})
             raise ConnectionRefusedError("not logged in")
         catchup.on_connect(sid, "/", viewer)
         for room in viewer.all_rooms:
             join_room(room)
-        log.info("socket.connected", user=viewer.name, sid=sid)
+        log.info("socket.connected", extra={"user": viewer.name, "sid": sid})
         # Last, with no I/O after it: the replay must start after the CONNECT packet.
         socketio.start_background_task(catchup.run, sid, auth)
 
     @socketio.on("disconnect")
     def on_disconnect(reason=None):
         catchup.on_disconnect(request.sid)
-        log.info("socket.disconnected", sid=request.sid, reason=str(reason))
+        log.info("socket.disconnected", extra={"sid": request.sid, "reason": str(reason)})
 
 
 def refuse_reserved_events(server: socketio.Server) -> None:
@@ -71,7 +72,10 @@ def refuse_reserved_events(server: socketio.Server) -> None:
             return
         namespace = namespace or "/"
         sid = server.manager.sid_from_eio_sid(eio_sid, namespace)
-        log.warning("socket.reserved_event_refused", sid=sid, name=repr(name)[:80])
+        # "name" is a LogRecord attribute, which extra= may not set; the process's log
+        # set-up merges context variables into each line as it does extras.
+        with structlog.contextvars.bound_contextvars(name=repr(name)[:80]):
+            log.warning("socket.reserved_event_refused", extra={"sid": sid})
         if sid is not None:
             close(server, sid, namespace)
 
