@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -25,12 +26,13 @@ from streambridge.bridge.metrics import BridgeMetrics
 from streambridge import history
 from streambridge.contract import ContractError, Event, shown
 from streambridge.keys import history as history_key
-from streambridge.queue import BEFORE_POSITION, emit_parts, publish_command
+from streambridge.queue import BEFORE_POSITION, emit_parts, shard_route
 from streambridge.settings import BridgeSettings
 
 log = structlog.get_logger(__name__)
 
 Entry = tuple[str, dict[str, str] | None]
+DeadLetter = tuple[str, dict[str, str], str]  # stream id, fields, reason
 
 CLAIM_EVERY_MIN_S = 0.5
 CLAIM_EVERY_MAX_S = 30.0
@@ -43,6 +45,15 @@ class PublishFailed(Exception):
 
 class NotReady(Exception):
     """The stream key exists but cannot be used (e.g. WRONGTYPE)."""
+
+
+@dataclass
+class Plan:
+    """One batch sorted: what to publish, what is gone, what to dead-letter."""
+
+    valid: list[tuple[str, Event]] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 class Bridge:
@@ -58,7 +69,7 @@ class Bridge:
         self.shard = shard if settings.shards > 1 else None
         self.settings = settings = settings.for_shard(shard)
         self.redis = client if client is not None else connect(settings)
-        self.publish_command = publish_command(settings.sharded_pubsub)
+        self.route = shard_route(settings)
         self._append = history.Script(self.redis, history.APPEND)
         self.stopping = threading.Event()
         self.refused: DuplicateConsumer | None = None
@@ -279,65 +290,88 @@ class Bridge:
         written. With ``read_next``, the next XREADGROUP rides in the same round trip
         as those acks and its entries are returned.
         """
-        s = self.settings
         started = time.perf_counter()
         self._count("read", len(entries))
+        plan = self._plan(entries, redelivered)
+        ack = plan.gone + self._write_dead_letters(plan.dead)
+        if plan.gone:
+            self._count("trimmed", len(plan.gone))
+            self.log.warning("bridge.pending_trimmed", count=len(plan.gone), first_id=plan.gone[0])
+        read_next = read_next and not self.stopping.is_set()
+        following: list[Entry] = []
+        if plan.valid or ack or read_next:
+            replies, queued = self._send(plan.valid, ack, read_next)
+            if plan.valid:
+                self._published(plan.valid, replies[:queued])
+            self._acked(ack, replies[queued:])
+            following = _entries(replies[-1]) if read_next else []
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        return following
+
+    def _plan(self, entries: Sequence[Entry], redelivered: bool) -> Plan:
+        """Sort a batch into events to publish, entries gone from the stream and dead
+        letters with their reasons; writes nothing."""
+        s = self.settings
         over_limit = self._over_delivered(entries) if redelivered else {}
-        valid: list[tuple[str, Event]] = []
-        dead = self.redis.pipeline(transaction=False)
-        dead_ids: list[str] = []
-        gone: list[str] = []
+        plan = Plan()
         for stream_id, fields in entries:
             if not fields:
                 # Trimmed or deleted while pending (XADD needs a field, so empty means gone).
-                gone.append(stream_id)
+                plan.gone.append(stream_id)
                 continue
             if stream_id in over_limit:
                 reason = f"delivered {over_limit[stream_id]} times (limit {s.max_deliveries})"
             else:
                 try:
-                    valid.append(
-                        (stream_id, Event.from_entry(fields, max_body_bytes=s.max_body_bytes))
-                    )
+                    event = Event.from_entry(fields, max_body_bytes=s.max_body_bytes)
+                    plan.valid.append((stream_id, event))
                     continue
                 except ContractError as exc:
                     reason = exc.reason
                 except Exception as exc:  # one odd entry must not stall the batch
                     reason = shown(f"cannot be validated: {type(exc).__name__}: {exc}", 500)
-            dead.xadd(
+            plan.dead.append((stream_id, fields, reason))
+            self.log.warning("bridge.dead_letter", stream_id=stream_id, reason=reason)
+        return plan
+
+    def _write_dead_letters(self, dead: list[DeadLetter]) -> list[str]:
+        """Copy the dead letters to the dead stream in one round trip; returns only the ids
+        whose copy is written, so nothing is acked before it is kept."""
+        if not dead:
+            return []
+        s = self.settings
+        pipe = self.redis.pipeline(transaction=False)
+        for stream_id, fields, reason in dead:
+            pipe.xadd(
                 s.dead_stream,
                 dead_fields(fields, stream_id, reason, s.consumer),
                 maxlen=s.dead_maxlen,
                 approximate=True,
             )
-            dead_ids.append(stream_id)
-            self.log.warning("bridge.dead_letter", stream_id=stream_id, reason=reason)
-        ack = list(gone)
-        if dead_ids:
-            ack += self._dead_lettered(dead_ids, dead.execute(raise_on_error=False))
-        if gone:
-            self._count("trimmed", len(gone))
-            self.log.warning("bridge.pending_trimmed", count=len(gone), first_id=gone[0])
-        read_next = read_next and not self.stopping.is_set()
-        if not (valid or ack or read_next):
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
-            return []
-        # The publish, the other acks and the read of the next batch in one round trip.
+        ids = [stream_id for stream_id, _, _ in dead]
+        return self._dead_lettered(ids, pipe.execute(raise_on_error=False))
+
+    def _send(
+        self, valid: list[tuple[str, Event]], ack: list[str], read_next: bool
+    ) -> tuple[list[Any], int]:
+        """One round trip: the publish script (by SHA), the XACK of ``ack`` and, with
+        ``read_next``, the next XREADGROUP; returns the replies, unchecked, and how many
+        of them are the publish's."""
+        s = self.settings
         pipe = self.redis.pipeline(transaction=False)
         queued = self._queue_publish(valid, pipe) if valid else 0
         if ack:
             pipe.xack(s.stream, s.group, *ack)
         if read_next:
             self._read_new(pipe)
-        replies = pipe.execute(raise_on_error=False)
-        if valid:
-            self._published(valid, replies[:queued])
-        for reply in replies[queued:]:
+        return pipe.execute(raise_on_error=False), queued
+
+    def _acked(self, ack: list[str], replies: list[Any]) -> None:
+        """Raise the first error of the XACK or the read; count ``ack`` only when none."""
+        for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         self._count("acked", len(ack))
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        return _entries(replies[-1]) if read_next else []
 
     def _dead_lettered(self, ids: list[str], results: list[Any]) -> list[str]:
         """The ids whose dead letter was written (to be acked); the rest stay pending and
@@ -363,8 +397,8 @@ class Bridge:
         args: list[str | int] = [
             s.group,
             s.consumer,
-            s.stream_channels[0],
-            self.publish_command,
+            self.route.channel,
+            self.route.command,
             s.history_size,
             s.history_ttl_s * 1000,
             BEFORE_POSITION,

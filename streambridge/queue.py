@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis, RedisCluster
 from redis.client import PubSub
 
 from streambridge.contract import Event
 from streambridge.redis_conn import as_cluster
+
+if TYPE_CHECKING:
+    from streambridge.settings import CommonSettings
 
 BRIDGE_HOST_ID = "streambridge-bridge"
 """host_id of bridge messages; never equal to a web server's random host_id."""
@@ -100,6 +104,23 @@ def publish_command(sharded: bool) -> str:
     """SPUBLISH (sharded pub/sub: one cluster node carries the channel) or PUBLISH
     (classic: a cluster copies it to every node)."""
     return "SPUBLISH" if sharded else "PUBLISH"
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one shard's queue messages are sent: the command and the channel that the
+    publish script (``history.APPEND``) is given."""
+
+    command: str
+    channel: str
+
+
+def shard_route(settings: CommonSettings) -> Route:
+    """The route of the one shard ``settings`` name (see ``for_shard``). On a cluster with
+    sharded pub/sub, SPUBLISH on a channel in the shard's slot: the publish script runs
+    on the node that holds the shard's keys and may only touch that slot. Otherwise
+    PUBLISH on the queue channel, which a cluster copies to every node."""
+    return Route(publish_command(settings.sharded_pubsub), settings.stream_channels[0])
 
 
 def subscriber(client: Any, channel: str) -> PubSub:
