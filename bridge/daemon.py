@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 import structlog
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisClusterException
 from streambridge.bridge import consumer_name
-from streambridge.bridge.backoff import Backoff
 from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer
 from streambridge.bridge.deadletter import dead_fields
 from streambridge.bridge.metrics import BridgeMetrics
@@ -37,6 +37,15 @@ DeadLetter = tuple[str, dict[str, str], str]  # stream id, fields, reason
 CLAIM_EVERY_MIN_S = 0.5
 CLAIM_EVERY_MAX_S = 30.0
 TRIM_EVERY_S = 10.0
+
+
+def retry_backoff(settings: BridgeSettings) -> EqualJitterBackoff:
+    """The pause after the n-th failure in a row: between half and all of
+    min(backoff_max_s, backoff_min_s * 2**n), jittered so several bridges do not
+    reconnect in lock-step."""
+    return EqualJitterBackoff(
+        cap=max(settings.backoff_max_s, settings.backoff_min_s), base=settings.backoff_min_s
+    )
 
 
 class PublishFailed(Exception):
@@ -82,6 +91,8 @@ class Bridge:
         self._next_trim = 0.0
         self._prefetched: list[Entry] = []
         self._next_alive = 0.0
+        self._backoff = retry_backoff(settings)
+        self._failures = 0  # in a row: how long the next pause is
         self.on_ready: Callable[[], Any] | None = None
         self.log = log.bind(consumer=settings.consumer, stream=settings.stream)
         # Held while running: a restart finds its own pending entries; no live twin.
@@ -93,7 +104,7 @@ class Bridge:
         self.stopping.set()
 
     def run(self) -> None:
-        backoff = Backoff(self.settings.backoff_min_s, self.settings.backoff_max_s)
+        self._failures = 0
         self.log.info("bridge.starting", group=self.settings.group)
         while not self.stopping.is_set():
             # After an error, entries read but not processed are still in our pending
@@ -106,41 +117,46 @@ class Bridge:
                 self.log.info("bridge.ready", epoch=self.epoch)
                 if self.on_ready is not None:
                     self.on_ready()
-                backoff.reset()
+                self._failures = 0
                 while not self.stopping.is_set():
                     self.step()
-                    backoff.reset()
+                    self._failures = 0
                 if self._prefetched:  # read before the stop: finish and ack them too
                     self.process(self._prefetched)
                     self._prefetched = []
             except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
-                self._pause(backoff, "bridge.redis_unavailable", error=str(exc))
+                self._pause("bridge.redis_unavailable", error=str(exc))
             except NotReady as exc:
-                self._pause(backoff, "bridge.stream_not_ready", error=str(exc))
+                self._pause("bridge.stream_not_ready", error=str(exc))
             except DuplicateConsumer as exc:
                 self.log.error("bridge.duplicate_consumer", error=str(exc))
                 self.refused = exc
                 self.stopping.set()
             except PublishFailed as exc:
-                self._pause(backoff, "bridge.publish_failed", error=str(exc))
+                self._pause("bridge.publish_failed", error=str(exc))
             except redis.ResponseError as exc:
                 if str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     # Stream or group deleted under us: recreate and carry on.
                     self.log.warning("bridge.group_missing", error=str(exc))
                     self.stopping.wait(self.settings.backoff_min_s)
                 elif str(exc).startswith("WRONGTYPE"):
-                    self._pause(backoff, "bridge.stream_not_ready", error=str(exc))
+                    self._pause("bridge.stream_not_ready", error=str(exc))
                 else:
-                    self._pause(backoff, "bridge.redis_error", error=str(exc))
+                    self._pause("bridge.redis_error", error=str(exc))
             except Exception as exc:  # a bug must not kill the daemon; back off and retry
                 self.log.exception("bridge.unexpected_error", error=str(exc))
-                self.stopping.wait(backoff.next_delay())
+                self.stopping.wait(self._next_delay())
         self.name.release()
         self.log.info("bridge.stopped", **self.stats)
 
-    def _pause(self, backoff: Backoff, event: str, **fields: Any) -> None:
+    def _next_delay(self) -> float:
+        delay = self._backoff.compute(self._failures)
+        self._failures += 1
+        return delay
+
+    def _pause(self, event: str, **fields: Any) -> None:
         self.metrics.redis_errors.labels(event.removeprefix("bridge.")).inc()
-        delay = backoff.next_delay()
+        delay = self._next_delay()
         self.log.warning(event, retry_in_s=round(delay, 2), **fields)
         self.stopping.wait(delay)
 
