@@ -97,7 +97,7 @@ class ConsumerName:
                 return
             judged = verdict(holder)
             if judged == "dead":
-                self.log.warning("bridge.consumer_taken_over", previous=holder)
+                self.log.warning("bridge.consumer_taken_over", extra={"previous": holder})
                 self.redis.set(self.key, self.owner, ex=TTL_S)
                 return
             if judged == "alive" or waited > TTL_S + EVERY_S:
@@ -106,7 +106,9 @@ class ConsumerName:
                     "each bridge its own STREAMBRIDGE_CONSUMER"
                 )
             if waited == 0:
-                self.log.warning("bridge.consumer_name_waiting", holder=holder, up_to_s=TTL_S)
+                self.log.warning(
+                    "bridge.consumer_name_waiting", extra={"holder": holder, "up_to_s": TTL_S}
+                )
             stopping.wait(EVERY_S)
             waited += EVERY_S
 

@@ -7,6 +7,8 @@ crash), then entries other consumers left idle (XAUTOCLAIM), then new entries.
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
 import time
 import uuid
@@ -15,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-import structlog
-from redis.backoff import EqualJitterBackoff
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException
 from streambridge.bridge import consumer_name
 from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer
 from streambridge.bridge.deadletter import dead_fields
+from streambridge.bridge.log_context import Bound
 from streambridge.bridge.metrics import BridgeMetrics
 
 from streambridge import history
@@ -29,7 +31,7 @@ from streambridge.keys import history as history_key
 from streambridge.queue import BEFORE_POSITION, emit_parts, shard_route
 from streambridge.settings import BridgeSettings
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[str, str] | None]
 DeadLetter = tuple[str, dict[str, str], str]  # stream id, fields, reason
@@ -39,11 +41,19 @@ CLAIM_EVERY_MAX_S = 30.0
 TRIM_EVERY_S = 10.0
 
 
-def retry_backoff(settings: BridgeSettings) -> EqualJitterBackoff:
-    """The pause after the n-th failure in a row: between half and all of
-    min(backoff_max_s, backoff_min_s * 2**n), jittered so several bridges do not
-    reconnect in lock-step."""
-    return EqualJitterBackoff(
+class RetryBackoff(ExponentialBackoff):
+    """redis-py's capped exponential back-off, jittered to 80-100 % of it: several
+    bridges do not reconnect in lock-step, yet each pause still grows (equal jitter,
+    50-100 %, could make a pause shorter than the one before)."""
+
+    def compute(self, failures: int) -> float:
+        return super().compute(failures) * random.uniform(0.8, 1.0)  # noqa: S311
+
+
+def retry_backoff(settings: BridgeSettings) -> RetryBackoff:
+    """The pause after the n-th failure in a row: 80-100 % of
+    min(backoff_max_s, backoff_min_s * 2**n)."""
+    return RetryBackoff(
         cap=max(settings.backoff_max_s, settings.backoff_min_s), base=settings.backoff_min_s
     )
 
@@ -94,7 +104,7 @@ class Bridge:
         self._backoff = retry_backoff(settings)
         self._failures = 0  # in a row: how long the next pause is
         self.on_ready: Callable[[], Any] | None = None
-        self.log = log.bind(consumer=settings.consumer, stream=settings.stream)
+        self.log = Bound(log, {"consumer": settings.consumer, "stream": settings.stream})
         # Held while running: a restart finds its own pending entries; no live twin.
         self.name = ConsumerName(self.redis, settings.alive_key, settings.consumer, self.log)
 
@@ -105,7 +115,7 @@ class Bridge:
 
     def run(self) -> None:
         self._failures = 0
-        self.log.info("bridge.starting", group=self.settings.group)
+        self.log.info("bridge.starting", extra={"group": self.settings.group})
         while not self.stopping.is_set():
             # After an error, entries read but not processed are still in our pending
             # list: drain_own_pending replays them, so forget the prefetched copy.
@@ -114,7 +124,7 @@ class Bridge:
                 self.name.claim(self.stopping)
                 self.ensure_group()
                 self.drain_own_pending()
-                self.log.info("bridge.ready", epoch=self.epoch)
+                self.log.info("bridge.ready", extra={"epoch": self.epoch})
                 if self.on_ready is not None:
                     self.on_ready()
                 self._failures = 0
@@ -129,7 +139,7 @@ class Bridge:
             except NotReady as exc:
                 self._pause("bridge.stream_not_ready", error=str(exc))
             except DuplicateConsumer as exc:
-                self.log.error("bridge.duplicate_consumer", error=str(exc))
+                self.log.error("bridge.duplicate_consumer", extra={"error": str(exc)})
                 self.refused = exc
                 self.stopping.set()
             except PublishFailed as exc:
@@ -137,17 +147,17 @@ class Bridge:
             except redis.ResponseError as exc:
                 if str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     # Stream or group deleted under us: recreate and carry on.
-                    self.log.warning("bridge.group_missing", error=str(exc))
+                    self.log.warning("bridge.group_missing", extra={"error": str(exc)})
                     self.stopping.wait(self.settings.backoff_min_s)
                 elif str(exc).startswith("WRONGTYPE"):
                     self._pause("bridge.stream_not_ready", error=str(exc))
                 else:
                     self._pause("bridge.redis_error", error=str(exc))
             except Exception as exc:  # a bug must not kill the daemon; back off and retry
-                self.log.exception("bridge.unexpected_error", error=str(exc))
+                self.log.exception("bridge.unexpected_error", extra={"error": str(exc)})
                 self.stopping.wait(self._next_delay())
         self.name.release()
-        self.log.info("bridge.stopped", **self.stats)
+        self.log.info("bridge.stopped", extra=dict(self.stats))
 
     def _next_delay(self) -> float:
         delay = self._backoff.compute(self._failures)
@@ -157,7 +167,7 @@ class Bridge:
     def _pause(self, event: str, **fields: Any) -> None:
         self.metrics.redis_errors.labels(event.removeprefix("bridge.")).inc()
         delay = self._next_delay()
-        self.log.warning(event, retry_in_s=round(delay, 2), **fields)
+        self.log.warning(event, extra={"retry_in_s": round(delay, 2), **fields})
         self.stopping.wait(delay)
 
     # -- set-up ----------------------------------------------------------------
@@ -180,7 +190,7 @@ class Bridge:
         if created:
             # A new group means a new (or reset) history: old client positions are void.
             self.redis.set(epoch_key, uuid.uuid4().hex)
-            self.log.info("bridge.group_created", group=self.settings.group)
+            self.log.info("bridge.group_created", extra={"group": self.settings.group})
         else:
             self.redis.set(epoch_key, uuid.uuid4().hex, nx=True)
         self.epoch = self.redis.get(epoch_key) or ""
@@ -199,7 +209,7 @@ class Bridge:
             entries = _entries(reply)
             if not entries:
                 return
-            self.log.info("bridge.replaying_own_pending", count=len(entries))
+            self.log.info("bridge.replaying_own_pending", extra={"count": len(entries)})
             self.process(entries, redelivered=True)
             cursor = entries[-1][0]
             self._heartbeat()
@@ -262,10 +272,12 @@ class Bridge:
             if deleted:
                 # Redis 7 drops trimmed ids from the PEL itself; just count them.
                 self._count("trimmed", len(deleted))
-                self.log.warning("bridge.pending_trimmed", count=len(deleted))
+                self.log.warning("bridge.pending_trimmed", extra={"count": len(deleted)})
             if entries:
                 self._count("claimed", len(entries))
-                self.log.info("bridge.claimed", count=len(entries), first_id=entries[0][0])
+                self.log.info(
+                    "bridge.claimed", extra={"count": len(entries), "first_id": entries[0][0]}
+                )
                 self.process(entries, redelivered=True)
             self._heartbeat()
             if cursor in ("0-0", b"0-0"):
@@ -285,7 +297,7 @@ class Bridge:
             limit=self.settings.batch_size * 20,
         )
         if removed:
-            self.log.debug("bridge.trimmed", removed=removed, length=length)
+            self.log.debug("bridge.trimmed", extra={"removed": removed, "length": length})
 
     def refresh_gauges(self) -> None:
         for group in self.redis.xinfo_groups(self.settings.stream):
@@ -312,7 +324,9 @@ class Bridge:
         ack = plan.gone + self._write_dead_letters(plan.dead)
         if plan.gone:
             self._count("trimmed", len(plan.gone))
-            self.log.warning("bridge.pending_trimmed", count=len(plan.gone), first_id=plan.gone[0])
+            self.log.warning(
+                "bridge.pending_trimmed", extra={"count": len(plan.gone), "first_id": plan.gone[0]}
+            )
         read_next = read_next and not self.stopping.is_set()
         following: list[Entry] = []
         if plan.valid or ack or read_next:
@@ -347,7 +361,7 @@ class Bridge:
                 except Exception as exc:  # one odd entry must not stall the batch
                     reason = shown(f"cannot be validated: {type(exc).__name__}: {exc}", 500)
             plan.dead.append((stream_id, fields, reason))
-            self.log.warning("bridge.dead_letter", stream_id=stream_id, reason=reason)
+            self.log.warning("bridge.dead_letter", extra={"stream_id": stream_id, "reason": reason})
         return plan
 
     def _write_dead_letters(self, dead: list[DeadLetter]) -> list[str]:
@@ -395,7 +409,10 @@ class Bridge:
         done = []
         for stream_id, result in zip(ids, results, strict=True):
             if isinstance(result, Exception):
-                self.log.error("bridge.dead_letter_failed", stream_id=stream_id, error=str(result))
+                self.log.error(
+                    "bridge.dead_letter_failed",
+                    extra={"stream_id": stream_id, "error": str(result)},
+                )
                 if isinstance(result, (redis.ConnectionError, redis.TimeoutError)):
                     raise result
                 continue
@@ -436,7 +453,9 @@ class Bridge:
         if self._append.unloaded(reply):
             raise PublishFailed("the publish script was not loaded in Redis; loading it again")
         if isinstance(reply, Exception):  # before anything was published: all stay pending
-            self.log.error("bridge.publish_failed", first_id=valid[0][0], error=str(reply))
+            self.log.error(
+                "bridge.publish_failed", extra={"first_id": valid[0][0], "error": str(reply)}
+            )
             raise PublishFailed(f"{type(reply).__name__}: {reply}") from reply
         positions, failure = reply
         published = sum(1 for p in positions if p)
@@ -446,11 +465,11 @@ class Bridge:
             # Entries before the failing one are published and acked; it and the rest
             # stay pending and go out again, in order.
             stuck = valid[len(positions)][0]
-            self.log.error("bridge.publish_failed", first_id=stuck, error=failure)
+            self.log.error("bridge.publish_failed", extra={"first_id": stuck, "error": failure})
             raise PublishFailed(failure)
         if published < len(valid):
             # Claimed or acked meanwhile by another bridge (which publishes them): not twice.
-            self.log.info("bridge.already_published", count=len(valid) - published)
+            self.log.info("bridge.already_published", extra={"count": len(valid) - published})
 
     def _count(self, outcome: str, n: int = 1) -> None:
         self.stats[outcome] += n
@@ -529,7 +548,7 @@ class ShardedBridge:
             first_time = len(self._ready) < len(self.bridges)
             self._ready.add(index)
             if first_time and len(self._ready) == len(self.bridges):
-                log.info("bridge.all_ready", shards=len(self.bridges))
+                log.info("bridge.all_ready", extra={"shards": len(self.bridges)})
                 if self.on_ready is not None:
                     self.on_ready()
 
