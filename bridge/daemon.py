@@ -22,12 +22,12 @@ from redis.exceptions import RedisClusterException
 from streambridge.bridge import consumer_name
 from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer
 from streambridge.bridge.deadletter import dead_fields
-from streambridge.bridge.log_context import Bound
 from streambridge.bridge.metrics import BridgeMetrics
 
 from streambridge import history
 from streambridge.contract import ContractError, Event, shown
 from streambridge.keys import history as history_key
+from streambridge.log_context import Bound
 from streambridge.queue import BEFORE_POSITION, emit_parts, shard_route
 from streambridge.settings import BridgeSettings
 
@@ -322,19 +322,9 @@ class Bridge:
         self._count("read", len(entries))
         plan = self._plan(entries, redelivered)
         ack = plan.gone + self._write_dead_letters(plan.dead)
-        if plan.gone:
-            self._count("trimmed", len(plan.gone))
-            self.log.warning(
-                "bridge.pending_trimmed", extra={"count": len(plan.gone), "first_id": plan.gone[0]}
-            )
+        self._report_gone(plan.gone)
         read_next = read_next and not self.stopping.is_set()
-        following: list[Entry] = []
-        if plan.valid or ack or read_next:
-            replies, queued = self._send(plan.valid, ack, read_next)
-            if plan.valid:
-                self._published(plan.valid, replies[:queued])
-            self._acked(ack, replies[queued:])
-            following = _entries(replies[-1]) if read_next else []
+        following = self._publish_and_ack(plan.valid, ack, read_next)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return following
 
@@ -380,6 +370,29 @@ class Bridge:
             )
         ids = [stream_id for stream_id, _, _ in dead]
         return self._dead_lettered(ids, pipe.execute(raise_on_error=False))
+
+    def _report_gone(self, gone: list[str]) -> None:
+        """Count and report entries trimmed or deleted while pending: there is nothing to
+        publish, they are only acked."""
+        if gone:
+            self._count("trimmed", len(gone))
+            self.log.warning(
+                "bridge.pending_trimmed", extra={"count": len(gone), "first_id": gone[0]}
+            )
+
+    def _publish_and_ack(
+        self, valid: list[tuple[str, Event]], ack: list[str], read_next: bool
+    ) -> list[Entry]:
+        """Publish ``valid`` (the script acks each one it publishes), XACK ``ack`` and,
+        with ``read_next``, read the next batch, in one round trip; raise on the first
+        failure, so nothing is counted as acked that is not. Returns the next batch."""
+        if not (valid or ack or read_next):
+            return []
+        replies, queued = self._send(valid, ack, read_next)
+        if valid:
+            self._published(valid, replies[:queued])
+        self._acked(ack, replies[queued:])
+        return _entries(replies[-1]) if read_next else []
 
     def _send(
         self, valid: list[tuple[str, Event]], ack: list[str], read_next: bool

@@ -1,10 +1,11 @@
-"""Bound context of the bridge's stdlib logger: merged with each call's extra."""
+"""Bound context of a stdlib logger (a bridge's consumer and stream): merged with each
+call's extra."""
 
 from __future__ import annotations
 
 import logging
 
-from streambridge.bridge.log_context import Bound
+from streambridge.log_context import Bound
 
 
 def test_bound_keys_and_the_calls_own_reach_the_record(caplog):
