@@ -101,15 +101,20 @@ def test_the_entry_point_adds_the_group_to_flask(redis_server, redis_client, els
     assert json.loads(result.stdout)["length"] == 1
 
 
-def test_flask_lists_the_commands_of_the_host_example(redis_server):
-    out = subprocess.run(
-        [FLASK, "--app", "examples/host_app/app.py", "streambridge", "--help"],
-        env=clean_env(REDIS_URL=redis_server.url),
+def flask_in_the_host_example(redis_url: str, *args: str) -> subprocess.CompletedProcess:
+    """Run the installed ``flask`` command on examples/host_app, as a user would."""
+    return subprocess.run(
+        [FLASK, "--app", "examples/host_app/app.py", "streambridge", *args],
+        env=clean_env(REDIS_URL=redis_url),
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
     )
+
+
+def test_flask_lists_the_commands_of_the_host_example(redis_server):
+    out = flask_in_the_host_example(redis_server.url, "--help")
     assert out.returncode == 0, out.stderr
     listed = [line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line]
     assert listed == ["status", "dead", "publish"]
@@ -117,13 +122,6 @@ def test_flask_lists_the_commands_of_the_host_example(redis_server):
 
 def test_flask_streambridge_status_in_the_host_example(redis_server, redis_client):
     redis_client.xadd("events", {"channel": "m", "body": "1"})
-    out = subprocess.run(
-        [FLASK, "--app", "examples/host_app/app.py", "streambridge", "status", "--json"],
-        env=clean_env(REDIS_URL=redis_server.url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    out = flask_in_the_host_example(redis_server.url, "status", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["length"] == 1
