@@ -1,6 +1,6 @@
 """The web server's async mode, decided before anything imports sockets.
 
-eventlet must monkey-patch first, so this reads its one setting straight from
+gevent and eventlet must monkey-patch first, so this reads its one setting straight from
 the environment (``STREAMBRIDGE_ASYNC_MODE``, the same name WebSettings uses)
 without importing pydantic.
 """
@@ -10,11 +10,18 @@ from __future__ import annotations
 import os
 
 ENV = "STREAMBRIDGE_ASYNC_MODE"
+MODES = ("gevent", "eventlet", "threading")
+DEFAULT = "eventlet"
+"""The one place the default is decided (WebSettings uses it too)."""
 
 
 def prepare() -> str:
-    mode = os.environ.get(ENV, "eventlet").strip().lower() or "eventlet"
-    if mode == "eventlet":
+    mode = os.environ.get(ENV, DEFAULT).strip().lower() or DEFAULT
+    if mode == "gevent":
+        from gevent import monkey
+
+        monkey.patch_all()
+    elif mode == "eventlet":
         import warnings
 
         with warnings.catch_warnings():

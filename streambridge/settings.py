@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from streambridge import defaults, keys, redis_conn
+from streambridge import async_mode, defaults, keys, redis_conn
 
 PREFIX = "STREAMBRIDGE_"
 
@@ -203,7 +203,7 @@ class WebSettings(CommonSettings, MetricsSettings):
         default_factory=list,
         description="Extra origins allowed to open sockets (default: same origin only).",
     )
-    async_mode: Literal["eventlet", "threading"] = Field("eventlet")
+    async_mode: Literal["gevent", "eventlet", "threading"] = Field(async_mode.DEFAULT)
     replay_limit: int = Field(
         defaults.REPLAY_LIMIT, ge=0, description="Most of a client's own missed events replayed."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,16 @@ import sys
 import pytest
 import socketio
 
-from tests.support import ROOT, Client, all_published, clean_env, cli, wait_until
+from streambridge import async_mode
+from tests.support import (
+    ROOT,
+    TEST_ASYNC_MODE,
+    Client,
+    all_published,
+    clean_env,
+    cli,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +160,16 @@ def test_bridge_sigterm_exits_zero(bridge):
 
 def test_web_sigterm_exits_zero(web):
     assert web.terminate(timeout=10) == 0
+
+
+def test_web_serves_under_the_async_mode_of_this_run(web, clients):
+    # scripts/test.sh runs the suite under each production mode: make sure it really is
+    # that mode, and that the client's WebSocket (not long-polling) was accepted by it.
+    expected = os.environ.get(TEST_ASYNC_MODE) or async_mode.DEFAULT
+    [listening] = web.log_events("web.listening")
+    assert listening["async_mode"] == expected
+    alice = connect(clients, web, "alice")
+    assert alice.sio.transport() == "websocket"
 
 
 def test_web_refuses_to_start_without_secret_key(env, tmp_path):

@@ -63,6 +63,10 @@ def report(line: str) -> None:
     REPORTS.append(line)
 
 
+TEST_ASYNC_MODE = "STREAMBRIDGE_TEST_ASYNC_MODE"
+"""Environment variable: the async mode of the web servers the tests start."""
+
+
 def clean_env(**settings: str) -> dict[str, str]:
     """The environment for a child process: ours minus any streambridge/Redis settings."""
     env = {
@@ -71,6 +75,11 @@ def clean_env(**settings: str) -> dict[str, str]:
         if not k.startswith("STREAMBRIDGE_") and k != "REDIS_URL"
     }
     env.update({"STREAMBRIDGE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    # The suite runs once per async mode (scripts/test.sh): the web servers it starts
+    # take this one, unless a test asks for another.
+    mode = os.environ.get(TEST_ASYNC_MODE)
+    if mode:
+        env["STREAMBRIDGE_ASYNC_MODE"] = mode
     env.update(settings)
     return env
 

@@ -23,37 +23,24 @@ import contextlib
 import logging
 import socket
 import sys
-import sysconfig
-import threading
-import time
 import traceback
-from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import eventlet
 import eventlet.wsgi
 from streambridge.webapp.ext.client_address import address_key
+from streambridge.webapp.ext.connection_limits import (
+    HEAD_TIMEOUT,
+    LINGER_BYTES,
+    LINGER_S,
+    OVER_CAP_LINGER_S,
+    TOO_MANY,
+    AddressLimits,
+    waiting_in,
+)
 from streambridge.webapp.ext.request_bounds import refusal
 
 log = logging.getLogger(__name__)
-
-LOG_EVERY_S = 10.0
-"""At most one refusal log line per address and reason this often (floods stay quiet)."""
-LINGER_S = 1.0
-LINGER_BYTES = 1 << 20
-"""How long, and how much, a refused connection's unread input is read and dropped."""
-OVER_CAP_LINGER_S = 0.05
-"""The same for a connection over its address's cap (it holds no slot: barely at all)."""
-
-_TOO_MANY = (
-    b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 5\r\n"
-    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-)
-_HEAD_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-    b"Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
-)
 
 
 class HeadTimeout(eventlet.Timeout):
@@ -79,58 +66,6 @@ class _Deadline:
     @property
     def fired(self) -> bool:
         return not self._lifted and not self.timer.pending
-
-
-class AddressLimits:
-    """Per peer address: open connections and unfinished request heads."""
-
-    def __init__(self, max_open: int | None, max_unfinished: int | None, metrics: Any) -> None:
-        self.max_open = max_open
-        self.max_unfinished = max_unfinished
-        self.metrics = metrics
-        self.open: Counter[str] = Counter()
-        self.unfinished: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._logged: dict[tuple[str, str], float] = {}
-
-    @staticmethod
-    def _take(counts: Counter[str], address: str, cap: int | None) -> bool:
-        if cap is not None and counts[address] >= cap:
-            return False
-        counts[address] += 1
-        return True
-
-    @staticmethod
-    def _give(counts: Counter[str], address: str) -> None:
-        counts[address] -= 1
-        if counts[address] <= 0:
-            del counts[address]  # the counters hold only addresses in use
-
-    def open_connection(self, address: str) -> bool:
-        with self._lock:
-            return self._take(self.open, address, self.max_open)
-
-    def close_connection(self, address: str) -> None:
-        with self._lock:
-            self._give(self.open, address)
-
-    def start_head(self, address: str) -> bool:
-        with self._lock:
-            return self._take(self.unfinished, address, self.max_unfinished)
-
-    def end_head(self, address: str) -> None:
-        with self._lock:
-            self._give(self.unfinished, address)
-
-    def refused(self, address: str, reason: str) -> None:
-        self.metrics.refused_connections.labels(reason).inc()
-        now = time.monotonic()
-        key = (address, reason)
-        if now - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
-            self._logged[key] = now
-            if len(self._logged) > 10_000:
-                self._logged.clear()
-            log.warning("web.connection_refused", extra={"address": address, "reason": reason})
 
 
 def protocol(
@@ -163,7 +98,7 @@ def protocol(
         def _refuse(self, reason: str) -> None:
             limits.refused(self._address, reason)
             message = reason.encode()
-            self._answer_and_close(_TOO_MANY % (len(message), message))
+            self._answer_and_close(TOO_MANY % (len(message), message))
 
         def _answer_and_close(self, response: bytes) -> None:
             with contextlib.suppress(OSError):
@@ -224,7 +159,7 @@ def protocol(
                 super().handle_one_request()
             except HeadTimeout:
                 limits.refused(self._address, "request head too slow")
-                self._answer_and_close(_HEAD_TIMEOUT)
+                self._answer_and_close(HEAD_TIMEOUT)
             finally:
                 self._end_head()
 
@@ -298,21 +233,3 @@ def protocol(
             )
 
     return GuardedProtocol
-
-
-def waiting_in(frames: Sequence[traceback.FrameSummary]) -> str:
-    """Where code waited: the innermost frame outside eventlet and the standard library."""
-    outside = [f for f in frames if not _plumbing(f.filename)] or list(frames)
-    if not outside:
-        return "?"
-    frame = outside[-1]
-    return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
-
-
-_STDLIB = sysconfig.get_paths()["stdlib"] + "/"
-
-
-def _plumbing(filename: str) -> bool:
-    return "/eventlet/" in filename or (
-        filename.startswith(_STDLIB) and "site-packages" not in filename
-    )

@@ -249,8 +249,15 @@ class StreamQueueManager(socketio.RedisManager):
         self.server.start_background_task(sock.close, wait=False, abort=True)
         # The writer may be stuck sending to a client that does not read: cut the TCP
         # connection under it, so it ends now rather than at a socket time-out.
-        environ = self.server.environ.get(sock.sid) or {}
-        raw = getattr(environ.get("eventlet.input"), "get_socket", lambda: None)()
+        raw = connection_socket(self.server.environ.get(sock.sid) or {})
         if raw is not None:
             with contextlib.suppress(OSError):
                 raw.shutdown(socket.SHUT_RDWR)
+
+
+def connection_socket(environ: dict) -> Any:
+    """The TCP socket under a request, from the async server's environ (None if unknown)."""
+    raw = environ.get("streambridge.socket")  # gevent_guard puts it there
+    if raw is None:
+        raw = getattr(environ.get("eventlet.input"), "get_socket", lambda: None)()
+    return raw

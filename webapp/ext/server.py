@@ -11,6 +11,7 @@ import signal
 import socket
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import greenlet
@@ -31,6 +32,11 @@ def run_app(app: Flask, host: str, port: int) -> None:
     sb = state(app)
     metrics_http.serve(sb.settings, sb.metrics.registry)  # internal port, not the app's
     start_queue_listener(app)
+    if sb.settings.async_mode == "gevent":
+        _log_listening(sb, host, port)
+        _serve_gevent(app, host, port)
+        log.info("web.stopped")
+        return
     serving = greenlet.getcurrent()
     pool = None  # the connection handlers' green threads, under eventlet
     if sb.settings.async_mode == "eventlet":
@@ -40,18 +46,16 @@ def run_app(app: Flask, host: str, port: int) -> None:
 
     def on_term(signum: int, _frame: object) -> None:
         log.info("web.signal", extra={"signal": signal.Signals(signum).name})
-        # Close every client connection so their handlers end (the server waits for
-        # them) and the clients reconnect, to another server if there is one.
-        eio = sb.socketio.server.eio
-        for sock in list(eio.sockets.values()):
-            sock.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+        _close_clients(sb)
         if pool is not None:
             from eventlet import hubs
 
             # The server waits for every connection's handler before it returns; one
             # that never ends (a half-sent request, a stuck peer) must not keep it up.
             grace = sb.settings.shutdown_grace_s
-            eventlet.spawn_after(grace, _cut_stragglers, pool, grace)
+            eventlet.spawn_after(
+                grace, lambda: _cut_stragglers(list(pool.coroutines_running), grace, _kill_each)
+            )
             # The async server returns on SystemExit, but under eventlet the handler runs
             # in whichever green thread is current: deliver the exit to the serving one.
             if greenlet.getcurrent() is not serving:
@@ -61,14 +65,7 @@ def run_app(app: Flask, host: str, port: int) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    log.info(
-        "web.listening",
-        extra={
-            "url": f"http://{host}:{port}/",
-            "redis": redacted(sb.settings.redis_url),
-            "async_mode": sb.settings.async_mode,
-        },
-    )
+    _log_listening(sb, host, port)
     with contextlib.suppress(SystemExit):
         if pool is not None:
             _serve_eventlet(app, host, port, pool)
@@ -77,29 +74,38 @@ def run_app(app: Flask, host: str, port: int) -> None:
                 "web.development_server",
                 extra={
                     "hint": "threading mode serves with Werkzeug's development server; "
-                    "use eventlet (the default) in production"
+                    "use gevent or eventlet in production"
                 },
             )
             sb.socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
     log.info("web.stopped")
 
 
-def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
-    # As socketio.run() does, but with a listen backlog, a green-thread pool sized for
-    # many long-lived sockets (eventlet's defaults are 50 and 1024), a socket timeout
-    # (eventlet's default is none, so a client that stops halfway through a request
-    # would hold its connection for ever; Socket.IO clients answer a ping every ping
-    # interval, so a live one is never idle that long), and the per-address caps and
-    # deadlines of connection_guard.
-    import eventlet
-    import eventlet.wsgi
-    from streambridge.webapp.ext.connection_guard import AddressLimits, protocol
+def _log_listening(sb: Any, host: str, port: int) -> None:
+    log.info(
+        "web.listening",
+        extra={
+            "url": f"http://{host}:{port}/",
+            "redis": redacted(sb.settings.redis_url),
+            "async_mode": sb.settings.async_mode,
+        },
+    )
 
-    sb = state(app)
-    settings = sb.settings
+
+def _close_clients(sb: Any) -> None:
+    """Close every client connection so their handlers end (the server waits for them)
+    and the clients reconnect, to another server if there is one."""
+    eio = sb.socketio.server.eio
+    for sock in list(eio.sockets.values()):
+        sock.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+
+
+def _timeouts(sb: Any) -> tuple[float, float]:
+    """(idle, request) timeouts: a connection may be silent a little longer than the
+    Socket.IO ping window, and a plain request may wait as long as a long poll."""
     eio = sb.socketio.server.eio
     idle_timeout = eio.ping_interval + eio.ping_interval_grace_period + eio.ping_timeout
-    request_timeout = settings.request_timeout_s or idle_timeout + IDLE_MARGIN_S
+    request_timeout = sb.settings.request_timeout_s or idle_timeout + IDLE_MARGIN_S
     long_poll = eio.ping_interval + eio.ping_timeout  # how long a polling GET may wait
     if request_timeout <= long_poll:
         log.warning(
@@ -111,11 +117,84 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
                 "STREAMBRIDGE_REQUEST_TIMEOUT_S or leave it unset",
             },
         )
-    limits = AddressLimits(
+    return idle_timeout + IDLE_MARGIN_S, request_timeout
+
+
+def _address_limits(sb: Any) -> Any:
+    from streambridge.webapp.ext.connection_limits import AddressLimits
+
+    settings = sb.settings
+    return AddressLimits(
         settings.per_address_cap(settings.max_connections_per_address),
         settings.per_address_cap(settings.max_unfinished_per_address),
         sb.metrics,
     )
+
+
+def _serve_gevent(app: Flask, host: str, port: int) -> None:
+    # gevent's WSGI server with what the eventlet one has (see _serve_eventlet): a
+    # listen backlog, a bounded pool, TCP_NODELAY, timeouts and the per-address caps
+    # and deadlines (gevent_guard). SIGTERM: close the clients, wait up to the grace
+    # for their handlers, cut the rest, return.
+    import gevent
+    import gevent.pool
+    from gevent.pywsgi import WSGIServer
+    from gevent.server import _tcp_listener
+    from streambridge.webapp.ext import gevent_guard
+
+    sb = state(app)
+    settings = sb.settings
+    gevent_guard.exempt_websockets_from_the_deadline(sb.socketio.server.eio)
+    idle_timeout, request_timeout = _timeouts(sb)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = _tcp_listener((host, port), backlog=LISTEN_BACKLOG, family=family)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pool = gevent.pool.Pool(settings.max_connections)
+    server = WSGIServer(
+        listener,
+        app,
+        spawn=pool,
+        handler_class=gevent_guard.handler_class(
+            _address_limits(sb),
+            idle_timeout_s=idle_timeout,
+            head_timeout_s=settings.request_head_timeout_s,
+            request_timeout_s=request_timeout,
+            max_body_bytes=settings.max_request_bytes,
+        ),
+        log=None,
+        error_log=logging.getLogger(f"{__name__}.gevent"),
+    )
+
+    def stop(signame: str) -> None:
+        log.info("web.signal", extra={"signal": signame})
+        server.close()  # no new connections
+        _close_clients(sb)
+        grace = settings.shutdown_grace_s
+        if not pool.join(timeout=grace):
+            _cut_stragglers(list(pool), grace, kill=lambda threads: pool.kill(block=False))
+        server.stop(timeout=0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # gevent runs the handler in a greenlet of its own, where it may block.
+        gevent.signal_handler(signum, stop, signal.Signals(signum).name)
+    server.serve_forever()
+
+
+def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
+    # As socketio.run() does, but with a listen backlog, a green-thread pool sized for
+    # many long-lived sockets (eventlet's defaults are 50 and 1024), a socket timeout
+    # (eventlet's default is none, so a client that stops halfway through a request
+    # would hold its connection for ever; Socket.IO clients answer a ping every ping
+    # interval, so a live one is never idle that long), and the per-address caps and
+    # deadlines of connection_guard.
+    import eventlet
+    import eventlet.wsgi
+    from streambridge.webapp.ext.connection_guard import protocol
+
+    sb = state(app)
+    settings = sb.settings
+    idle_timeout, request_timeout = _timeouts(sb)
+    limits = _address_limits(sb)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG)
     # Accepted sockets inherit it: small writes (a replay's events, then its notice) go
@@ -127,7 +206,7 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
         log_output=False,
         debug=False,  # eventlet's default sends tracebacks to clients
         custom_pool=pool,
-        socket_timeout=idle_timeout + IDLE_MARGIN_S,
+        socket_timeout=idle_timeout,
         protocol=protocol(
             limits,
             head_timeout_s=settings.request_head_timeout_s,
@@ -137,22 +216,26 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
     )
 
 
-def _cut_stragglers(pool: Any, grace_s: float) -> None:
-    from streambridge.webapp.ext.connection_guard import waiting_in
+def _cut_stragglers(threads: list[Any], grace_s: float, kill: Callable[[list[Any]], Any]) -> None:
+    """Log where the handlers still running after the grace wait, then kill them."""
+    from streambridge.webapp.ext.connection_limits import waiting_in
 
-    stragglers = list(pool.coroutines_running)
-    if stragglers:
-        stacks = [traceback.extract_stack(t.gr_frame) if t.gr_frame else [] for t in stragglers]
+    if threads:
+        stacks = [traceback.extract_stack(t.gr_frame) if t.gr_frame else [] for t in threads]
         where = Counter(waiting_in(stack) for stack in stacks)
         log.warning(
             "web.connections_cut",
             extra={
-                "connections": len(stragglers),
+                "connections": len(threads),
                 "grace_s": grace_s,
                 "waiting_in": dict(where.most_common(3)),
             },
         )
-    for thread in stragglers:
+    kill(threads)
+
+
+def _kill_each(threads: list[Any]) -> None:
+    for thread in threads:
         thread.kill()
 
 

@@ -1,0 +1,255 @@
+"""The gevent web server, with the same connection-level defences as the eventlet one
+(``connection_guard``), in its WSGI handler class:
+
+* per peer address, at most ``max_open`` connections and ``max_unfinished`` request
+  heads under way (over either cap: 429, closed);
+* a request head complete within ``head_timeout_s`` of its first byte;
+* every request answered within ``request_timeout_s`` (a WebSocket is exempt once its
+  handshake is done, see ``WEBSOCKET_OPEN``);
+* a refused connection is closed gently: its unread input is read and dropped for a
+  moment, so the client reads the answer instead of a TCP reset.
+
+WebSockets go through python-engineio's simple-websocket driver (no gevent-websocket).
+Imported only under gevent, after it has monkey-patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+import traceback
+from typing import Any
+
+import gevent
+from gevent.pywsgi import WSGIHandler
+from streambridge.webapp.ext.client_address import address_key
+from streambridge.webapp.ext.connection_limits import (
+    HEAD_TIMEOUT,
+    LINGER_BYTES,
+    LINGER_S,
+    OVER_CAP_LINGER_S,
+    TOO_MANY,
+    AddressLimits,
+    waiting_in,
+)
+from streambridge.webapp.ext.request_bounds import refusal
+
+log = logging.getLogger(__name__)
+
+WEBSOCKET_OPEN = "streambridge.websocket_open"
+"""environ key: called once a WebSocket handshake is done (lifts the request deadline)."""
+RAW_SOCKET = "streambridge.socket"
+"""environ key: the connection's socket (to cut a client that does not read)."""
+
+
+class HeadTimeout(gevent.Timeout):
+    """The request head did not arrive in time."""
+
+
+class RequestTimeout(gevent.Timeout):
+    """The app did not answer a plain HTTP request in time."""
+
+
+class _Deadline:
+    """A request's deadline: raised in the request's greenlet unless lifted first."""
+
+    def __init__(self, seconds: float) -> None:
+        self.timer = RequestTimeout(seconds)
+        self.timer.start()
+        self._lifted = False
+        self.reported = False
+
+    def lift(self) -> None:
+        self._lifted = True
+        self.timer.close()
+
+    @property
+    def fired(self) -> bool:
+        return not self._lifted and not self.timer.pending
+
+
+def handler_class(
+    limits: AddressLimits,
+    *,
+    idle_timeout_s: float,
+    head_timeout_s: float,
+    request_timeout_s: float,
+    max_body_bytes: int,
+) -> type[WSGIHandler]:
+    """The handler class for ``gevent.pywsgi.WSGIServer(handler_class=...)``."""
+
+    class GuardedHandler(WSGIHandler):
+        _address = ""
+        _head_timer: gevent.Timeout | None = None
+
+        def handle(self) -> None:
+            self._address = address_key(self.client_address)
+            # gevent's default is no timeout: a client that stops halfway would hold
+            # its connection for ever. A live Socket.IO client is never idle this long.
+            self.socket.settimeout(idle_timeout_s)
+            if not limits.open_connection(self._address):
+                self._refuse("too many connections from this address", OVER_CAP_LINGER_S)
+                self._close()
+                return
+            try:
+                super().handle()
+            finally:
+                self._end_head()
+                limits.close_connection(self._address)
+
+        def _close(self) -> None:
+            with contextlib.suppress(OSError):
+                self.socket.close()
+            self.__dict__.pop("socket", None)
+            self.__dict__.pop("rfile", None)
+
+        def _refuse(self, reason: str, linger_s: float = LINGER_S) -> None:
+            limits.refused(self._address, reason)
+            message = reason.encode()
+            self._answer_and_linger(TOO_MANY % (len(message), message), linger_s)
+
+        def _answer_and_linger(self, response: bytes, linger_s: float = LINGER_S) -> None:
+            # Closing with unread bytes makes the kernel send a reset, which can reach
+            # the client before the answer does: shut the writing side, drop what comes.
+            self.close_connection = True
+            sock = self.socket
+            with contextlib.suppress(OSError, ValueError, gevent.Timeout):
+                sock.sendall(response)
+                sock.shutdown(socket.SHUT_WR)
+                with gevent.Timeout(linger_s):
+                    dropped = 0
+                    while dropped < LINGER_BYTES:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        dropped += len(chunk)
+
+        # -- the request head: from its first byte to its last header ----------------
+        def read_requestline(self) -> str:
+            try:
+                # Idle until the next request begins (the socket timeout applies).
+                if self.rfile.closed or not self.rfile.peek(1):
+                    return ""
+            except (OSError, ValueError):
+                return ""
+            if not limits.start_head(self._address):
+                self._refuse("too many unfinished requests from this address")
+                return ""
+            self._head_timer = HeadTimeout(head_timeout_s)
+            self._head_timer.start()
+            return super().read_requestline()
+
+        def read_request(self, raw_requestline: str) -> Any:
+            try:
+                return super().read_request(raw_requestline)
+            finally:
+                self._end_head()
+
+        def _end_head(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.close()
+                self._head_timer = None
+                limits.end_head(self._address)
+
+        def handle_one_request(self) -> Any:
+            try:
+                return super().handle_one_request()
+            except HeadTimeout:
+                limits.refused(self._address, "request head too slow")
+                self._answer_and_linger(HEAD_TIMEOUT)
+                return None
+            finally:
+                self._end_head()
+
+        def get_environ(self) -> dict:
+            environ = super().get_environ()
+            environ[RAW_SOCKET] = self.socket
+            return environ
+
+        # -- the answer -----------------------------------------------------------------
+        def handle_one_response(self) -> None:
+            refused = refusal(
+                self.headers.get("content-length"),
+                self.headers.get("transfer-encoding"),
+                max_body_bytes,
+            )
+            if refused is not None:
+                self.close_connection = True  # answered without reading the body
+            deadline = _Deadline(request_timeout_s)
+            self.environ[WEBSOCKET_OPEN] = deadline.lift
+            self.application = self._in_time(self.application, deadline)
+            try:
+                super().handle_one_response()
+            finally:
+                if deadline.fired and not deadline.reported:
+                    self._timed_out(deadline, self.path, None)  # caught past the app
+                deadline.lift()
+
+        def _in_time(self, app: Any, deadline: _Deadline) -> Any:
+            def answer_in_time(environ: dict, start_response: Any) -> Any:
+                try:
+                    result = app(environ, start_response)
+                except RequestTimeout as exc:
+                    if exc is not deadline.timer:
+                        raise
+                    path = environ.get("PATH_INFO", "")
+                    self._timed_out(deadline, path, traceback.extract_tb(exc.__traceback__))
+                    start_response(
+                        "503 Service Unavailable",
+                        [("Content-Type", "text/plain"), ("Content-Length", "0")],
+                        sys.exc_info(),
+                    )
+                    return [b""]
+                if deadline.fired:
+                    # The app caught the timeout itself (python-engineio's polling POST
+                    # handler catches everything) and answered.
+                    self._timed_out(deadline, environ.get("PATH_INFO", ""), None)
+                return result
+
+            return answer_in_time
+
+        def _timed_out(
+            self, deadline: _Deadline, path: str, frames: traceback.StackSummary | None
+        ) -> None:
+            deadline.reported = True
+            self.close_connection = True
+            limits.refused(self._address, "request timed out")
+            log.warning(
+                "web.request_timeout",
+                extra={
+                    "path": path.split("?", 1)[0][:200],
+                    "timeout_s": request_timeout_s,
+                    "waiting_in": waiting_in(frames) if frames else "caught by the app",
+                },
+            )
+
+    return GuardedHandler
+
+
+def exempt_websockets_from_the_deadline(eio: Any) -> None:
+    """Make python-engineio's WebSocket class call ``WEBSOCKET_OPEN`` once the handshake
+    is done: from then on the connection is long-lived, ended by pings and timeouts."""
+    base = eio._async["websocket"]
+    if base is None or getattr(base, "streambridge_guarded", False):
+        return
+
+    class HandshakeAware(base):  # type: ignore[misc, valid-type]
+        streambridge_guarded = True
+
+        def __call__(self, environ: dict, start_response: Any) -> Any:
+            handler = self.app
+
+            def opened(ws: Any) -> Any:
+                environ.get(WEBSOCKET_OPEN, _nothing)()
+                return handler(ws)
+
+            self.app = opened
+            return super().__call__(environ, start_response)
+
+    eio._async = dict(eio._async, websocket=HandshakeAware)
+
+
+def _nothing() -> None:
+    return None
