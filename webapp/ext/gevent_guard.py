@@ -83,6 +83,7 @@ def handler_class(
     class GuardedHandler(WSGIHandler):
         _address = ""
         _head_timer: gevent.Timeout | None = None
+        _lingering = False
 
         def handle(self) -> None:
             self._address = address_key(self.client_address)
@@ -111,12 +112,26 @@ def handler_class(
             self._answer_and_linger(TOO_MANY % (len(message), message), linger_s)
 
         def _answer_and_linger(self, response: bytes, linger_s: float = LINGER_S) -> None:
+            self.close_connection = True
+            with contextlib.suppress(OSError, ValueError):
+                self.socket.sendall(response)
+            self._linger(linger_s)
+
+        def _close_gently(self) -> None:
+            """No next request on this connection, and its unread body is not waited
+            for (gevent would read it all, however slowly it comes): it is dropped
+            for a moment once the answer is out."""
+            self.close_connection = True
+            self._lingering = True
+            wsgi_input = getattr(self, "wsgi_input", None)
+            if wsgi_input is not None:
+                wsgi_input._chunked_input_error = True  # gevent: skip discarding the body
+
+        def _linger(self, linger_s: float = LINGER_S) -> None:
             # Closing with unread bytes makes the kernel send a reset, which can reach
             # the client before the answer does: shut the writing side, drop what comes.
-            self.close_connection = True
             sock = self.socket
             with contextlib.suppress(OSError, ValueError, gevent.Timeout):
-                sock.sendall(response)
                 sock.shutdown(socket.SHUT_WR)
                 with gevent.Timeout(linger_s):
                     dropped = 0
@@ -176,16 +191,29 @@ def handler_class(
                 max_body_bytes,
             )
             if refused is not None:
-                self.close_connection = True  # answered without reading the body
+                self._close_gently()  # answered without reading the body
             deadline = _Deadline(request_timeout_s)
-            self.environ[WEBSOCKET_OPEN] = deadline.lift
+            upgraded = False
+
+            def websocket_open() -> None:
+                nonlocal upgraded
+                upgraded = True
+                deadline.lift()
+
+            self.environ[WEBSOCKET_OPEN] = websocket_open
             self.application = self._in_time(self.application, deadline)
             try:
                 super().handle_one_response()
             finally:
+                if upgraded:
+                    # The WebSocket has ended: what follows on this socket is not HTTP.
+                    self.close_connection = True
                 if deadline.fired and not deadline.reported:
                     self._timed_out(deadline, self.path, None)  # caught past the app
                 deadline.lift()
+            if self._lingering:
+                self._lingering = False
+                self._linger()
 
         def _in_time(self, app: Any, deadline: _Deadline) -> Any:
             def answer_in_time(environ: dict, start_response: Any) -> Any:
@@ -214,7 +242,7 @@ def handler_class(
             self, deadline: _Deadline, path: str, frames: traceback.StackSummary | None
         ) -> None:
             deadline.reported = True
-            self.close_connection = True
+            self._close_gently()
             limits.refused(self._address, "request timed out")
             log.warning(
                 "web.request_timeout",
@@ -243,12 +271,34 @@ def exempt_websockets_from_the_deadline(eio: Any) -> None:
 
             def opened(ws: Any) -> Any:
                 environ.get(WEBSOCKET_OPEN, _nothing)()
+                inner = getattr(ws, "ws", None)  # the simple_websocket.Server
+                if inner is not None and getattr(inner, "sock", None) is not None:
+                    inner.sock = _SendsAll(inner.sock)
                 return handler(ws)
 
             self.app = opened
             return super().__call__(environ, start_response)
 
     eio._async = dict(eio._async, websocket=HandshakeAware)
+
+
+class _SendsAll:
+    """A socket whose ``send`` sends everything. simple-websocket writes each frame with
+    one ``sock.send``; a gevent socket's ``send`` may write only part of it when the
+    client's buffer is full, and the rest of the frame would be lost (the stream of
+    frames corrupt)."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def send(self, data: bytes) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def _nothing() -> None:

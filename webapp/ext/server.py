@@ -139,7 +139,6 @@ def _serve_gevent(app: Flask, host: str, port: int) -> None:
     import gevent
     import gevent.pool
     from gevent.pywsgi import WSGIServer
-    from gevent.server import _tcp_listener
     from streambridge.webapp.ext import gevent_guard
 
     sb = state(app)
@@ -147,8 +146,12 @@ def _serve_gevent(app: Flask, host: str, port: int) -> None:
     gevent_guard.exempt_websockets_from_the_deadline(sb.socketio.server.eio)
     idle_timeout, request_timeout = _timeouts(sb)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = _tcp_listener((host, port), backlog=LISTEN_BACKLOG, family=family)
+    listener = socket.socket(family, socket.SOCK_STREAM)  # gevent's: patched
+    # As eventlet.listen: a restarted server can bind while old connections linger.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.bind((host, port))
+    listener.listen(LISTEN_BACKLOG)
     pool = gevent.pool.Pool(settings.max_connections)
     server = WSGIServer(
         listener,
