@@ -173,7 +173,7 @@ def phase(
     spy = None
     if profile:
         spy = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(target.processes["web"].pid), "--output",
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(target.processes["web"].pid), "--output",
              profile, "--format", "flamegraph", "--rate", "200", "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

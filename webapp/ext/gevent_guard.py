@@ -274,6 +274,7 @@ def exempt_websockets_from_the_deadline(eio: Any) -> None:
                 inner = getattr(ws, "ws", None)  # the simple_websocket.Server
                 if inner is not None and getattr(inner, "sock", None) is not None:
                     inner.sock = _SendsAll(inner.sock)
+                    inner.send = _FrameWriter(inner)
                 return handler(ws)
 
             self.app = opened
@@ -294,11 +295,51 @@ class _SendsAll:
         self._sock = sock
 
     def send(self, data: bytes) -> int:
-        self._sock.sendall(data)
+        # One plain send first: it nearly always takes the whole frame, and gevent's
+        # sendall asks the kernel for the buffer size (a system call) every time.
+        sent = self._sock.send(data)
+        if sent < len(data):
+            self._sock.sendall(memoryview(data)[sent:])
         return len(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+class _FrameWriter:
+    """``simple_websocket.Server.send`` for the server's data frames, written directly.
+
+    wsproto builds each frame through several layers of Python; the writer sends one
+    per packet, to every client, so that was most of the web server's time. A server's
+    data frame is only a header and the payload (unmasked, uncompressed: valid whether
+    or not permessage-deflate was negotiated), and sending one changes no protocol
+    state. Pings and the close still go through wsproto."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    def __call__(self, data: str | bytes) -> None:
+        ws = self._ws
+        if not ws.connected:
+            from simple_websocket import ConnectionClosed
+
+            raise ConnectionClosed(ws.close_reason, ws.close_message)
+        if isinstance(data, str):
+            payload, opcode = data.encode(), 0x81  # FIN + text
+        else:
+            payload, opcode = bytes(data), 0x82  # FIN + binary
+        ws.sock.send(frame_header(opcode, len(payload)) + payload)
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """The header of an unmasked WebSocket frame (RFC 6455, 5.2)."""
+    if length < 126:
+        return bytes((opcode, length))
+    if length < 1 << 16:
+        return bytes((opcode, 126)) + length.to_bytes(2, "big")
+    return bytes((opcode, 127)) + length.to_bytes(8, "big")
 
 
 def _nothing() -> None:
