@@ -172,9 +172,11 @@ def phase(
     clients.report()  # count from zero
     spy = None
     if profile:
+        py_spy = str(Path(sys.executable).parent / "py-spy")
+        pid = str(target.processes["web"].pid)
         spy = subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(target.processes["web"].pid), "--output",
-             profile, "--format", "flamegraph", "--rate", "200", "--nonblocking"],
+            [py_spy, "record", "--pid", pid, "--output", profile, "--format", "flamegraph",
+             "--rate", "200", "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     with Sampler(target.pids()) as s:

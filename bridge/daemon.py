@@ -28,7 +28,14 @@ from streambridge import history
 from streambridge.contract import ContractError, Event, shown
 from streambridge.keys import history as history_key
 from streambridge.log_context import Bound
-from streambridge.queue import BEFORE_POSITION, emit_parts, shard_route
+from streambridge.queue import (
+    BATCH_HEAD,
+    BATCH_TAIL,
+    BEFORE_POSITION,
+    MAX_BATCH_BYTES,
+    emit_parts,
+    shard_route,
+)
 from streambridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -450,6 +457,9 @@ class Bridge:
             BEFORE_POSITION,
             valid[0][0],
             valid[-1][0],
+            BATCH_HEAD,
+            BATCH_TAIL,
+            MAX_BATCH_BYTES,
         ]
         for stream_id, event in valid:
             keys.append(history_key(s.stream, event.namespace, event.room))

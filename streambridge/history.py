@@ -35,7 +35,17 @@ local stream, clock = KEYS[1], KEYS[2]
 local group, consumer, queue, command = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local size, ttl, mid = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local first, last = ARGV[8], ARGV[9]
-local FIRST, STEP = 10, 6
+local head, tail, max_bytes = ARGV[10], ARGV[11], tonumber(ARGV[12])
+local FIRST, STEP = 13, 6
+-- The queue messages: the batch's events in order, several to a message, each message
+-- at most max_bytes (one event alone may be more).
+local parts, pending_bytes = {}, 0
+local function flush()
+  if #parts > 0 then
+    redis.call(command, queue, head .. table.concat(parts, ',') .. tail)
+    parts, pending_bytes = {}, 0
+  end
+end
 -- Still pending on this consumer: no bridge has published it (another bridge that
 -- claimed it meanwhile publishes it instead).
 local mine = {}
@@ -90,13 +100,17 @@ for i = 3, #KEYS do
     end
     seq = seq + 1
     touched[key] = true
-    redis.call(command, queue, ARGV[a + 4] .. ARGV[a + 2] .. mid .. id .. ARGV[a + 5])
+    local message = ARGV[a + 4] .. ARGV[a + 2] .. mid .. id .. ARGV[a + 5]
+    if pending_bytes > 0 and pending_bytes + #message > max_bytes then flush() end
+    parts[#parts + 1] = message
+    pending_bytes = pending_bytes + #message + 1
     out[#out + 1] = id
     done[#done + 1] = entry
   else
     out[#out + 1] = ''
   end
 end
+flush()
 -- Each history lives at least ttl after its last event (what gap() and the floor above
 -- rely on) and at most ttl + ttl / 8: refreshed only when that much has passed, so a busy
 -- room costs a PTTL per batch, not a write.
@@ -114,7 +128,9 @@ return {out, failure}
 """
 """KEYS: the shard's stream, its clock, then each event's history key. ARGV: group,
 consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms,
-``BEFORE_POSITION``, the lowest and highest entry id of the batch, then six per event:
+``BEFORE_POSITION``, the lowest and highest entry id of the batch, the batch message's
+head and tail and its size limit (``queue.BATCH_HEAD``, ``BATCH_TAIL``,
+``MAX_BATCH_BYTES``), then six per event:
 entry id, channel, body, sender ('' for none), the message before the body, the message
 after the position. Each event still pending on this consumer is given the next
 position, kept in its room's history, published and acked, in order and atomically

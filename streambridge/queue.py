@@ -28,6 +28,18 @@ BRIDGE_HOST_ID = "streambridge-bridge"
 META_MARKER = "streambridge"
 """Key in the meta argument that marks an emit as a stream event."""
 
+BATCH_METHOD = "streambridge.batch"
+"""The queue message that carries several stream events: ``{"method": BATCH_METHOD,
+"host_id": ..., "events": [<emit message>, ...]}``, each item the emit message of one
+event, in publication order. A Socket.IO server that is not streambridge ignores it (an
+unknown method); streambridge's web servers deliver its items one by one."""
+BATCH_HEAD = f'{{"method":"{BATCH_METHOD}","host_id":"{BRIDGE_HOST_ID}","events":['
+BATCH_TAIL = "]}"
+MAX_BATCH_BYTES = 256 * 1024
+"""A batch message's size limit: past it the batch goes on in another message. Big
+enough that a PUBLISH carries hundreds of ordinary events, small enough that no
+subscriber's output buffer takes a burst of megabytes."""
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -98,6 +110,22 @@ def emit_message(
     """The whole queue message of ``event`` published at ``position``."""
     before, after = emit_parts(event, entry_id, epoch, shard)
     return before + event.body + BEFORE_POSITION + position + after
+
+
+def batch_message(messages: list[str]) -> str:
+    """The batch message of these emit messages (what the publish script writes)."""
+    return BATCH_HEAD + ",".join(messages) + BATCH_TAIL
+
+
+def unbatched(data: dict) -> list[dict]:
+    """The emit messages a decoded queue message carries: its items when it is a batch
+    (items that are not objects are skipped), else the message itself."""
+    if data.get("method") != BATCH_METHOD:
+        return [data]
+    events = data.get("events")
+    if not isinstance(events, list):
+        return []
+    return [item for item in events if isinstance(item, dict)]
 
 
 def publish_command(sharded: bool) -> str:

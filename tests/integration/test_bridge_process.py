@@ -4,6 +4,7 @@ process, acks, claims, the history script."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from streambridge.bridge.daemon import Bridge, NotReady, PublishFailed, _entries
 from streambridge import keys
 from streambridge.contract import Event
 from streambridge.ids import StreamId
-from streambridge.queue import emit_message
+from streambridge.queue import MAX_BATCH_BYTES, batch_message, emit_message, unbatched
 from streambridge.settings import BridgeSettings
 
 QUEUE = "flask-socketio"
@@ -50,7 +51,9 @@ def queue(rdb):
     pubsub.subscribe(QUEUE)
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"
 
-    def received() -> list[str]:
+    def received(raw: bool = False) -> list[str]:
+        """The queue messages (``raw``) or, by default, the emit message of each event
+        they carry (a batch's items, as compact JSON)."""
         messages = []
         while (
             # Redis writes a script's messages in the same pass as its reply.
@@ -58,7 +61,13 @@ def queue(rdb):
         ) is not None:
             assert message["channel"] == QUEUE
             messages.append(message["data"])
-        return messages
+        if raw:
+            return messages
+        return [
+            json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+            for text in messages
+            for item in unbatched(json.loads(text))
+        ]
 
     yield received
     pubsub.close()
@@ -163,16 +172,26 @@ def test_valid_entries_are_published_in_order_and_acked(bridge, rdb, queue):
     assert [f["e"] for _, f in broadcast + bob] == [first, second]
     (one, _), (two, _) = broadcast[0], bob[0]
     assert StreamId.parse(one) < StreamId.parse(two)
-    assert queue() == [
-        emit_message(
-            Event.parse({"channel": "message", "body": '{"n": 1}'}), one, first, bridge.epoch
-        ),
-        emit_message(
-            Event.parse({"channel": "chat", "body": '"hi"', "room": "user:bob", "namespace": "/x"}),
-            two,
-            second,
-            bridge.epoch,
-        ),
+    # One queue message for the batch, its events in order.
+    assert queue(raw=True) == [
+        batch_message(
+            [
+                emit_message(
+                    Event.parse({"channel": "message", "body": '{"n": 1}'}),
+                    one,
+                    first,
+                    bridge.epoch,
+                ),
+                emit_message(
+                    Event.parse(
+                        {"channel": "chat", "body": '"hi"', "room": "user:bob", "namespace": "/x"}
+                    ),
+                    two,
+                    second,
+                    bridge.epoch,
+                ),
+            ]
+        )
     ]
     assert pending_ids(rdb) == []
     assert dead_letters(rdb) == []
@@ -194,6 +213,32 @@ def test_published_message_carries_id_and_epoch(bridge, rdb, queue):
     [(position, _)] = rdb.xrange(keys.history("events", "/", None))
     epoch = rdb.get("events:epoch")
     assert data == [[1], {"id": position, "entry": stream_id, "epoch": epoch, "streambridge": 1}]
+
+
+def test_a_batch_past_the_size_limit_goes_in_several_messages_in_order(bridge, rdb, queue):
+    # 10 events of 60 KB: 600 KB, more than one message may carry (MAX_BATCH_BYTES).
+    body = json.dumps("x" * 60_000)
+    ids = [rdb.xadd("events", {"channel": "m", "body": body}) for _ in range(10)]
+    bridge.process(read_new(bridge))
+    raw = queue(raw=True)
+    assert len(raw) == math.ceil(10 * 60_000 / MAX_BATCH_BYTES)
+    assert all(len(message.encode()) <= MAX_BATCH_BYTES for message in raw)
+    entries = [item["data"][1]["entry"] for text in raw for item in unbatched(json.loads(text))]
+    assert entries == ids
+    assert bridge.stats["acked"] == 10
+
+
+def test_an_event_bigger_than_the_limit_still_goes_alone(rdb, queue):
+    bridge = make_bridge(rdb, max_body_bytes=2 * MAX_BATCH_BYTES)
+    bridge.ensure_group()
+    small = rdb.xadd("events", {"channel": "m", "body": "1"})
+    big = rdb.xadd("events", {"channel": "m", "body": json.dumps("y" * MAX_BATCH_BYTES)})
+    bridge.process(read_new(bridge))
+    raw = queue(raw=True)
+    assert [[i["data"][1]["entry"] for i in unbatched(json.loads(m))] for m in raw] == [
+        [small],
+        [big],
+    ]
 
 
 def test_byte_fields_are_accepted(bridge, rdb, queue):

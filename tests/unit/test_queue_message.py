@@ -8,7 +8,16 @@ import pytest
 import socketio
 
 from streambridge.contract import Event
-from streambridge.queue import BRIDGE_HOST_ID, META_MARKER, emit_message, meta, meta_json
+from streambridge.queue import (
+    BATCH_METHOD,
+    BRIDGE_HOST_ID,
+    META_MARKER,
+    batch_message,
+    emit_message,
+    meta,
+    meta_json,
+    unbatched,
+)
 
 
 def test_message_has_the_pubsub_manager_emit_shape():
@@ -120,3 +129,35 @@ def test_the_meta_written_by_the_bridge_and_by_catch_up_agree(shard, sender):
     written = json.loads(meta_json("2-0", "1-0", "ep", shard, sender))
     assert written.pop(META_MARKER) == 1  # only the queue message carries the marker
     assert written == meta("2-0", "1-0", "ep", shard, sender)
+
+
+def test_a_batch_is_unbatched_in_order_skipping_what_is_not_an_object():
+    first = json.loads(emit_message(Event.build("m", 1), "1-0", "0-1", "e"))
+    second = json.loads(emit_message(Event.build("m", 2), "2-0", "0-2", "e"))
+    batch = {"method": BATCH_METHOD, "host_id": BRIDGE_HOST_ID, "events": [first, 7, "x", second]}
+    assert unbatched(batch) == [first, second]
+    assert unbatched(json.loads(batch_message([json.dumps(first), json.dumps(second)]))) == [
+        first,
+        second,
+    ]
+    assert unbatched(first) == [first]  # a single emit, as python-socketio sends it
+    assert unbatched({"method": BATCH_METHOD, "events": "nope"}) == []
+
+
+def test_the_web_delivers_each_event_of_a_batch_after_a_malformed_one():
+    from streambridge.webapp.ext.queue_manager import StreamQueueManager
+
+    good = emit_message(Event.build("m", 2), "2-0", "0-2", "e")
+    texts = [
+        "not json",
+        batch_message(['{"method":"emit","data":"broken"}', "[]", good]),
+        good,
+    ]
+
+    class Listener:
+        def messages(self):
+            yield from texts
+
+    manager = StreamQueueManager("redis://127.0.0.1:1/0", channel="q")
+    decoded = list(manager._decoded(Listener()))
+    assert decoded == [{"method": "emit", "data": "broken"}, json.loads(good), json.loads(good)]

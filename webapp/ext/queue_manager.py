@@ -29,7 +29,7 @@ from streambridge.webapp.ext.delivery_ledger import DeliveryLedger, undeliverabl
 from streambridge.webapp.ext.queue_listener import AllSubscribed, Gaps, QueueListener
 
 from streambridge.ids import StreamId
-from streambridge.queue import META_MARKER, publish_command
+from streambridge.queue import META_MARKER, publish_command, unbatched
 from streambridge.redis_conn import ERRORS, connect
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,9 @@ class StreamQueueManager(socketio.RedisManager):
                 log.warning("queue.bad_message", extra={"error": str(exc)[:200]})
                 continue
             if isinstance(data, dict):
-                yield data
+                # The bridge sends several events to a message: each is delivered on its
+                # own, in order (a malformed item is skipped, the others still go).
+                yield from unbatched(data)
 
     def _thread(self) -> None:
         # After a reconnect the listen loop only wakes on the next message; check
