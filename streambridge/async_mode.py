@@ -11,8 +11,9 @@ import os
 
 ENV = "STREAMBRIDGE_ASYNC_MODE"
 MODES = ("gevent", "eventlet", "threading")
-DEFAULT = "eventlet"
-"""The one place the default is decided (WebSettings uses it too)."""
+DEFAULT = "gevent"
+"""The one place the default is decided (WebSettings uses it too): gevent, maintained
+upstream and the fastest here (bench/RESULTS.md)."""
 
 
 def prepare() -> str:

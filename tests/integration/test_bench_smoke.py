@@ -69,3 +69,33 @@ def test_quick_recovery_benchmark_runs_every_phase(tmp_path):
     assert storm["recovered_exactly"] == storm["clients"] == 40
     assert results["bridge"]["with_history_per_s"] > 0
     assert results["memory"]["bytes_per_event"] > results["memory"]["body_bytes"]
+
+
+@pytest.mark.timeout(300)
+def test_quick_comparison_prints_every_system_side_by_side(tmp_path):
+    out = tmp_path / "compare.json"
+    stdout = run_quick("bench/compare.py", out)
+    results = json.loads(out.read_text())["results"]
+    systems = [r["system"] for r in results]
+    assert systems == [
+        "plain",
+        "streambridge-gevent",
+        "streambridge-eventlet",
+        "streambridge-threading",
+        "node",
+    ]
+    header = stdout.splitlines()[0].split()
+    assert header == ["figure", *systems]
+    for result in results:
+        for phase in ("rate_50", "rate_500", "saturation"):
+            assert result[phase]["delivered_pct"] >= 100.0, (result["system"], phase)
+            assert result[phase]["cpu_us_per_delivery"]["web"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_quick_bridge_ceiling_runs(tmp_path):
+    out = tmp_path / "ceiling.json"
+    run_quick("bench/bridge_ceiling.py", out)
+    result = json.loads(out.read_text())
+    assert result["read_ack_per_s"] > result["bridge_per_s"] > 0
+    assert result["publish_each_per_s"] > 0
