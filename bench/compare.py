@@ -84,7 +84,9 @@ def start(name: str, tmp: Path) -> Target:
     target = Target(name, tmp)
     if name.startswith("streambridge"):
         mode = name.split("-", 1)[1] if "-" in name else "gevent"
-        stack = Stack(tmp).start({"STREAMBRIDGE_ASYNC_MODE": mode})
+        # Room for the 10,000-connection phase beside connections still closing.
+        settings = {"STREAMBRIDGE_ASYNC_MODE": mode, "STREAMBRIDGE_MAX_CONNECTIONS": "15000"}
+        stack = Stack(tmp).start(settings)
         target.stack = stack
         target.redis_server = stack.redis_server
         target.url, target.cookie = stack.url, stack.cookie
@@ -246,6 +248,29 @@ def bench_system(name: str, tmp: Path, args: argparse.Namespace) -> dict[str, An
     return out
 
 
+def bench_connections(name: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Target 5: memory per idle connection with ``--idle`` connections (the growth of a
+    second round, after a first warmed the allocator up, as bench/run.py measures), and
+    ``--many`` connections getting a broadcast at 1 event/s."""
+    target = start(name, tmp / f"{name}-connections")
+    out: dict[str, Any] = {"system": name}
+    try:
+        assert target.stack is not None, "connection phases need a streambridge system"
+        step(f"{name}: web memory per idle connection, {args.idle:,} connections")
+        out["idle_memory"] = common.phase_idle_memory(target.stack, args.idle)
+        step(f"{name}: {args.many:,} connections, a broadcast every second")
+        clients = Clients(target, max(2, args.many // 2500))  # type: ignore[arg-type]
+        try:
+            clients.connect(args.many)
+            out["many"] = phase(target, clients, 1.0, args.many_seconds, args.many, 30)
+            out["many"]["web_rss_mb"] = round(common.rss_mb(target.processes["web"].pid), 1)
+        finally:
+            clients.close()
+    finally:
+        target.stop()
+    return out
+
+
 def step(text: str) -> None:
     print(f"-- {text}", file=sys.stderr, flush=True)
 
@@ -337,6 +362,14 @@ def main() -> int:
     parser.add_argument("--profile", help="write a py-spy flame graph of the web server here")
     parser.add_argument("--profile-mode", default="gevent", help="which streambridge to profile")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--connections",
+        default="streambridge-gevent",
+        help="systems whose memory per idle connection and many-connection broadcast are "
+        "measured (comma-separated; 'none' to skip)",
+    )
+    parser.add_argument("--idle", type=int, help="idle connections (default 5,000)")
+    parser.add_argument("--many", type=int, help="connections of the broadcast (10,000)")
     args = parser.parse_args()
     quick = args.quick
     args.clients = args.clients or (20 if quick else 200)
@@ -345,6 +378,9 @@ def main() -> int:
     args.saturation = args.saturation or (1000.0 if quick else 1500.0)
     args.saturation_seconds = 1.0 if quick else 5.0
     args.settle = 10.0
+    args.idle = args.idle or (200 if quick else 5_000)
+    args.many = args.many or (400 if quick else 10_000)
+    args.many_seconds = 3.0 if quick else 10.0
     if args.profile:
         args.profile = str(Path(args.profile).resolve())
     import tempfile
@@ -353,9 +389,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sb-compare-") as tmp:
         for name in args.systems.split(","):
             results.append(bench_system(name.strip(), Path(tmp), args))
+        connections = [
+            bench_connections(name.strip(), Path(tmp), args)
+            for name in args.connections.split(",")
+            if name.strip() and name.strip() != "none"
+        ]
     print(table(results))
+    for row in connections:
+        idle, many = row["idle_memory"], row["many"]
+        print(
+            f"{row['system']}: {idle['kb_per_connection']} KB per idle connection "
+            f"({idle['connections']:,}; {idle['kb_per_connection_from_cold']} KB from cold); "
+            f"{many['clients']:,} connections at 1 event/s: {many['delivered_pct']}% delivered, "
+            f"p50 {many['latency_ms']['p50']} ms, p99 {many['latency_ms']['p99']} ms, "
+            f"web RSS {many['web_rss_mb']} MB"
+        )
     if args.json:
-        document = {"machine": common.machine(), "args": vars(args), "results": results}
+        document = {
+            "machine": common.machine(),
+            "args": vars(args),
+            "results": results,
+            "connections": connections,
+        }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
     return 0
 

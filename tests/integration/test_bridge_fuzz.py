@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from streambridge.bridge.daemon import Bridge, _entries
 
 from streambridge import defaults
+from streambridge.queue import unbatched
 from streambridge.settings import BridgeSettings
 from tests.unit.test_fuzz import FUZZ, _key, any_fields, body_limits
 
@@ -68,7 +69,7 @@ def test_bridge_process_publishes_or_dead_letters_and_acks_everything(
         published = []
         # Redis writes a script's messages in the same pass as its reply.
         while (m := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
-            published.append(json.loads(m["data"])["data"][1]["entry"])
+            published += [e["data"][1]["entry"] for e in unbatched(json.loads(m["data"]))]
         dead_letters = [f for _, f in text.xrange("events:dead")]
         dead = [f["original_id"] for f in dead_letters]
         label(f"published some: {bool(published)}, dead-lettered some: {bool(dead)}")
