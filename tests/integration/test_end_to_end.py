@@ -180,3 +180,18 @@ def test_web_refuses_to_start_without_secret_key(env, tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert "STREAMBRIDGE_SECRET_KEY is not set" in out.stderr
+
+
+def test_each_websocket_holds_one_file_descriptor(web, clients):
+    # Under gevent, simple-websocket works on a duplicate of the connection's socket;
+    # the server closes its own, or 10,000 connections would need 20,000 descriptors.
+    def descriptors() -> int:
+        return len(os.listdir(f"/proc/{web.process.pid}/fd"))
+
+    session = web.login("alice")
+    connect(clients, web, "alice")  # warm-up: pools, the Redis connections
+    before = descriptors()
+    for _ in range(20):
+        clients.append(Client().connect(web, session))
+    wait_until(lambda: descriptors() - before <= 20, 5, "one descriptor per connection")
+    assert descriptors() - before >= 20  # the 20 connections are there
