@@ -152,14 +152,7 @@ class Producer:
             self.redis.xadd("events", {"channel": CHANNEL, "body": json.dumps(body)})
 
     def run(self, rate: float, seconds: float) -> int:
-        total = int(rate * seconds)
-        start = time.monotonic()
-        for n in range(total):
-            ahead = start + n / rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)  # pacing the producer
-            self.send(n)
-        return total
+        return common.paced(self.send, rate, seconds)
 
 
 # -- one phase ----------------------------------------------------------------------------

@@ -401,16 +401,19 @@ class Producer:
             self.redis.xadd("events", {"channel": CHANNEL, "body": json.dumps(body)})
 
     def run(self, rate: float, seconds: float) -> int:
-        """Send at ``rate`` events/s for ``seconds``; returns how many were sent."""
-        total = int(rate * seconds)
-        start = time.monotonic()
-        for n in range(total):
-            due = start + n / rate
-            ahead = due - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)  # pacing the producer
-            self.send(n)
-        return total
+        return paced(self.send, rate, seconds)
+
+
+def paced(send, rate: float, seconds: float) -> int:
+    """Call ``send(n)`` at ``rate`` per second for ``seconds``; returns how many were sent."""
+    total = int(rate * seconds)
+    start = time.monotonic()
+    for n in range(total):
+        ahead = start + n / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)  # pacing the producer
+        send(n)
+    return total
 
 
 # -- phases ---------------------------------------------------------------------------

@@ -193,5 +193,7 @@ def test_each_websocket_holds_one_file_descriptor(web, clients):
     before = descriptors()
     for _ in range(20):
         clients.append(Client().connect(web, session))
-    wait_until(lambda: descriptors() - before <= 20, 5, "one descriptor per connection")
-    assert descriptors() - before >= 20  # the 20 connections are there
+    # Other descriptors come and go meanwhile (the login's HTTP connections): allow a
+    # few either way; two per connection would be 40.
+    wait_until(lambda: descriptors() - before < 30, 5, "about one descriptor per connection")
+    assert descriptors() - before >= 15  # the 20 connections are there

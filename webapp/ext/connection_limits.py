@@ -8,12 +8,13 @@ The servers themselves are in ``connection_guard`` (eventlet) and ``gevent_guard
 from __future__ import annotations
 
 import logging
+import sys
 import sysconfig
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -106,4 +107,51 @@ def _plumbing(filename: str) -> bool:
         "/eventlet/" in filename
         or "/gevent/" in filename
         or (filename.startswith(_STDLIB) and "site-packages" not in filename)
+    )
+
+
+def answer_in_time(app: Any, deadline: Any, timed_out: Callable[[str, Any], None]) -> Any:
+    """``app``, answering 503 when the request's deadline fires inside it.
+
+    ``deadline`` has ``timer`` (the timeout exception the async library raises in the
+    request's green thread) and ``fired``; ``timed_out(path, frames)`` reports it (frames:
+    where the app was waiting, or None when the app caught the timeout itself)."""
+
+    def answer(environ: dict, start_response: Any) -> Any:
+        try:
+            result = app(environ, start_response)
+        except BaseException as exc:  # the async libraries' timeouts are BaseExceptions
+            if exc is not deadline.timer:
+                raise
+            timed_out(environ.get("PATH_INFO", ""), traceback.extract_tb(exc.__traceback__))
+            start_response(
+                "503 Service Unavailable",
+                [("Content-Type", "text/plain"), ("Content-Length", "0")],
+                sys.exc_info(),
+            )
+            return [b""]
+        if deadline.fired:
+            # The app caught the timeout itself (python-engineio's polling POST handler
+            # catches everything) and answered: do not then wait for the rest of a body.
+            timed_out(environ.get("PATH_INFO", ""), None)
+        return result
+
+    return answer
+
+
+def report_timeout(
+    limits: AddressLimits,
+    address: str,
+    path: str,
+    timeout_s: float,
+    frames: traceback.StackSummary | None,
+) -> None:
+    limits.refused(address, "request timed out")
+    log.warning(
+        "web.request_timeout",
+        extra={
+            "path": path.split("?", 1)[0][:200],
+            "timeout_s": timeout_s,
+            "waiting_in": waiting_in(frames) if frames else "caught by the app",
+        },
     )

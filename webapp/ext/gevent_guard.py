@@ -16,9 +16,9 @@ Imported only under gevent, after it has monkey-patched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
-import sys
 import traceback
 from typing import Any
 
@@ -32,7 +32,8 @@ from streambridge.webapp.ext.connection_limits import (
     OVER_CAP_LINGER_S,
     TOO_MANY,
     AddressLimits,
-    waiting_in,
+    answer_in_time,
+    report_timeout,
 )
 from streambridge.webapp.ext.request_bounds import refusal
 
@@ -217,7 +218,9 @@ def handler_class(
                 deadline.lift()
 
             self.environ[WEBSOCKET_OPEN] = websocket_open
-            self.application = self._in_time(self.application, deadline)
+            self.application = answer_in_time(
+                self.application, deadline, functools.partial(self._timed_out, deadline)
+            )
             try:
                 super().handle_one_response()
             finally:
@@ -231,43 +234,12 @@ def handler_class(
                 self._lingering = False
                 self._linger()
 
-        def _in_time(self, app: Any, deadline: _Deadline) -> Any:
-            def answer_in_time(environ: dict, start_response: Any) -> Any:
-                try:
-                    result = app(environ, start_response)
-                except RequestTimeout as exc:
-                    if exc is not deadline.timer:
-                        raise
-                    path = environ.get("PATH_INFO", "")
-                    self._timed_out(deadline, path, traceback.extract_tb(exc.__traceback__))
-                    start_response(
-                        "503 Service Unavailable",
-                        [("Content-Type", "text/plain"), ("Content-Length", "0")],
-                        sys.exc_info(),
-                    )
-                    return [b""]
-                if deadline.fired:
-                    # The app caught the timeout itself (python-engineio's polling POST
-                    # handler catches everything) and answered.
-                    self._timed_out(deadline, environ.get("PATH_INFO", ""), None)
-                return result
-
-            return answer_in_time
-
         def _timed_out(
             self, deadline: _Deadline, path: str, frames: traceback.StackSummary | None
         ) -> None:
             deadline.reported = True
             self._close_gently()
-            limits.refused(self._address, "request timed out")
-            log.warning(
-                "web.request_timeout",
-                extra={
-                    "path": path.split("?", 1)[0][:200],
-                    "timeout_s": request_timeout_s,
-                    "waiting_in": waiting_in(frames) if frames else "caught by the app",
-                },
-            )
+            report_timeout(limits, self._address, path, request_timeout_s, frames)
 
     return GuardedHandler
 
