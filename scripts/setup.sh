@@ -12,8 +12,8 @@ python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi
-extras="all"
-[[ $want_test == 1 ]] && extras="all,test"
+extras="all,bench"
+[[ $want_test == 1 ]] && extras="all,bench,test"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
 
 if [[ ! -d node_modules/socket.io-client ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
