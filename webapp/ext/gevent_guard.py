@@ -263,7 +263,9 @@ def exempt_websockets_from_the_deadline(eio: Any) -> None:
                 if inner is not None and getattr(inner, "sock", None) is not None:
                     duplicate = inner.sock
                     inner.sock = _SendsAll(duplicate)
-                    inner.send = _FrameWriter(inner)
+                    frames = _FrameWriter(inner)
+                    inner.send = frames
+                    frames.coalesce(getattr(handler, "__self__", None))
                     if getattr(inner, "mode", None) == "gevent":  # it works on a dup
                         environ[RAW_SOCKET] = duplicate
                         environ.get(RELEASE_SOCKET, _nothing)()
@@ -307,10 +309,12 @@ class _FrameWriter:
     or not permessage-deflate was negotiated), and sending one changes no protocol
     state. Pings and the close still go through wsproto."""
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_buffering", "_pending", "_ws")
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
+        self._pending: list[bytes] = []
+        self._buffering = False
 
     def __call__(self, data: str | bytes) -> None:
         ws = self._ws
@@ -322,7 +326,51 @@ class _FrameWriter:
             payload, opcode = data.encode(), 0x81  # FIN + text
         else:
             payload, opcode = bytes(data), 0x82  # FIN + binary
-        ws.sock.send(frame_header(opcode, len(payload)) + payload)
+        frame = frame_header(opcode, len(payload)) + payload
+        if self._buffering:
+            self._pending.append(frame)
+        else:
+            ws.sock.send(frame)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._ws.sock.send(data)
+
+    def coalesce(self, eio_socket: Any) -> None:
+        """One write per client per writer wake-up instead of one per packet.
+
+        python-engineio's writer takes every queued packet (``poll``) and sends them one
+        by one; here the frames of one poll are kept and written together when the writer
+        polls again (or closes), which is where it would wait. Outside the writer's loop
+        (the handshake, the upgrade probe) frames go out at once."""
+        if eio_socket is None or not callable(getattr(eio_socket, "poll", None)):
+            return
+        poll = eio_socket.poll
+        ws = self._ws
+
+        def flushing_poll() -> list:
+            self._buffering = False
+            try:
+                self.flush()
+            except Exception:  # the connection is gone: the writer ends and closes
+                self._pending.clear()
+                return []
+            packets = poll()
+            self._buffering = True
+            return packets
+
+        close = ws.close
+
+        def flushing_close(*args: Any, **kwargs: Any) -> Any:
+            self._buffering = False
+            with contextlib.suppress(Exception):
+                self.flush()
+            return close(*args, **kwargs)
+
+        eio_socket.poll = flushing_poll
+        ws.close = flushing_close
 
 
 def frame_header(opcode: int, length: int) -> bytes:
