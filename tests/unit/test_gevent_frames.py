@@ -60,3 +60,58 @@ def test_a_closed_connection_refuses_to_send():
     with pytest.raises(ConnectionClosed):
         _FrameWriter(server)("x")
     assert server.sock.data == b""
+
+
+class CountingRecorder(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def send(self, data: bytes) -> int:
+        self.writes += 1
+        return super().send(data)
+
+
+class FakeEngineIOSocket:
+    """python-engineio's Socket as the writer sees it: poll() hands over what is queued."""
+
+    def __init__(self, batches: list[list[str]]) -> None:
+        self.batches = batches
+
+    def poll(self) -> list[str]:
+        return self.batches.pop(0) if self.batches else []
+
+
+def test_the_frames_of_one_poll_are_written_together_and_in_order():
+    server = FakeServer()
+    server.sock = CountingRecorder()
+    server.close = lambda: None
+    writer = _FrameWriter(server)
+    eio = FakeEngineIOSocket([["a", "b", "c"], ["d"]])
+    writer("hello")  # before the writer's loop (the handshake): at once
+    writer.coalesce(eio)
+    assert server.sock.writes == 1
+    while packets := eio.poll():  # python-engineio's writer loop
+        for packet in packets:
+            writer(packet)
+    server.close()  # the writer closes when poll() returns nothing
+    assert server.sock.writes == 3  # hello, then a+b+c, then d
+    client = Connection(ConnectionType.CLIENT)
+    client.receive_data(server.sock.data)
+    assert [e.data for e in client.events()] == ["hello", "a", "b", "c", "d"]
+
+
+def test_what_is_left_is_written_before_the_close():
+    server = FakeServer()
+    closed_with = []
+    server.close = lambda *a: closed_with.append(server.sock.data)
+    writer = _FrameWriter(server)
+    eio = FakeEngineIOSocket([["x", "y"]])
+    writer.coalesce(eio)
+    for packet in eio.poll():
+        writer(packet)
+    assert server.sock.data == b""  # kept until the writer polls again or closes
+    server.close()
+    client = Connection(ConnectionType.CLIENT)
+    client.receive_data(closed_with[0])
+    assert [e.data for e in client.events()] == ["x", "y"]
