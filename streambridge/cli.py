@@ -1,7 +1,7 @@
 """``streambridge``: the console script, and ``python -m streambridge.cli``.
 
 The commands themselves are click commands in ``streambridge.commands``. This module
-imports nothing before it knows the command: ``web`` must let eventlet monkey-patch
+imports nothing before it knows the command: ``web`` must let gevent or eventlet monkey-patch
 before anything imports sockets or threading (click imports threading).
 """
 
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["web"]:
         from streambridge.async_mode import prepare
 
-        prepare()  # first of all: eventlet must patch before sockets are imported
+        prepare()  # first of all: gevent or eventlet must patch before sockets are imported
     from streambridge.commands import run
 
     return run(argv)

@@ -1,6 +1,6 @@
 """``streambridge web``: the standalone app under the extension's async server.
 
-Imported only after eventlet has monkey-patched (``streambridge.async_mode.prepare``).
+Imported only after gevent or eventlet has monkey-patched (``streambridge.async_mode.prepare``).
 """
 
 from __future__ import annotations

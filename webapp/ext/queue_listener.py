@@ -82,7 +82,7 @@ class QueueListener:
         self.channel = channel
         self.sharded = sharded
         self.gaps = gaps
-        self.subscribed = threading.Event()  # green under eventlet (patched first)
+        self.subscribed = threading.Event()  # green under gevent and eventlet (patched first)
         self.pubsub: Any = None
         self._new_client = connect
         self._client: Any = None

@@ -1,6 +1,6 @@
 """Run a Flask app that uses streambridge under its async server.
 
-Imported only after eventlet has monkey-patched (``streambridge.async_mode.prepare``).
+Imported only after gevent or eventlet has monkey-patched (``streambridge.async_mode.prepare``).
 """
 
 from __future__ import annotations
