@@ -260,14 +260,13 @@ class PublishOnly(BridgeLoop):
     """The same loop, publishing as a plain bridge would: one PUBLISH per entry and an
     XACK, pipelined (no history, no positions)."""
 
-    def _queue_publish(self, valid, pipe):
+    def _publish_commands(self, valid):
         s = self.settings
-        for stream_id, event in valid:
-            pipe.execute_command(
-                "PUBLISH", s.queue_channel, emit_message(event, stream_id, stream_id, "")
-            )
-        pipe.xack(s.stream, s.group, *[i for i, _ in valid])
-        return len(valid) + 1
+        commands = [
+            ("PUBLISH", s.queue_channel, emit_message(event, stream_id, stream_id, ""))
+            for stream_id, event in valid
+        ]
+        return [*commands, ("XACK", s.stream, s.group, *[i for i, _ in valid])]
 
     def _published(self, valid, replies):
         self._count("emitted", len(valid))

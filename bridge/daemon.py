@@ -22,6 +22,7 @@ from redis.exceptions import RedisClusterException
 from streambridge.bridge import consumer_name
 from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer
 from streambridge.bridge.deadletter import dead_fields
+from streambridge.bridge.link import Command, Link
 from streambridge.bridge.metrics import BridgeMetrics
 
 from streambridge import history
@@ -29,11 +30,13 @@ from streambridge.contract import ContractError, Event, shown
 from streambridge.keys import history as history_key
 from streambridge.log_context import Bound
 from streambridge.queue import (
-    BATCH_HEAD,
+    AFTER_POSITION,
     BATCH_TAIL,
-    BEFORE_POSITION,
+    ITEM_CLOSE,
+    ITEM_OPEN,
     MAX_BATCH_BYTES,
-    emit_parts,
+    batch_head,
+    item_parts,
     shard_route,
 )
 from streambridge.settings import BridgeSettings
@@ -82,6 +85,16 @@ class Plan:
     dead: list[DeadLetter] = field(default_factory=list)
 
 
+@dataclass
+class Batch:
+    """A batch ready to send: the events to publish (the publish script acks each one)
+    and the ids only to ack (gone, or their dead letter written)."""
+
+    valid: list[tuple[str, Event]]
+    ack: list[str]
+    started: float  # when it was read: the batch-duration metric
+
+
 class Bridge:
     def __init__(
         self,
@@ -97,6 +110,7 @@ class Bridge:
         self.redis = client if client is not None else connect(settings)
         self.route = shard_route(settings)
         self._append = history.Script(self.redis, history.APPEND)
+        self._link = Link(self.redis)
         self.stopping = threading.Event()
         self.refused: DuplicateConsumer | None = None
         self.epoch = ""
@@ -106,7 +120,8 @@ class Bridge:
         self._claim_every = min(CLAIM_EVERY_MAX_S, max(CLAIM_EVERY_MIN_S, claim_every))
         self._next_claim = 0.0
         self._next_trim = 0.0
-        self._prefetched: list[Entry] = []
+        self._prefetched: list[Entry] = []  # read, not yet prepared
+        self._ready: Batch | None = None  # prepared, not yet sent
         self._next_alive = 0.0
         self._backoff = retry_backoff(settings)
         self._failures = 0  # in a row: how long the next pause is
@@ -125,8 +140,8 @@ class Bridge:
         self.log.info("bridge.starting", extra={"group": self.settings.group})
         while not self.stopping.is_set():
             # After an error, entries read but not processed are still in our pending
-            # list: drain_own_pending replays them, so forget the prefetched copy.
-            self._prefetched = []
+            # list: drain_own_pending replays them, so forget the copies held here.
+            self._prefetched, self._ready = [], None
             try:
                 self.name.claim(self.stopping)
                 self.ensure_group()
@@ -138,9 +153,7 @@ class Bridge:
                 while not self.stopping.is_set():
                     self.step()
                     self._failures = 0
-                if self._prefetched:  # read before the stop: finish and ack them too
-                    self.process(self._prefetched)
-                    self._prefetched = []
+                self._finish_held()
             except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
                 self._pause("bridge.redis_unavailable", error=str(exc))
             except NotReady as exc:
@@ -163,6 +176,7 @@ class Bridge:
             except Exception as exc:  # a bug must not kill the daemon; back off and retry
                 self.log.exception("bridge.unexpected_error", extra={"error": str(exc)})
                 self.stopping.wait(self._next_delay())
+        self._link.close()
         self.name.release()
         self.log.info("bridge.stopped", extra=dict(self.stats))
 
@@ -231,16 +245,37 @@ class Bridge:
             self.refresh_gauges()
             self._next_trim = time.monotonic() + TRIM_EVERY_S
         self._heartbeat()
-        entries = self._prefetched
-        self._prefetched = []
-        if not entries:
-            entries = _entries(self._read_new(self.redis))
-        if entries:
-            # The ack of this batch and the read of the next travel together.
-            self._prefetched = self.process(entries, read_next=True)
-        elif not self.redis.exists(self.settings.stream):
-            # Before Redis 7, XREADGROUP on a deleted stream just times out; recreate it.
-            raise redis.ResponseError("NOGROUP stream was deleted")
+        if self._ready is None and not self._prefetched:
+            self._prefetched = _entries(self._read_new(self.redis))
+            if not self._prefetched:
+                if not self.redis.exists(self.settings.stream):
+                    # Before Redis 7, XREADGROUP on a deleted stream just times out.
+                    raise redis.ResponseError("NOGROUP stream was deleted")
+                return
+        # In a backlog a batch is always one ahead: while Redis publishes one (and reads
+        # the next), the one read before is prepared, so the bridge's work and Redis's
+        # overlap. A short batch has nothing behind it: it goes out at once.
+        batch, self._ready = self._ready, None
+        if batch is None and len(self._prefetched) < self.settings.batch_size:
+            batch = self._prepare(self._prefetched)
+            self._prefetched = []
+        read_next = not self.stopping.is_set()
+        # Wait for new entries only when there is nothing else to do meanwhile.
+        self._send(batch, read_next, block=not self._prefetched)
+        if self._prefetched:
+            self._ready = self._prepare(self._prefetched)
+            self._prefetched = []
+        self._prefetched = self._finish(batch, read_next)
+
+    def _finish_held(self) -> None:
+        """On a stop: publish and ack what was read before it, in order."""
+        if self._ready is not None:
+            batch, self._ready = self._ready, None
+            self._send(batch, read_next=False)
+            self._finish(batch, read_next=False)
+        if self._prefetched:
+            entries, self._prefetched = self._prefetched, []
+            self.process(entries)
 
     def _heartbeat(self) -> None:
         """Refresh the liveness key that holds our name, every second, also in long
@@ -258,6 +293,22 @@ class Bridge:
             {self.settings.stream: ">"},
             count=self.settings.batch_size,
             block=self.settings.block_ms,
+        )
+
+    def _read_new_command(self, block: bool) -> Command:
+        s = self.settings
+        wait = ("BLOCK", s.block_ms) if block else ()
+        return (
+            "XREADGROUP",
+            "GROUP",
+            s.group,
+            s.consumer,
+            "COUNT",
+            s.batch_size,
+            *wait,
+            "STREAMS",
+            s.stream,
+            ">",
         )
 
     def claim_idle(self) -> None:
@@ -325,15 +376,19 @@ class Bridge:
         written. With ``read_next``, the next XREADGROUP rides in the same round trip
         as those acks and its entries are returned.
         """
+        batch = self._prepare(entries, redelivered)
+        read_next = read_next and not self.stopping.is_set()
+        self._send(batch, read_next)
+        return self._finish(batch, read_next)
+
+    def _prepare(self, entries: Sequence[Entry], redelivered: bool = False) -> Batch:
+        """Validate a batch and write its dead letters: what is left is to send it."""
         started = time.perf_counter()
         self._count("read", len(entries))
         plan = self._plan(entries, redelivered)
         ack = plan.gone + self._write_dead_letters(plan.dead)
         self._report_gone(plan.gone)
-        read_next = read_next and not self.stopping.is_set()
-        following = self._publish_and_ack(plan.valid, ack, read_next)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        return following
+        return Batch(plan.valid, ack, started)
 
     def _plan(self, entries: Sequence[Entry], redelivered: bool) -> Plan:
         """Sort a batch into events to publish, entries gone from the stream and dead
@@ -387,34 +442,35 @@ class Bridge:
                 "bridge.pending_trimmed", extra={"count": len(gone), "first_id": gone[0]}
             )
 
-    def _publish_and_ack(
-        self, valid: list[tuple[str, Event]], ack: list[str], read_next: bool
-    ) -> list[Entry]:
-        """Publish ``valid`` (the script acks each one it publishes), XACK ``ack`` and,
-        with ``read_next``, read the next batch, in one round trip; raise on the first
-        failure, so nothing is counted as acked that is not. Returns the next batch."""
+    def _send(self, batch: Batch | None, read_next: bool, block: bool = True) -> None:
+        """One round trip, sent: the publish script (by SHA), the XACK of ``batch.ack``
+        and, with ``read_next``, the next XREADGROUP (waiting ``block_ms`` for new entries
+        if ``block``). ``_finish`` reads the replies."""
+        s = self.settings
+        commands: list[Command] = []
+        if batch is not None and batch.valid:
+            commands += self._publish_commands(batch.valid)
+        if batch is not None and batch.ack:
+            commands.append(("XACK", s.stream, s.group, *batch.ack))
+        if read_next:
+            commands.append(self._read_new_command(block))
+        if commands:
+            self._link.send(commands)
+
+    def _finish(self, batch: Batch | None, read_next: bool) -> list[Entry]:
+        """Read the replies of ``_send``; raise on the first failure, so nothing is
+        counted as acked that is not. Returns the next batch read."""
+        valid, ack = (batch.valid, batch.ack) if batch is not None else ([], [])
         if not (valid or ack or read_next):
             return []
-        replies, queued = self._send(valid, ack, read_next)
+        replies = self._link.replies()
+        queued = len(replies) - bool(ack) - read_next
         if valid:
             self._published(valid, replies[:queued])
         self._acked(ack, replies[queued:])
+        if batch is not None:
+            self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
         return _entries(replies[-1]) if read_next else []
-
-    def _send(
-        self, valid: list[tuple[str, Event]], ack: list[str], read_next: bool
-    ) -> tuple[list[Any], int]:
-        """One round trip: the publish script (by SHA), the XACK of ``ack`` and, with
-        ``read_next``, the next XREADGROUP; returns the replies, unchecked, and how many
-        of them are the publish's."""
-        s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
-        queued = self._queue_publish(valid, pipe) if valid else 0
-        if ack:
-            pipe.xack(s.stream, s.group, *ack)
-        if read_next:
-            self._read_new(pipe)
-        return pipe.execute(raise_on_error=False), queued
 
     def _acked(self, ack: list[str], replies: list[Any]) -> None:
         """Raise the first error of the XACK or the read; count ``ack`` only when none."""
@@ -440,9 +496,8 @@ class Bridge:
             done.append(stream_id)
         return done
 
-    def _queue_publish(self, valid: list[tuple[str, Event]], pipe: Any) -> int:
-        """Queue the script that publishes, keeps in each room's history and acks; the
-        number of commands queued."""
+    def _publish_commands(self, valid: list[tuple[str, Event]]) -> list[Command]:
+        """The script that publishes, keeps in each room's history and acks."""
         s = self.settings
         keys = [s.stream, s.history_clock_key]
         # Entries come in stream order (read or claimed so), so the batch's range is
@@ -454,19 +509,20 @@ class Bridge:
             self.route.command,
             s.history_size,
             s.history_ttl_s * 1000,
-            BEFORE_POSITION,
             valid[0][0],
             valid[-1][0],
-            BATCH_HEAD,
+            batch_head(self.epoch, self.shard),
             BATCH_TAIL,
             MAX_BATCH_BYTES,
+            ITEM_OPEN,
+            AFTER_POSITION,
+            ITEM_CLOSE,
         ]
         for stream_id, event in valid:
             keys.append(history_key(s.stream, event.namespace, event.room))
-            before, after = emit_parts(event, stream_id, self.epoch, self.shard)
-            args += (stream_id, event.channel, event.body, event.sender or "", before, after)
-        self._append.queue(pipe, keys, args)
-        return 1
+            parts = item_parts(event, stream_id)
+            args += (stream_id, event.channel, event.body, event.sender or "", parts)
+        return [self._append.command(keys, args)]
 
     def _published(self, valid: list[tuple[str, Event]], replies: list[Any]) -> None:
         """Count what the script did; raise if it stopped before the end of the batch."""
@@ -480,17 +536,16 @@ class Bridge:
                 "bridge.publish_failed", extra={"first_id": valid[0][0], "error": str(reply)}
             )
             raise PublishFailed(f"{type(reply).__name__}: {reply}") from reply
-        positions, failure = reply
-        published = sum(1 for p in positions if p)
+        handled, published, failure = reply
         self._count("emitted", published)
         self._count("acked", published)
         if failure:
             # Entries before the failing one are published and acked; it and the rest
             # stay pending and go out again, in order.
-            stuck = valid[len(positions)][0]
+            stuck = valid[handled][0]
             self.log.error("bridge.publish_failed", extra={"first_id": stuck, "error": failure})
             raise PublishFailed(failure)
-        if published < len(valid):
+        if published < handled:
             # Claimed or acked meanwhile by another bridge (which publishes them): not twice.
             self.log.info("bridge.already_published", extra={"count": len(valid) - published})
 

@@ -64,17 +64,9 @@ def check_json_text(text: str) -> None:
     (``MAX_BODY_DEPTH``, ``MAX_NUMBER_CHARS``)."""
     # The precise checks cost a Python call per number or container: only for texts
     # that could break a rule (a long digit run, a 3-digit exponent, many brackets).
-    numbers = _LONG_NUMBER_HINT.search(text) is not None
+    decoder = _BOUNDED if _LONG_NUMBER_HINT.search(text) is not None else _STRICT
     try:
-        if numbers:
-            value = json.loads(
-                text,
-                parse_constant=_reject_constant,
-                parse_int=_bounded_int,
-                parse_float=_bounded_float,
-            )
-        else:
-            value = json.loads(text, parse_constant=_reject_constant)
+        value = decoder.decode(text)
     except RecursionError:
         raise ValueError(f"nested more than {MAX_BODY_DEPTH} levels deep") from None
     if text.count("[") + text.count("{") > MAX_BODY_DEPTH and _depth(value) > MAX_BODY_DEPTH:
@@ -82,8 +74,9 @@ def check_json_text(text: str) -> None:
 
 
 # A number over MAX_NUMBER_CHARS has a run of 20+ digits (at most three runs, four
-# other characters); one that overflows a double has an exponent of 3+ digits.
-_LONG_NUMBER_HINT = re.compile(r"\d{20}|[eE][+-]?\d{3}")
+# other characters); one that overflows a double has an exponent of 3+ digits. The
+# lookbehinds after one leading class let the regex engine skip to candidates fast.
+_LONG_NUMBER_HINT = re.compile(r"[0-9eE](?:(?<=[0-9])[0-9]{19}|(?<=[eE])[+-]?[0-9]{3})")
 
 
 def _check_number_size(literal: str) -> None:
@@ -102,6 +95,13 @@ def _bounded_float(literal: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{literal} is too large for a double")
     return value
+
+
+# Made once: json.loads with hooks builds a decoder on every call.
+_STRICT = json.JSONDecoder(parse_constant=_reject_constant)
+_BOUNDED = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_bounded_int, parse_float=_bounded_float
+)
 
 
 def _depth(value: Any) -> int:

@@ -33,17 +33,21 @@ from streambridge.ids import ZERO, StreamId
 APPEND = """#!lua
 local stream, clock = KEYS[1], KEYS[2]
 local group, consumer, queue, command = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local size, ttl, mid = ARGV[5], tonumber(ARGV[6]), ARGV[7]
-local first, last = ARGV[8], ARGV[9]
-local head, tail, max_bytes = ARGV[10], ARGV[11], tonumber(ARGV[12])
-local FIRST, STEP = 13, 6
+local size, ttl = ARGV[5], tonumber(ARGV[6])
+local first, last = ARGV[7], ARGV[8]
+local head, tail, max_bytes = ARGV[9], ARGV[10], tonumber(ARGV[11])
+local open, after_position, close = ARGV[12], ARGV[13], ARGV[14]
+local FIRST, STEP = 15, 5
 -- The queue messages: the batch's events in order, several to a message, each message
 -- at most max_bytes (one event alone may be more).
-local parts, pending_bytes = {}, 0
+-- Each message is assembled once, by table.concat of the pieces (a Lua string made per
+-- event would cost Redis more than the event's history entry).
+local parts, pending_bytes = {head}, 0
 local function flush()
-  if #parts > 0 then
-    redis.call(command, queue, head .. table.concat(parts, ',') .. tail)
-    parts, pending_bytes = {}, 0
+  if pending_bytes > 0 then
+    parts[#parts + 1] = tail
+    redis.call(command, queue, table.concat(parts))
+    parts, pending_bytes = {head}, 0
   end
 end
 -- Still pending on this consumer: no bridge has published it (another bridge that
@@ -78,7 +82,7 @@ local function append(key, id, a, create)
     'e', e, 'c', c, 'b', b, 'f', f)
 end
 local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
-local out, done, touched, failure = {}, {}, {}, ''
+local handled, done, touched, failure = 0, {}, {}, ''
 for i = 3, #KEYS do
   local a = FIRST + (i - 3) * STEP
   local entry, key = ARGV[a], KEYS[i]
@@ -100,15 +104,20 @@ for i = 3, #KEYS do
     end
     seq = seq + 1
     touched[key] = true
-    local message = ARGV[a + 4] .. ARGV[a + 2] .. mid .. id .. ARGV[a + 5]
-    if pending_bytes > 0 and pending_bytes + #message > max_bytes then flush() end
-    parts[#parts + 1] = message
-    pending_bytes = pending_bytes + #message + 1
-    out[#out + 1] = id
+    local item, body = ARGV[a + 4], ARGV[a + 2]
+    local bytes = #open + #id + #after_position + #item + #body + #close
+    if pending_bytes > 0 and pending_bytes + bytes > max_bytes then flush() end
+    local n = #parts
+    if pending_bytes > 0 then
+      parts[n + 1] = ','
+      n = n + 1
+    end
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4], parts[n + 5], parts[n + 6] =
+      open, id, after_position, item, body, close
+    pending_bytes = pending_bytes + bytes + 1
     done[#done + 1] = entry
-  else
-    out[#out + 1] = ''
   end
+  handled = handled + 1
 end
 flush()
 -- Each history lives at least ttl after its last event (what gap() and the floor above
@@ -124,19 +133,20 @@ if #done > 0 then
   end
   redis.call('HSET', clock, 'last', ms_text .. '-' .. seq, 'since', string.format('%.0f', since))
 end
-return {out, failure}
+return {handled, #done, failure}
 """
 """KEYS: the shard's stream, its clock, then each event's history key. ARGV: group,
-consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms,
-``BEFORE_POSITION``, the lowest and highest entry id of the batch, the batch message's
-head and tail and its size limit (``queue.BATCH_HEAD``, ``BATCH_TAIL``,
-``MAX_BATCH_BYTES``), then six per event:
-entry id, channel, body, sender ('' for none), the message before the body, the message
-after the position. Each event still pending on this consumer is given the next
+consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms, the
+lowest and highest entry id of the batch, the batch message's head and tail and its size
+limit (``queue.batch_head``, ``BATCH_TAIL``, ``MAX_BATCH_BYTES``), the text around an
+item's position (``queue.ITEM_OPEN``, ``AFTER_POSITION``, ``ITEM_CLOSE``), then five per
+event: entry id, channel, body, sender ('' for none) and its item's text between position
+and body (``queue.item_parts``). Each event still pending on this consumer is given the next
 position, kept in its room's history, published and acked, in order and atomically
-(an ack means "published"; nothing is published twice). Returns each handled event's
-position ('' when it was not pending: another bridge had claimed or published it) and
-an error ('' for none) that stopped the batch at the next event."""
+(an ack means "published"; nothing is published twice). Returns how many events it
+handled (published, or skipped as not pending: another bridge had claimed or published
+it), how many of them it published, and an error ('' for none) that stopped the batch at
+the next event."""
 
 READ = """
 local position, count = ARGV[1], ARGV[2]
@@ -181,16 +191,16 @@ class Script:
             self._script = self.client.register_script(self.source)
         return self._script(keys=keys, args=args)
 
-    def queue(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
-        """Queue a run on ``pipe``, a pipeline of the same Redis, by its SHA alone (no
-        SCRIPT EXISTS round trip first): see ``unloaded`` for a Redis that lost it."""
+    def command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        """A run as a command to send with others, by its SHA alone (no SCRIPT EXISTS
+        round trip first): see ``unloaded`` for a Redis that lost it."""
         if self._sha is None:
             self._sha = self.client.script_load(self.source)
-        pipe.evalsha(self._sha, len(keys), *keys, *args)
+        return ("EVALSHA", self._sha, len(keys), *keys, *args)
 
     def unloaded(self, reply: Any) -> bool:
         """Whether ``reply`` says Redis no longer has the script (restarted, failed over,
-        flushed): it is loaded again on the next ``queue``."""
+        flushed): it is loaded again on the next ``command``."""
         if isinstance(reply, NoScriptError):
             self._sha = None
             return True

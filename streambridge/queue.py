@@ -29,12 +29,22 @@ META_MARKER = "streambridge"
 """Key in the meta argument that marks an emit as a stream event."""
 
 BATCH_METHOD = "streambridge.batch"
-"""The queue message that carries several stream events: ``{"method": BATCH_METHOD,
-"host_id": ..., "events": [<emit message>, ...]}``, each item the emit message of one
-event, in publication order. A Socket.IO server that is not streambridge ignores it (an
-unknown method); streambridge's web servers deliver its items one by one."""
-BATCH_HEAD = f'{{"method":"{BATCH_METHOD}","host_id":"{BRIDGE_HOST_ID}","events":['
+"""The queue message that carries several stream events, in publication order::
+
+    {"method": "streambridge.batch", "host_id": ..., "epoch": ..., "shard": <int or null>,
+     "events": [[position, entry id, channel, namespace, room, sender, body], ...]}
+
+``room`` and ``sender`` are null for none, ``body`` is the event's JSON. Each item is
+what one emit message would carry, without the parts every event of a batch shares:
+the bridge builds and Redis publishes a third of the bytes. A Socket.IO server that is
+not streambridge ignores it (an unknown method); streambridge's web servers turn each
+item into its emit message (``unbatched``) and deliver them one by one."""
 BATCH_TAIL = "]}"
+ITEM_OPEN = '["'
+"""What comes before a batch item's position; ``AFTER_POSITION`` after it, then the
+item's ``item_parts``, its body and ``ITEM_CLOSE`` (the publish script splices them)."""
+AFTER_POSITION = '",'
+ITEM_CLOSE = "]"
 MAX_BATCH_BYTES = 256 * 1024
 """A batch message's size limit: past it the batch goes on in another message. Big
 enough that a PUBLISH carries hundreds of ordinary events, small enough that no
@@ -49,20 +59,6 @@ def _quoted(value: str | None) -> str:
     return _dumps(value)
 
 
-BEFORE_POSITION = ',{"id":"'
-"""What comes between a queue message's body and its position (the meta's first key)."""
-
-
-def meta_tail(
-    entry_id: str, epoch: str, shard: int | None = None, sender: str | None = None
-) -> str:
-    """The meta after its position: it is spliced in when the position is given."""
-    # Stream ids are digits and a dash (Redis makes them); the rest is quoted once.
-    where = "" if shard is None else f',"shard":{shard}'
-    who = "" if sender is None else f',"from":{_quoted(sender)}'
-    return f'","entry":"{entry_id}","epoch":{_quoted(epoch)}{where}{who},"{META_MARKER}":1}}'
-
-
 def meta_json(
     position: str,
     entry_id: str,
@@ -70,7 +66,8 @@ def meta_json(
     shard: int | None = None,
     sender: str | None = None,
 ) -> str:
-    return BEFORE_POSITION[1:] + position + meta_tail(entry_id, epoch, shard, sender)
+    """The meta as an emit message carries it: ``meta`` and the stream-event marker."""
+    return _dumps({**meta(position, entry_id, epoch, shard, sender), META_MARKER: 1})
 
 
 def meta(position: str, entry_id: str, epoch: str, shard: int | None, sender: str | None) -> dict:
@@ -83,49 +80,92 @@ def meta(position: str, entry_id: str, epoch: str, shard: int | None, sender: st
     return out
 
 
-def emit_parts(
-    event: Event, entry_id: str, epoch: str, shard: int | None = None
-) -> tuple[str, str]:
-    """The queue message that makes every web server emit ``event``, as the text before
-    its body and the text after its position (the bridge's publish script puts them
-    together, see ``history.APPEND``).
-
-    Browsers get ``(body, meta)``: ``meta.id`` the event's position in its shard (the
-    order of publication), ``meta.entry`` its stream id, ``meta.epoch``, plus ``"shard"``
-    when the stream is sharded and ``"from"`` when a user published it. Built by hand,
-    once: the body is validated JSON text and the channel needs no escaping.
-    """
-    before = f'{{"method":"emit","event":"{event.channel}","data":['
-    after = (
-        f"{meta_tail(entry_id, epoch, shard, event.sender)}],"
-        f'"binary":false,"namespace":{_quoted(event.namespace)},"room":{_quoted(event.room)},'
-        f'"skip_sid":null,"callback":null,"host_id":"{BRIDGE_HOST_ID}"}}'
-    )
-    return before, after
-
-
 def emit_message(
     event: Event, position: str, entry_id: str, epoch: str, shard: int | None = None
 ) -> str:
-    """The whole queue message of ``event`` published at ``position``."""
-    before, after = emit_parts(event, entry_id, epoch, shard)
-    return before + event.body + BEFORE_POSITION + position + after
+    """The emit message that makes every web server emit ``event`` published at
+    ``position``: what ``unbatched`` makes of its batch item.
+
+    Browsers get ``(body, meta)``: ``meta.id`` the event's position in its shard (the
+    order of publication), ``meta.entry`` its stream id, ``meta.epoch``, plus ``"shard"``
+    when the stream is sharded and ``"from"`` when a user published it. Built by hand:
+    the body is validated JSON text and the channel needs no escaping.
+    """
+    return (
+        f'{{"method":"emit","event":"{event.channel}","data":[{event.body},'
+        f"{meta_json(position, entry_id, epoch, shard, event.sender)}],"
+        f'"binary":false,"namespace":{_quoted(event.namespace)},"room":{_quoted(event.room)},'
+        f'"skip_sid":null,"callback":null,"host_id":"{BRIDGE_HOST_ID}"}}'
+    )
 
 
-def batch_message(messages: list[str]) -> str:
-    """The batch message of these emit messages (what the publish script writes)."""
-    return BATCH_HEAD + ",".join(messages) + BATCH_TAIL
+def batch_head(epoch: str, shard: int | None) -> str:
+    """A batch message up to its first item."""
+    where = "null" if shard is None else str(shard)
+    return (
+        f'{{"method":"{BATCH_METHOD}","host_id":"{BRIDGE_HOST_ID}",'
+        f'"epoch":{_quoted(epoch)},"shard":{where},"events":['
+    )
+
+
+def item_parts(event: Event, entry_id: str) -> str:
+    """A batch item's text between its position and its body."""
+    # Stream ids are digits and a dash, a channel needs no escaping (its pattern).
+    return (
+        f'"{entry_id}","{event.channel}",{_quoted(event.namespace)},{_quoted(event.room)},'
+        f"{_quoted(event.sender)},"
+    )
+
+
+def batch_item(event: Event, position: str, entry_id: str) -> str:
+    """One event's item of a batch message (what the publish script writes)."""
+    parts = item_parts(event, entry_id)
+    return ITEM_OPEN + position + AFTER_POSITION + parts + event.body + ITEM_CLOSE
+
+
+def batch_message(items: list[str], epoch: str, shard: int | None = None) -> str:
+    """The batch message of these items (what the publish script writes)."""
+    return batch_head(epoch, shard) + ",".join(items) + BATCH_TAIL
 
 
 def unbatched(data: dict) -> list[dict]:
-    """The emit messages a decoded queue message carries: its items when it is a batch
-    (items that are not objects are skipped), else the message itself."""
+    """The emit messages a decoded queue message carries: one per item when it is a
+    batch (a malformed item is skipped, a malformed batch gives none), else the message
+    itself."""
     if data.get("method") != BATCH_METHOD:
         return [data]
-    events = data.get("events")
-    if not isinstance(events, list):
+    events, epoch, shard = data.get("events"), data.get("epoch"), data.get("shard")
+    if not (isinstance(events, list) and isinstance(epoch, str)):
         return []
-    return [item for item in events if isinstance(item, dict)]
+    if shard is not None and (type(shard) is not int or shard < 0):
+        return []
+    return [_emit(item, epoch, shard) for item in events if _is_item(item)]
+
+
+def _is_item(item: Any) -> bool:
+    return (
+        type(item) is list
+        and len(item) == 7
+        and all(type(text) is str for text in item[:4])
+        and all(text is None or type(text) is str for text in item[4:6])
+    )
+
+
+def _emit(item: list, epoch: str, shard: int | None) -> dict:
+    position, entry_id, channel, namespace, room, sender, body = item
+    data = meta(position, entry_id, epoch, shard, sender)
+    data[META_MARKER] = 1
+    return {
+        "method": "emit",
+        "event": channel,
+        "data": [body, data],
+        "binary": False,
+        "namespace": namespace,
+        "room": room,
+        "skip_sid": None,
+        "callback": None,
+        "host_id": BRIDGE_HOST_ID,
+    }
 
 
 def publish_command(sharded: bool) -> str:

@@ -19,7 +19,7 @@ from streambridge.bridge.daemon import Bridge, NotReady, PublishFailed, _entries
 from streambridge import keys
 from streambridge.contract import Event
 from streambridge.ids import StreamId
-from streambridge.queue import MAX_BATCH_BYTES, batch_message, emit_message, unbatched
+from streambridge.queue import MAX_BATCH_BYTES, batch_item, batch_message, unbatched
 from streambridge.settings import BridgeSettings
 
 QUEUE = "flask-socketio"
@@ -176,21 +176,16 @@ def test_valid_entries_are_published_in_order_and_acked(bridge, rdb, queue):
     assert queue(raw=True) == [
         batch_message(
             [
-                emit_message(
-                    Event.parse({"channel": "message", "body": '{"n": 1}'}),
-                    one,
-                    first,
-                    bridge.epoch,
-                ),
-                emit_message(
+                batch_item(Event.parse({"channel": "message", "body": '{"n": 1}'}), one, first),
+                batch_item(
                     Event.parse(
                         {"channel": "chat", "body": '"hi"', "room": "user:bob", "namespace": "/x"}
                     ),
                     two,
                     second,
-                    bridge.epoch,
                 ),
-            ]
+            ],
+            bridge.epoch,
         )
     ]
     assert pending_ids(rdb) == []
@@ -402,7 +397,7 @@ def test_a_lost_connection_during_publish_is_raised_and_nothing_acked(
     def lost(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(bridge._append, "queue", lost)
+    monkeypatch.setattr(bridge._append, "command", lost)
     with pytest.raises(type(error)):
         bridge.process(read_new(bridge))
     assert pending_ids(rdb) == ids

@@ -12,6 +12,7 @@ from streambridge.queue import (
     BATCH_METHOD,
     BRIDGE_HOST_ID,
     META_MARKER,
+    batch_item,
     batch_message,
     emit_message,
     meta,
@@ -87,6 +88,10 @@ def test_body_is_spliced_in_verbatim(body):
     message = json.loads(text)
     assert message["data"][0] == json.loads(body)
     assert message["data"][1]["id"] == "5-1"
+    item = batch_item(event, "5-1", "4-0")
+    assert item.endswith("," + body + "]")
+    [unbatched_message] = unbatched(json.loads(batch_message([item], "ep")))
+    assert unbatched_message == message
 
 
 @pytest.mark.parametrize(
@@ -97,6 +102,8 @@ def test_room_and_namespace_are_escaped(room, namespace):
     event = Event.parse({"channel": "c", "body": "1", "room": room, "namespace": namespace})
     message = json.loads(emit_message(event, "1-0", "0-1", "e"))
     assert (message["room"], message["namespace"]) == (room, namespace)
+    [item] = unbatched(json.loads(batch_message([batch_item(event, "1-0", "0-1")], "e")))
+    assert (item["room"], item["namespace"]) == (room, namespace)
 
 
 def test_meta_json_is_compact_json():
@@ -131,26 +138,61 @@ def test_the_meta_written_by_the_bridge_and_by_catch_up_agree(shard, sender):
     assert written == meta("2-0", "1-0", "ep", shard, sender)
 
 
-def test_a_batch_is_unbatched_in_order_skipping_what_is_not_an_object():
-    first = json.loads(emit_message(Event.build("m", 1), "1-0", "0-1", "e"))
-    second = json.loads(emit_message(Event.build("m", 2), "2-0", "0-2", "e"))
-    batch = {"method": BATCH_METHOD, "host_id": BRIDGE_HOST_ID, "events": [first, 7, "x", second]}
-    assert unbatched(batch) == [first, second]
-    assert unbatched(json.loads(batch_message([json.dumps(first), json.dumps(second)]))) == [
-        first,
-        second,
+@pytest.mark.parametrize("shard", [None, 0, 3])
+@pytest.mark.parametrize("sender", [None, 'al"ice'])
+def test_each_batch_item_is_unbatched_into_its_emit_message_in_order(shard, sender):
+    events = [
+        Event.build("m", {"n": 1}, sender=sender),
+        Event.build("chat", "hi", room="user:bob", namespace="/x", sender=sender),
+        Event.build("m", [1, 2], room='r"1', sender=sender),
     ]
-    assert unbatched(first) == [first]  # a single emit, as python-socketio sends it
-    assert unbatched({"method": BATCH_METHOD, "events": "nope"}) == []
+    positions = [("1-0", "0-1"), ("1-1", "0-2"), ("2-0", "0-3")]
+    items = [batch_item(e, p, i) for e, (p, i) in zip(events, positions, strict=True)]
+    text = batch_message(items, "ep", shard)
+    expected = [
+        json.loads(emit_message(e, p, i, "ep", shard))
+        for e, (p, i) in zip(events, positions, strict=True)
+    ]
+    assert unbatched(json.loads(text)) == expected
+    assert json.loads(text)["host_id"] == BRIDGE_HOST_ID
+
+
+def test_a_single_emit_is_passed_on_as_it_is():
+    first = json.loads(emit_message(Event.build("m", 1), "1-0", "0-1", "e"))
+    assert unbatched(first) == [first]  # as python-socketio's own servers send it
+
+
+@pytest.mark.parametrize(
+    "bad_item",
+    [7, "x", None, {"id": "1-0"}, [], ["1-0", "0-1", "m", "/", None, None]],
+)
+def test_a_malformed_item_is_skipped_and_the_others_kept(bad_item):
+    good = json.loads(batch_item(Event.build("m", 1), "1-0", "0-1"))
+    typed = [["1-0", "0-1", "m", "/", 5, None, 1], ["1-0", 1, "m", "/", None, None, 1]]
+    batch = {"method": BATCH_METHOD, "epoch": "e", "shard": None}
+    batch["events"] = [bad_item, good, *typed, good]
+    assert [m["data"][1]["id"] for m in unbatched(batch)] == ["1-0", "1-0"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"events": "nope"}, {"epoch": 5}, {"shard": "1"}, {"shard": True}, {"shard": -1}],
+)
+def test_a_malformed_batch_gives_nothing(fields):
+    good = json.loads(batch_item(Event.build("m", 1), "1-0", "0-1"))
+    batch = {"method": BATCH_METHOD, "epoch": "e", "shard": None, "events": [good], **fields}
+    assert unbatched(batch) == []
 
 
 def test_the_web_delivers_each_event_of_a_batch_after_a_malformed_one():
     from streambridge.webapp.ext.queue_manager import StreamQueueManager
 
     good = emit_message(Event.build("m", 2), "2-0", "0-2", "e")
+    item = batch_item(Event.build("m", 2), "2-0", "0-2")
     texts = [
         "not json",
-        batch_message(['{"method":"emit","data":"broken"}', "[]", good]),
+        batch_message(['{"method":"emit","data":"broken"}', "[]", item], "e"),
+        '{"method":"emit","data":"broken"}',
         good,
     ]
 
@@ -160,4 +202,5 @@ def test_the_web_delivers_each_event_of_a_batch_after_a_malformed_one():
 
     manager = StreamQueueManager("redis://127.0.0.1:1/0", channel="q")
     decoded = list(manager._decoded(Listener()))
-    assert decoded == [{"method": "emit", "data": "broken"}, json.loads(good), json.loads(good)]
+    broken = {"method": "emit", "data": "broken"}  # python-socketio's handler drops it
+    assert decoded == [json.loads(good), broken, json.loads(good)]
