@@ -22,7 +22,7 @@ from redis.exceptions import RedisClusterException
 from streambridge.bridge import consumer_name
 from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer
 from streambridge.bridge.deadletter import dead_fields
-from streambridge.bridge.link import Command, Link
+from streambridge.bridge.link import Command, Link, Packed
 from streambridge.bridge.metrics import BridgeMetrics
 
 from streambridge import history
@@ -30,7 +30,6 @@ from streambridge.contract import ContractError, Event, shown
 from streambridge.keys import history as history_key
 from streambridge.log_context import Bound
 from streambridge.queue import (
-    AFTER_POSITION,
     BATCH_TAIL,
     ITEM_CLOSE,
     ITEM_OPEN,
@@ -43,7 +42,9 @@ from streambridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[str, dict[str, str] | None]
+Entry = tuple[str, dict[str, str] | list[str] | None]
+"""A stream id and its fields: a dict, or Redis's flat list of names and values as the
+link reads them (made a dict when the batch is prepared, while Redis works)."""
 DeadLetter = tuple[str, dict[str, str], str]  # stream id, fields, reason
 
 CLAIM_EVERY_MIN_S = 0.5
@@ -93,6 +94,7 @@ class Batch:
     valid: list[tuple[str, Event]]
     ack: list[str]
     started: float  # when it was read: the batch-duration metric
+    publish: list[Packed] = field(default_factory=list)  # built while Redis works
 
 
 class Bridge:
@@ -388,7 +390,9 @@ class Bridge:
         plan = self._plan(entries, redelivered)
         ack = plan.gone + self._write_dead_letters(plan.dead)
         self._report_gone(plan.gone)
-        return Batch(plan.valid, ack, started)
+        commands = self._publish_commands(plan.valid) if plan.valid else []
+        publish = [self._link.pack(command) for command in commands]
+        return Batch(plan.valid, ack, started, publish)
 
     def _plan(self, entries: Sequence[Entry], redelivered: bool) -> Plan:
         """Sort a batch into events to publish, entries gone from the stream and dead
@@ -396,7 +400,8 @@ class Bridge:
         s = self.settings
         over_limit = self._over_delivered(entries) if redelivered else {}
         plan = Plan()
-        for stream_id, fields in entries:
+        for stream_id, flat in entries:
+            fields = _as_dict(flat)
             if not fields:
                 # Trimmed or deleted while pending (XADD needs a field, so empty means gone).
                 plan.gone.append(stream_id)
@@ -447,9 +452,9 @@ class Bridge:
         and, with ``read_next``, the next XREADGROUP (waiting ``block_ms`` for new entries
         if ``block``). ``_finish`` reads the replies."""
         s = self.settings
-        commands: list[Command] = []
-        if batch is not None and batch.valid:
-            commands += self._publish_commands(batch.valid)
+        commands: list[Command | Packed] = []
+        if batch is not None:
+            commands += batch.publish
         if batch is not None and batch.ack:
             commands.append(("XACK", s.stream, s.group, *batch.ack))
         if read_next:
@@ -515,7 +520,6 @@ class Bridge:
             BATCH_TAIL,
             MAX_BATCH_BYTES,
             ITEM_OPEN,
-            AFTER_POSITION,
             ITEM_CLOSE,
         ]
         for stream_id, event in valid:
@@ -629,6 +633,12 @@ class ShardedBridge:
                 log.info("bridge.all_ready", extra={"shards": len(self.bridges)})
                 if self.on_ready is not None:
                     self.on_ready()
+
+
+def _as_dict(fields: dict[str, str] | list[str] | None) -> dict[str, str] | None:
+    if type(fields) is list:
+        return dict(zip(fields[::2], fields[1::2], strict=True))
+    return fields  # type: ignore[return-value]
 
 
 def _entries(reply: Any) -> list[Entry]:

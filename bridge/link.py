@@ -10,6 +10,7 @@ slot's node and follows MOVED, which a connection of our own would have to redo.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -20,11 +21,21 @@ from streambridge.redis_conn import as_cluster
 Command = tuple[Any, ...]
 
 
+@dataclass(frozen=True)
+class Packed:
+    """A command packed ahead of its round trip (while Redis works on the one before)."""
+
+    command: Command
+    wire: bytes | None  # None on a cluster: its pipeline packs
+
+
 class Link:
     """Sends commands and reads their replies later, on one connection held for it.
 
     Arguments are str (UTF-8), bytes or numbers. Replies come back in order, an error
-    reply as its exception, as from ``pipeline.execute(raise_on_error=False)``."""
+    reply as its exception, as from ``pipeline.execute(raise_on_error=False)``; on a
+    single Redis as Redis sends them (no redis-py response callback: an XREADGROUP's
+    fields are a flat list), on a cluster as redis-py's pipeline parses them."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -32,27 +43,32 @@ class Link:
         self._sent: list[str] = []  # the names of the commands whose replies are unread
         self._replies: list[Any] | None = None  # a cluster's, read at once
 
-    def send(self, commands: Sequence[Command]) -> None:
+    def pack(self, command: Command) -> Packed:
+        """``command`` ready to send."""
+        cluster = as_cluster(self.client) is not None
+        return Packed(command, None if cluster else hiredis.pack_command(command))
+
+    def send(self, commands: Sequence[Command | Packed]) -> None:
         """Send ``commands`` in one write; ``replies()`` reads what they answer."""
         if self._sent or self._replies is not None:
             # The last round trip's replies were never read (an error in between): they
             # would be taken for this one's. Start on a new connection.
             self.close()
+        ready = [c if isinstance(c, Packed) else self.pack(c) for c in commands]
         if as_cluster(self.client) is not None:
             pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
+            for packed in ready:
+                pipe.execute_command(*packed.command)
             self._replies = pipe.execute(raise_on_error=False)
             return
         if self._connection is None:
             self._connection = self.client.connection_pool.get_connection()
-        packed = b"".join([hiredis.pack_command(command) for command in commands])
         try:
-            self._connection.send_packed_command([packed])
+            self._connection.send_packed_command([b"".join(p.wire or b"" for p in ready)])
         except BaseException:
             self.close()
             raise
-        self._sent = [str(command[0]).upper() for command in commands]
+        self._sent = [str(p.command[0]) for p in ready]
 
     def replies(self) -> list[Any]:
         """The replies of what ``send`` sent, in order; a lost connection raises."""
@@ -61,9 +77,9 @@ class Link:
             return replies
         replies = []
         try:
-            for name in self._sent:
+            for _ in self._sent:
                 try:
-                    replies.append(self.client.parse_response(self._connection, name))
+                    replies.append(self._connection.read_response())
                 except ResponseError as exc:
                     replies.append(exc)
         except BaseException:

@@ -212,11 +212,11 @@ class Event(BaseModel):
         """Validate the fields of a stream entry (str or bytes keys and values)."""
         if not fields:
             raise ContractError("entry has no fields")
-        if type(fields) is dict and all(type(k) is str for k in fields):
-            decoded = fields  # already text (decode_responses): the common, fast case
+        if type(fields) is dict and _FIELD_SET.issuperset(fields):
+            decoded = fields  # text names, all known (decode_responses): the common case
         else:
             decoded = _decode(fields)
-        check_known_fields(decoded)
+            check_known_fields(decoded)
         for name, value in decoded.items():
             if isinstance(value, str) and not value.isascii() and not _is_utf8(value):
                 raise ContractError(f"field {name} is not UTF-8")

@@ -36,16 +36,17 @@ local group, consumer, queue, command = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local size, ttl = ARGV[5], tonumber(ARGV[6])
 local first, last = ARGV[7], ARGV[8]
 local head, tail, max_bytes = ARGV[9], ARGV[10], tonumber(ARGV[11])
-local open, after_position, close = ARGV[12], ARGV[13], ARGV[14]
-local FIRST, STEP = 15, 5
+local open, close = ARGV[12], ARGV[13]
+local FIRST, STEP = 14, 5
 -- The queue messages: the batch's events in order, several to a message, each message
--- at most max_bytes (one event alone may be more).
--- Each message is assembled once, by table.concat of the pieces (a Lua string made per
--- event would cost Redis more than the event's history entry).
+-- at most max_bytes (one event alone may be more). Each is assembled once, by
+-- table.concat of the pieces: a Lua string made per event would cost Redis more than
+-- the event's history entry.
+local between, ending = close .. ',' .. open, close .. tail
 local parts, pending_bytes = {head}, 0
 local function flush()
   if pending_bytes > 0 then
-    parts[#parts + 1] = tail
+    parts[#parts + 1] = ending
     redis.call(command, queue, table.concat(parts))
     parts, pending_bytes = {head}, 0
   end
@@ -71,6 +72,7 @@ local floor = now - ttl
 if floor < since then floor = 0 end
 local floor_id = string.format('%.0f-0', floor)
 local ms_text = string.format('%.0f', ms)
+local ms_dash = ms_text .. '-'
 -- Event a's fields appended to a room's history under id; with create false, nil when
 -- the room has no history yet. An empty sender ('f') is the system.
 local function append(key, id, a, create)
@@ -88,7 +90,7 @@ for i = 3, #KEYS do
   local entry, key = ARGV[a], KEYS[i]
   if mine[entry] then
     mine[entry] = nil
-    local id = ms_text .. '-' .. (seq + 1)
+    local id = ms_dash .. (seq + 1)
     local added = append(key, id, a, false)
     if added == false then
       added = append(key, id, a, true)
@@ -105,16 +107,12 @@ for i = 3, #KEYS do
     seq = seq + 1
     touched[key] = true
     local item, body = ARGV[a + 4], ARGV[a + 2]
-    local bytes = #open + #id + #after_position + #item + #body + #close
+    local bytes = #between + #id + #item + #body
     if pending_bytes > 0 and pending_bytes + bytes > max_bytes then flush() end
     local n = #parts
-    if pending_bytes > 0 then
-      parts[n + 1] = ','
-      n = n + 1
-    end
-    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4], parts[n + 5], parts[n + 6] =
-      open, id, after_position, item, body, close
-    pending_bytes = pending_bytes + bytes + 1
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] =
+      pending_bytes > 0 and between or open, id, item, body
+    pending_bytes = pending_bytes + bytes
     done[#done + 1] = entry
   end
   handled = handled + 1
@@ -138,10 +136,10 @@ return {handled, #done, failure}
 """KEYS: the shard's stream, its clock, then each event's history key. ARGV: group,
 consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms, the
 lowest and highest entry id of the batch, the batch message's head and tail and its size
-limit (``queue.batch_head``, ``BATCH_TAIL``, ``MAX_BATCH_BYTES``), the text around an
-item's position (``queue.ITEM_OPEN``, ``AFTER_POSITION``, ``ITEM_CLOSE``), then five per
-event: entry id, channel, body, sender ('' for none) and its item's text between position
-and body (``queue.item_parts``). Each event still pending on this consumer is given the next
+limit (``queue.batch_head``, ``BATCH_TAIL``, ``MAX_BATCH_BYTES``), what opens and
+closes an item (``queue.ITEM_OPEN``, ``ITEM_CLOSE``), then five per event: entry id,
+channel, body, sender ('' for none) and its item's text between position and body
+(``queue.item_parts``). Each event still pending on this consumer is given the next
 position, kept in its room's history, published and acked, in order and atomically
 (an ack means "published"; nothing is published twice). Returns how many events it
 handled (published, or skipped as not pending: another bridge had claimed or published

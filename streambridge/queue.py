@@ -41,9 +41,8 @@ not streambridge ignores it (an unknown method); streambridge's web servers turn
 item into its emit message (``unbatched``) and deliver them one by one."""
 BATCH_TAIL = "]}"
 ITEM_OPEN = '["'
-"""What comes before a batch item's position; ``AFTER_POSITION`` after it, then the
-item's ``item_parts``, its body and ``ITEM_CLOSE`` (the publish script splices them)."""
-AFTER_POSITION = '",'
+"""What comes before a batch item's position; after it the item's ``item_parts``, its
+body and ``ITEM_CLOSE`` (the publish script splices them)."""
 ITEM_CLOSE = "]"
 MAX_BATCH_BYTES = 256 * 1024
 """A batch message's size limit: past it the batch goes on in another message. Big
@@ -112,7 +111,7 @@ def item_parts(event: Event, entry_id: str) -> str:
     """A batch item's text between its position and its body."""
     # Stream ids are digits and a dash, a channel needs no escaping (its pattern).
     return (
-        f'"{entry_id}","{event.channel}",{_quoted(event.namespace)},{_quoted(event.room)},'
+        f'","{entry_id}","{event.channel}",{_quoted(event.namespace)},{_quoted(event.room)},'
         f"{_quoted(event.sender)},"
     )
 
@@ -120,7 +119,7 @@ def item_parts(event: Event, entry_id: str) -> str:
 def batch_item(event: Event, position: str, entry_id: str) -> str:
     """One event's item of a batch message (what the publish script writes)."""
     parts = item_parts(event, entry_id)
-    return ITEM_OPEN + position + AFTER_POSITION + parts + event.body + ITEM_CLOSE
+    return ITEM_OPEN + position + parts + event.body + ITEM_CLOSE
 
 
 def batch_message(items: list[str], epoch: str, shard: int | None = None) -> str:
