@@ -260,7 +260,7 @@ class PublishOnly(BridgeLoop):
     """The same loop, publishing as a plain bridge would: one PUBLISH per entry and an
     XACK, pipelined (no history, no positions)."""
 
-    def _publish_commands(self, valid):
+    def _publish_commands(self, valid, guard=""):
         s = self.settings
         commands = [
             ("PUBLISH", s.queue_channel, emit_message(event, stream_id, stream_id, ""))

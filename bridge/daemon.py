@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,7 +124,8 @@ class Bridge:
         self._next_claim = 0.0
         self._next_trim = 0.0
         self._prefetched: list[Entry] = []  # read, not yet prepared
-        self._ready: Batch | None = None  # prepared, not yet sent
+        # Sent, replies not read yet: each batch (None: only a read) and whether it reads.
+        self._in_flight: deque[tuple[Batch | None, bool]] = deque()
         self._next_alive = 0.0
         self._backoff = retry_backoff(settings)
         self._failures = 0  # in a row: how long the next pause is
@@ -143,7 +145,9 @@ class Bridge:
         while not self.stopping.is_set():
             # After an error, entries read but not processed are still in our pending
             # list: drain_own_pending replays them, so forget the copies held here.
-            self._prefetched, self._ready = [], None
+            self._prefetched = []
+            self._in_flight.clear()
+            self._link.close()  # replies of a round trip in flight are not wanted
             try:
                 self.name.claim(self.stopping)
                 self.ensure_group()
@@ -239,6 +243,9 @@ class Bridge:
 
     def step(self) -> None:
         now = time.monotonic()
+        if now >= self._next_claim or now >= self._next_trim:
+            # Claims publish on the link too: the round trips in flight come first.
+            self._collect_all()
         if now >= self._next_claim:
             self.claim_idle()
             self._next_claim = time.monotonic() + self._claim_every
@@ -247,34 +254,46 @@ class Bridge:
             self.refresh_gauges()
             self._next_trim = time.monotonic() + TRIM_EVERY_S
         self._heartbeat()
-        if self._ready is None and not self._prefetched:
+        if not (self._prefetched or self._in_flight):
             self._prefetched = _entries(self._read_new(self.redis))
             if not self._prefetched:
                 if not self.redis.exists(self.settings.stream):
                     # Before Redis 7, XREADGROUP on a deleted stream just times out.
                     raise redis.ResponseError("NOGROUP stream was deleted")
                 return
-        # In a backlog a batch is always one ahead: while Redis publishes one (and reads
-        # the next), the one read before is prepared, so the bridge's work and Redis's
-        # overlap. A short batch has nothing behind it: it goes out at once.
-        batch, self._ready = self._ready, None
-        if batch is None and len(self._prefetched) < self.settings.batch_size:
-            batch = self._prepare(self._prefetched)
-            self._prefetched = []
         read_next = not self.stopping.is_set()
-        # Wait for new entries only when there is nothing else to do meanwhile.
-        self._send(batch, read_next, block=not self._prefetched)
         if self._prefetched:
-            self._ready = self._prepare(self._prefetched)
+            # In a backlog, two round trips are in flight: Redis works on one while the
+            # bridge prepares the batch the one before read. At the start of a backlog a
+            # round trip that only reads gets the reading one batch ahead.
+            full = len(self._prefetched) >= self.settings.batch_size
+            if full and read_next and not self._in_flight:
+                self._round_trip(None, read_next=True)
+            batch = self._prepare(self._prefetched, guard=self._guard())
             self._prefetched = []
-        self._prefetched = self._finish(batch, read_next)
+            self._round_trip(batch, read_next)
+        self._prefetched = self._finish(*self._in_flight.popleft())
+
+    def _guard(self) -> str:
+        """The last event of the newest batch in flight: a batch sent after it publishes
+        nothing while that event is still pending here (its batch stopped part-way), so
+        a later event never overtakes an earlier one. '' when none is in flight."""
+        sent = [b for b, _ in self._in_flight if b is not None and b.valid]
+        return sent[-1].valid[-1][0] if sent else ""
+
+    def _round_trip(self, batch: Batch | None, read_next: bool) -> None:
+        """Send ``batch`` (and a non-blocking read of new entries), replies read later."""
+        self._send(batch, read_next, block=False)
+        self._in_flight.append((batch, read_next))
+
+    def _collect_all(self) -> None:
+        """Read every round trip in flight; what they read is held to be prepared."""
+        while self._in_flight:
+            self._prefetched += self._finish(*self._in_flight.popleft())
 
     def _finish_held(self) -> None:
         """On a stop: publish and ack what was read before it, in order."""
-        if self._ready is not None:
-            batch, self._ready = self._ready, None
-            self._send(batch, read_next=False)
-            self._finish(batch, read_next=False)
+        self._collect_all()
         if self._prefetched:
             entries, self._prefetched = self._prefetched, []
             self.process(entries)
@@ -378,19 +397,23 @@ class Bridge:
         written. With ``read_next``, the next XREADGROUP rides in the same round trip
         as those acks and its entries are returned.
         """
+        self._collect_all()  # the link's replies in order: none in flight but these
         batch = self._prepare(entries, redelivered)
         read_next = read_next and not self.stopping.is_set()
         self._send(batch, read_next)
         return self._finish(batch, read_next)
 
-    def _prepare(self, entries: Sequence[Entry], redelivered: bool = False) -> Batch:
-        """Validate a batch and write its dead letters: what is left is to send it."""
+    def _prepare(
+        self, entries: Sequence[Entry], redelivered: bool = False, guard: str = ""
+    ) -> Batch:
+        """Validate a batch and write its dead letters: what is left is to send it.
+        ``guard``: see ``_guard``."""
         started = time.perf_counter()
         self._count("read", len(entries))
         plan = self._plan(entries, redelivered)
         ack = plan.gone + self._write_dead_letters(plan.dead)
         self._report_gone(plan.gone)
-        commands = self._publish_commands(plan.valid) if plan.valid else []
+        commands = self._publish_commands(plan.valid, guard) if plan.valid else []
         publish = [self._link.pack(command) for command in commands]
         return Batch(plan.valid, ack, started, publish)
 
@@ -501,7 +524,7 @@ class Bridge:
             done.append(stream_id)
         return done
 
-    def _publish_commands(self, valid: list[tuple[str, Event]]) -> list[Command]:
+    def _publish_commands(self, valid: list[tuple[str, Event]], guard: str = "") -> list[Command]:
         """The script that publishes, keeps in each room's history and acks."""
         s = self.settings
         keys = [s.stream, s.history_clock_key]
@@ -521,6 +544,7 @@ class Bridge:
             MAX_BATCH_BYTES,
             ITEM_OPEN,
             ITEM_CLOSE,
+            guard,
         ]
         for stream_id, event in valid:
             keys.append(history_key(s.stream, event.namespace, event.room))

@@ -9,6 +9,7 @@ slot's node and follows MOVED, which a connection of our own would have to redo.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +41,9 @@ class Link:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._connection: Any = None
-        self._sent: list[str] = []  # the names of the commands whose replies are unread
-        self._replies: list[Any] | None = None  # a cluster's, read at once
+        # Per round trip sent and not read: how many replies (a single Redis), or the
+        # replies themselves (a cluster's pipeline reads at once).
+        self._rounds: deque[int | list[Any]] = deque()
 
     def pack(self, command: Command) -> Packed:
         """``command`` ready to send."""
@@ -49,17 +51,14 @@ class Link:
         return Packed(command, None if cluster else hiredis.pack_command(command))
 
     def send(self, commands: Sequence[Command | Packed]) -> None:
-        """Send ``commands`` in one write; ``replies()`` reads what they answer."""
-        if self._sent or self._replies is not None:
-            # The last round trip's replies were never read (an error in between): they
-            # would be taken for this one's. Start on a new connection.
-            self.close()
+        """Send ``commands`` in one write, a round trip; ``replies()`` reads what they
+        answer. Several may be in flight, their replies read in the order sent."""
         ready = [c if isinstance(c, Packed) else self.pack(c) for c in commands]
         if as_cluster(self.client) is not None:
             pipe = self.client.pipeline(transaction=False)
             for packed in ready:
                 pipe.execute_command(*packed.command)
-            self._replies = pipe.execute(raise_on_error=False)
+            self._rounds.append(pipe.execute(raise_on_error=False))
             return
         if self._connection is None:
             self._connection = self.client.connection_pool.get_connection()
@@ -68,16 +67,17 @@ class Link:
         except BaseException:
             self.close()
             raise
-        self._sent = [str(p.command[0]) for p in ready]
+        self._rounds.append(len(ready))
 
     def replies(self) -> list[Any]:
-        """The replies of what ``send`` sent, in order; a lost connection raises."""
-        if self._replies is not None:
-            replies, self._replies = self._replies, None
-            return replies
+        """The replies of the oldest round trip not read yet, in order; a lost
+        connection raises."""
+        sent = self._rounds.popleft()
+        if isinstance(sent, list):
+            return sent
         replies = []
         try:
-            for _ in self._sent:
+            for _ in range(sent):
                 try:
                     replies.append(self._connection.read_response())
                 except ResponseError as exc:
@@ -85,12 +85,12 @@ class Link:
         except BaseException:
             self.close()
             raise
-        self._sent = []
         return replies
 
     def close(self) -> None:
-        """Drop the connection (a new one is taken on the next send) and what it owes."""
-        self._sent, self._replies = [], None
+        """Drop the connection (a new one is taken on the next send) and the replies it
+        still owes: nothing is read by mistake as the answer to a later round trip."""
+        self._rounds.clear()
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.disconnect()

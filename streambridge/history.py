@@ -36,8 +36,13 @@ local group, consumer, queue, command = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local size, ttl = ARGV[5], tonumber(ARGV[6])
 local first, last = ARGV[7], ARGV[8]
 local head, tail, max_bytes = ARGV[9], ARGV[10], tonumber(ARGV[11])
-local open, close = ARGV[12], ARGV[13]
-local FIRST, STEP = 14, 5
+local open, close, guard = ARGV[12], ARGV[13], ARGV[14]
+local FIRST, STEP = 15, 5
+-- The batch sent before this one stopped part-way if its last event is still pending
+-- here: publish nothing, or this batch would overtake the events it left.
+if guard ~= '' and #redis.call('XPENDING', stream, group, guard, guard, 1, consumer) > 0 then
+  return {0, 0, 'the batch before it stopped part-way'}
+end
 -- The queue messages: the batch's events in order, several to a message, each message
 -- at most max_bytes (one event alone may be more). Each is assembled once, by
 -- table.concat of the pieces: a Lua string made per event would cost Redis more than
@@ -137,7 +142,8 @@ return {handled, #done, failure}
 consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms, the
 lowest and highest entry id of the batch, the batch message's head and tail and its size
 limit (``queue.batch_head``, ``BATCH_TAIL``, ``MAX_BATCH_BYTES``), what opens and
-closes an item (``queue.ITEM_OPEN``, ``ITEM_CLOSE``), then five per event: entry id,
+closes an item (``queue.ITEM_OPEN``, ``ITEM_CLOSE``), the guard (an entry id: publish
+nothing while it is pending on this consumer; '' for none), then five per event: entry id,
 channel, body, sender ('' for none) and its item's text between position and body
 (``queue.item_parts``). Each event still pending on this consumer is given the next
 position, kept in its room's history, published and acked, in order and atomically

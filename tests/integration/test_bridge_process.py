@@ -388,6 +388,52 @@ def test_a_failed_publish_holds_back_the_entries_after_it(bridge, rdb, queue):
     assert positions == sorted(set(positions))
 
 
+def test_in_a_backlog_a_batch_in_flight_never_overtakes_one_that_stopped_part_way(rdb, queue):
+    # Batches of 2: the first stops at its second event; the second batch, already
+    # sent behind it, must publish nothing.
+    bridge = make_bridge(rdb, batch_size=2)
+    bridge.ensure_group()
+    rooms = ["r0", "r1", "r2", "r3", "r4", "r5"]
+    ids = [
+        rdb.xadd("events", {"channel": "m", "body": str(i), "room": r}) for i, r in enumerate(rooms)
+    ]
+    block_history(rdb, "r1")
+    bridge.step()  # reads ahead: the first batch in flight, the second read
+    assert [len(b.valid) for b, _ in bridge._in_flight if b is not None] == [2]
+    with pytest.raises(PublishFailed, match="WRONGTYPE"):
+        bridge.step()  # sends the second batch, then reads the first one's failure
+    [(second, _)] = bridge._in_flight
+    assert [i for i, _ in second.valid] == ids[2:4]
+    with pytest.raises(PublishFailed, match="stopped part-way"):
+        bridge._collect_all()  # the second batch's script refused
+    assert [json.loads(m)["data"][1]["entry"] for m in queue()] == ids[:1]
+    assert pending_ids(rdb) == ids[1:]  # the rest of the first, the second, the third read
+    # Once the room can be written again, everything goes out in order.
+    rdb.delete(keys.history("events", "/", "r1"))
+    bridge.drain_own_pending()
+    while bridge.stats["emitted"] < len(ids):
+        bridge.step()
+    published = [json.loads(m)["data"][1] for m in queue()]
+    assert [m["entry"] for m in published] == ids[1:]
+    assert pending_ids(rdb) == []
+
+
+def test_in_a_backlog_two_round_trips_are_in_flight_and_all_goes_out_in_order(rdb, queue):
+    bridge = make_bridge(rdb, batch_size=3)
+    bridge.ensure_group()
+    ids = [rdb.xadd("events", {"channel": "m", "body": str(i)}) for i in range(20)]
+    depths = []
+    while bridge.stats["acked"] < len(ids):
+        bridge.step()
+        depths.append(len(bridge._in_flight))
+    assert 1 in depths  # a round trip still in flight between two steps
+    published = [json.loads(m)["data"][1] for m in queue()]
+    assert [m["entry"] for m in published] == ids
+    positions = [StreamId.parse(m["id"]) for m in published]
+    assert positions == sorted(set(positions))
+    assert pending_ids(rdb) == []
+
+
 @pytest.mark.parametrize("error", [redis.ConnectionError("gone"), redis.TimeoutError("slow")])
 def test_a_lost_connection_during_publish_is_raised_and_nothing_acked(
     bridge, rdb, monkeypatch, error
