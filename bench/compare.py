@@ -171,8 +171,10 @@ def phase(
     if profile:
         py_spy = str(Path(sys.executable).parent / "py-spy")
         pid = str(target.processes["web"].pid)
+        # A .txt file gets the collapsed stacks (one line per stack, to read or grep).
+        form = "raw" if profile.endswith(".txt") else "flamegraph"
         spy = subprocess.Popen(
-            [py_spy, "record", "--pid", pid, "--output", profile, "--format", "flamegraph",
+            [py_spy, "record", "--pid", pid, "--output", profile, "--format", form,
              "--rate", "200", "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -264,7 +266,9 @@ def bench_connections(name: str, tmp: Path, args: argparse.Namespace) -> dict[st
             if args.many % CONNECT_STEP:
                 clients.connect(args.many % CONNECT_STEP)
             connect_s = time.monotonic() - started
-            out["many"] = phase(target, clients, 1.0, args.many_seconds, args.many, 30)
+            out["many"] = phase(
+                target, clients, 1.0, args.many_seconds, args.many, 30, args.profile_many
+            )
             out["many"]["connect_s"] = round(connect_s, 1)
             out["many"]["web_rss_mb"] = round(common.rss_mb(target.processes["web"].pid), 1)
         except (TimeoutError, RuntimeError) as exc:
@@ -367,6 +371,9 @@ def main() -> int:
     parser.add_argument("--saturation", type=float, help="events/s offered in the burst")
     parser.add_argument("--profile", help="write a py-spy flame graph of the web server here")
     parser.add_argument("--profile-mode", default="gevent", help="which streambridge to profile")
+    parser.add_argument(
+        "--profile-many", help="a py-spy profile of the web server in the --many broadcast"
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
         "--connections",
@@ -387,8 +394,9 @@ def main() -> int:
     args.idle = args.idle or (200 if quick else 5_000)
     args.many = args.many or (400 if quick else 10_000)
     args.many_seconds = 3.0 if quick else 10.0
-    if args.profile:
-        args.profile = str(Path(args.profile).resolve())
+    for option in ("profile", "profile_many"):
+        if getattr(args, option):
+            setattr(args, option, str(Path(getattr(args, option)).resolve()))
     import tempfile
 
     results: list[dict[str, Any]] = []
