@@ -63,7 +63,9 @@ class Link:
         if self._connection is None:
             self._connection = self.client.connection_pool.get_connection()
         try:
-            self._connection.send_packed_command([b"".join(p.wire or b"" for p in ready)])
+            # A health check (PING) would read the reply of a round trip in flight.
+            wire = [b"".join(p.wire or b"" for p in ready)]
+            self._connection.send_packed_command(wire, check_health=not self._rounds)
         except BaseException:
             self.close()
             raise
