@@ -682,6 +682,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run of every phase")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--only", choices=["bridge-memory"], help="run this phase alone (its figures only)"
+    )
     return run(parser.parse_args())
 
 
@@ -702,6 +705,20 @@ def run(args: argparse.Namespace) -> int:
         "memory_step": 10_000 if quick else 100_000,
     }
     results: dict[str, Any] = {"quick": quick, "sizes": sizes, "machine": machine()}
+    if getattr(args, "only", None) == "bridge-memory":
+        with tempfile.TemporaryDirectory(prefix="streambridge-bench-") as tmp:
+            stack = Stack(Path(tmp)).start({})
+            try:
+                step("bridge memory")
+                results["bridge_memory"] = phase_bridge_memory(
+                    stack, sizes["memory_entries"], sizes["memory_step"]
+                )
+            finally:
+                stack.stop()
+        print(json.dumps(results["bridge_memory"], indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     with tempfile.TemporaryDirectory(prefix="streambridge-bench-") as tmp:
         stack = Stack(Path(tmp)).start({})
         try:
