@@ -661,7 +661,8 @@ class ShardedBridge:
 
 def _as_dict(fields: dict[str, str] | list[str] | None) -> dict[str, str] | None:
     if type(fields) is list:
-        return dict(zip(fields[::2], fields[1::2], strict=True))
+        pairs = iter(fields)  # Redis sends names and values in pairs
+        return dict(zip(pairs, pairs, strict=False))
     return fields  # type: ignore[return-value]
 
 
