@@ -633,7 +633,10 @@ def phase_idle_memory(stack: Stack, connections: int) -> dict[str, Any]:
 
 
 def _connected_metric(stack: Stack) -> float:
-    text = requests.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).text
+    try:
+        text = requests.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return -1.0  # busy with thousands of handshakes: asked again until the deadline
     for line in text.splitlines():
         if line.startswith("streambridge_web_connected_clients "):
             return float(line.split()[1])
