@@ -258,13 +258,8 @@ def bench_connections(name: str, tmp: Path, args: argparse.Namespace) -> dict[st
         step(f"{name}: {args.many:,} connections, a broadcast every second")
         clients = Clients(target, max(2, args.many // 2500))  # type: ignore[arg-type]
         try:
-            # In steps, as clients arrive in life: 10,000 handshakes at the same instant
-            # time out against one server (each is a login check and a catch-up).
             started = time.monotonic()
-            for _ in range(args.many // CONNECT_STEP):
-                clients.connect(CONNECT_STEP)
-            if args.many % CONNECT_STEP:
-                clients.connect(args.many % CONNECT_STEP)
+            clients.connect_in_steps(args.many, CONNECT_STEP)
             connect_s = time.monotonic() - started
             out["many"] = phase(
                 target, clients, 1.0, args.many_seconds, args.many, 30, args.profile_many
@@ -406,6 +401,7 @@ def main() -> int:
                 results.append(bench_system(name.strip(), Path(tmp), args))
         if results:
             print(table(results), flush=True)
+            save(args, results, [])  # kept if a connection phase fails
         connections = [
             bench_connections(name.strip(), Path(tmp), args)
             for name in args.connections.split(",")
@@ -423,6 +419,11 @@ def main() -> int:
             f"p50 {many['latency_ms']['p50']} ms, p99 {many['latency_ms']['p99']} ms, "
             f"web RSS {many['web_rss_mb']} MB, connected in {many['connect_s']} s"
         )
+    save(args, results, connections)
+    return 0
+
+
+def save(args: argparse.Namespace, results: list[dict], connections: list[dict]) -> None:
     if args.json:
         document = {
             "machine": common.machine(),
@@ -431,7 +432,6 @@ def main() -> int:
             "connections": connections,
         }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -163,6 +163,13 @@ class Clients:
         self.stack = stack
         self.gens = [LoadGen() for _ in range(processes)]
 
+    def connect_in_steps(self, total: int, step: int = 500) -> None:
+        """Open ``total`` connections ``step`` at a time, as clients arrive in life:
+        thousands of handshakes at the same instant time out against one server (each
+        is a login check and a catch-up)."""
+        for start in range(0, total, step):
+            self.connect(min(step, total - start))
+
     def connect(self, total: int, **options: Any) -> None:
         share = [
             total // len(self.gens) + (i < total % len(self.gens)) for i in range(len(self.gens))
@@ -613,11 +620,11 @@ def phase_idle_memory(stack: Stack, connections: int) -> dict[str, Any]:
     clients = Clients(stack, 2)
     try:
         cold = rss_mb(stack.web.pid)
-        clients.connect(connections)
+        clients.connect_in_steps(connections)
         clients.disconnect()
         wait_for(lambda: _connected_metric(stack) == 0, 60, "every client to disconnect")
         before = rss_mb(stack.web.pid)
-        clients.connect(connections)
+        clients.connect_in_steps(connections)
         wait_for(lambda: _connected_metric(stack) == connections, 60, "every client connected")
         after = rss_mb(stack.web.pid)
     finally:
