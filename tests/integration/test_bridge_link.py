@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import redis
-
 from streambridge.bridge.link import Link
 
 
