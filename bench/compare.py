@@ -44,8 +44,6 @@ from streambridge.embedded_redis import RedisServer, free_port  # noqa: E402
 CHANNEL = common.CHANNEL
 SOCKETIO_PATH = "/ws/socket.io"
 NODE_STREAM = "socket.io"  # the adapter's default stream name
-CONNECT_STEP = 500
-"""Connections opened at once in the many-connection phase."""
 SYSTEM_NAMES = ("plain", "streambridge-gevent", "streambridge-eventlet", "streambridge-threading")
 
 
@@ -259,7 +257,7 @@ def bench_connections(name: str, tmp: Path, args: argparse.Namespace) -> dict[st
         clients = Clients(target, max(2, args.many // 2500))  # type: ignore[arg-type]
         try:
             started = time.monotonic()
-            clients.connect_in_steps(args.many, CONNECT_STEP)
+            clients.connect_in_steps(args.many)
             connect_s = time.monotonic() - started
             out["many"] = phase(
                 target, clients, 1.0, args.many_seconds, args.many, 30, args.profile_many

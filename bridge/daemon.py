@@ -95,7 +95,7 @@ class Batch:
     valid: list[tuple[str, Event]]
     ack: list[str]
     started: float  # when it was read: the batch-duration metric
-    publish: list[Packed] = field(default_factory=list)  # built while Redis works
+    publish: list[Packed]  # built while Redis works
 
 
 class Bridge:
@@ -227,13 +227,7 @@ class Bridge:
         """Replay entries this consumer read but never acked (e.g. before a crash)."""
         cursor = "0-0"
         while not self.stopping.is_set():
-            reply = self.redis.xreadgroup(
-                self.settings.group,
-                self.settings.consumer,
-                {self.settings.stream: cursor},
-                count=self.settings.batch_size,
-            )
-            entries = _entries(reply)
+            entries = self._read(cursor, block=False)
             if not entries:
                 return
             self.log.info("bridge.replaying_own_pending", extra={"count": len(entries)})
@@ -243,9 +237,6 @@ class Bridge:
 
     def step(self) -> None:
         now = time.monotonic()
-        if now >= self._next_claim or now >= self._next_trim:
-            # Claims publish on the link too: the round trips in flight come first.
-            self._collect_all()
         if now >= self._next_claim:
             self.claim_idle()
             self._next_claim = time.monotonic() + self._claim_every
@@ -255,7 +246,7 @@ class Bridge:
             self._next_trim = time.monotonic() + TRIM_EVERY_S
         self._heartbeat()
         if not (self._prefetched or self._in_flight):
-            self._prefetched = _entries(self._read_new(self.redis))
+            self._prefetched = self._read(">", block=True)
             if not self._prefetched:
                 if not self.redis.exists(self.settings.stream):
                     # Before Redis 7, XREADGROUP on a deleted stream just times out.
@@ -278,8 +269,10 @@ class Bridge:
         """The last event of the newest batch in flight: a batch sent after it publishes
         nothing while that event is still pending here (its batch stopped part-way), so
         a later event never overtakes an earlier one. '' when none is in flight."""
-        sent = [b for b, _ in self._in_flight if b is not None and b.valid]
-        return sent[-1].valid[-1][0] if sent else ""
+        for batch, _ in reversed(self._in_flight):
+            if batch is not None and batch.valid:
+                return batch.valid[-1][0]
+        return ""
 
     def _round_trip(self, batch: Batch | None, read_next: bool) -> None:
         """Send ``batch`` (and a non-blocking read of new entries), replies read later."""
@@ -307,16 +300,16 @@ class Bridge:
             self.name.keep()
             self._next_alive = now + consumer_name.EVERY_S
 
-    def _read_new(self, target: Any) -> Any:
-        return target.xreadgroup(
-            self.settings.group,
-            self.settings.consumer,
-            {self.settings.stream: ">"},
-            count=self.settings.batch_size,
-            block=self.settings.block_ms,
-        )
+    def _read(self, cursor: str, block: bool) -> list[Entry]:
+        """One XREADGROUP from ``cursor`` ('>': new entries, else this consumer's own
+        pending ones after it), on its own round trip."""
+        self._link.send([self._read_command(block, cursor)])
+        [reply] = self._link.replies()
+        if isinstance(reply, Exception):
+            raise reply
+        return _entries(reply)
 
-    def _read_new_command(self, block: bool) -> Command:
+    def _read_command(self, block: bool, cursor: str = ">") -> Command:
         s = self.settings
         wait = ("BLOCK", s.block_ms) if block else ()
         return (
@@ -329,7 +322,7 @@ class Bridge:
             *wait,
             "STREAMS",
             s.stream,
-            ">",
+            cursor,
         )
 
     def claim_idle(self) -> None:
@@ -478,10 +471,10 @@ class Bridge:
         commands: list[Command | Packed] = []
         if batch is not None:
             commands += batch.publish
-        if batch is not None and batch.ack:
-            commands.append(("XACK", s.stream, s.group, *batch.ack))
+            if batch.ack:
+                commands.append(("XACK", s.stream, s.group, *batch.ack))
         if read_next:
-            commands.append(self._read_new_command(block))
+            commands.append(self._read_command(block))
         if commands:
             self._link.send(commands)
 
@@ -492,7 +485,7 @@ class Bridge:
         if not (valid or ack or read_next):
             return []
         replies = self._link.replies()
-        queued = len(replies) - bool(ack) - read_next
+        queued = len(batch.publish) if batch is not None else 0
         if valid:
             self._published(valid, replies[:queued])
         self._acked(ack, replies[queued:])

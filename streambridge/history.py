@@ -134,7 +134,7 @@ if #done > 0 then
   for j = 1, #done, 1000 do
     redis.call('XACK', stream, group, unpack(done, j, math.min(j + 999, #done)))
   end
-  redis.call('HSET', clock, 'last', ms_text .. '-' .. seq, 'since', string.format('%.0f', since))
+  redis.call('HSET', clock, 'last', ms_dash .. seq, 'since', string.format('%.0f', since))
 end
 return {handled, #done, failure}
 """

@@ -39,7 +39,6 @@ def _slot_tagged(stream: str) -> str:
 
 
 @functools.lru_cache(maxsize=8192)  # the bridge names one per event
-@functools.lru_cache(maxsize=4096)  # the bridge asks for the same rooms' again and again
 def history(stream: str, namespace: str, room: str | None) -> str:
     """Per-room history of ``stream``'s events (``room`` None: the namespace's broadcast).
     The namespace's length comes first, so no namespace and room pair reads as another."""

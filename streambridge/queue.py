@@ -66,7 +66,16 @@ def meta_json(
     sender: str | None = None,
 ) -> str:
     """The meta as an emit message carries it: ``meta`` and the stream-event marker."""
-    return _dumps({**meta(position, entry_id, epoch, shard, sender), META_MARKER: 1})
+    return _dumps(marked_meta(position, entry_id, epoch, shard, sender))
+
+
+def marked_meta(
+    position: str, entry_id: str, epoch: str, shard: int | None, sender: str | None
+) -> dict:
+    """``meta`` with the marker that makes an emit a stream event (queue messages only)."""
+    out = meta(position, entry_id, epoch, shard, sender)
+    out[META_MARKER] = 1
+    return out
 
 
 def meta(position: str, entry_id: str, epoch: str, shard: int | None, sender: str | None) -> dict:
@@ -152,8 +161,7 @@ def _is_item(item: Any) -> bool:
 
 def _emit(item: list, epoch: str, shard: int | None) -> dict:
     position, entry_id, channel, namespace, room, sender, body = item
-    data = meta(position, entry_id, epoch, shard, sender)
-    data[META_MARKER] = 1
+    data = marked_meta(position, entry_id, epoch, shard, sender)
     return {
         "method": "emit",
         "event": channel,
