@@ -100,14 +100,20 @@ def test_surviving_bridge_claims_a_dead_bridges_pending(env, tmp_path, processes
     a.start()
     b.start()
     produced: list[str] = []
-    producer = threading.Thread(
-        target=lambda: produced.extend(produce(redis_client, 6_000, rate=1_500))
-    )
+    frozen = threading.Event()
+
+    def keep_producing() -> None:
+        # Until bridge-a is frozen with entries in hand, then 500 more.
+        while not frozen.is_set():
+            produced.extend(produce(redis_client, 100, rate=1_500))
+        produced.extend(produce(redis_client, 500, rate=1_500))
+
+    producer = threading.Thread(target=keep_producing)
     producer.start()
     wait_until(lambda: len(alice.ids("tick")) >= 500, 20, "first events")
     # Freeze bridge-a with entries in hand, then kill it. Frozen between two reads it
     # holds none (bridge-b takes them all): thaw it and freeze it again until it does.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while True:
         a.process.send_signal(signal.SIGSTOP)
         try:
@@ -115,8 +121,10 @@ def test_surviving_bridge_claims_a_dead_bridges_pending(env, tmp_path, processes
             break
         except AssertionError:
             if time.monotonic() > deadline:
+                frozen.set()
                 raise
             a.process.send_signal(signal.SIGCONT)
+    frozen.set()
     a.kill()
     producer.join(30)
     wait_until(lambda: set(alice.ids("tick")) >= set(produced), 30, "every event")
