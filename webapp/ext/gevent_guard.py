@@ -23,6 +23,7 @@ import traceback
 from typing import Any
 
 import gevent
+from engineio import packet as eio_packet
 from gevent.pywsgi import WSGIHandler
 from streambridge.webapp.ext.client_address import address_key
 from streambridge.webapp.ext.connection_limits import (
@@ -265,7 +266,9 @@ def exempt_websockets_from_the_deadline(eio: Any) -> None:
                     inner.sock = _SendsAll(duplicate)
                     frames = _FrameWriter(inner)
                     inner.send = frames
-                    frames.coalesce(getattr(handler, "__self__", None))
+                    eio_socket = getattr(handler, "__self__", None)
+                    if frames.coalesce(eio_socket):
+                        frames.write_through(eio_socket, getattr(duplicate, "_sock", None))
                     if getattr(inner, "mode", None) == "gevent":  # it works on a dup
                         environ[RAW_SOCKET] = duplicate
                         environ.get(RELEASE_SOCKET, _nothing)()
@@ -309,12 +312,16 @@ class _FrameWriter:
     or not permessage-deflate was negotiated), and sending one changes no protocol
     state. Pings and the close still go through wsproto."""
 
-    __slots__ = ("_buffering", "_pending", "_ws")
+    __slots__ = ("_buffering", "_corked", "_idle", "_pending", "_queue", "_raw", "_ws")
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] = []  # written by the writer, before anything else
         self._buffering = False
+        self._corked: list[bytes] = []  # for an idle writer: written by the outbox
+        self._idle = False  # the writer waits for packets and has nothing left to write
+        self._queue: Any = None
+        self._raw: Any = None
 
     def __call__(self, data: str | bytes) -> None:
         ws = self._ws
@@ -322,31 +329,28 @@ class _FrameWriter:
             from simple_websocket import ConnectionClosed
 
             raise ConnectionClosed(ws.close_reason, ws.close_message)
-        if isinstance(data, str):
-            payload, opcode = data.encode(), 0x81  # FIN + text
-        else:
-            payload, opcode = bytes(data), 0x82  # FIN + binary
-        frame = frame_header(opcode, len(payload)) + payload
+        frame = data_frame(data)
         if self._buffering:
             self._pending.append(frame)
         else:
             ws.sock.send(frame)
 
     def flush(self) -> None:
-        if self._pending:
+        while self._pending:  # more may come while a slow client takes the last
             data = b"".join(self._pending)
             self._pending.clear()
             self._ws.sock.send(data)
 
-    def coalesce(self, eio_socket: Any) -> None:
+    def coalesce(self, eio_socket: Any) -> bool:
         """One write per client per writer wake-up instead of one per packet.
 
         python-engineio's writer takes every queued packet (``poll``) and sends them one
         by one; here the frames of one poll are kept and written together when the writer
         polls again (or closes), which is where it would wait. Outside the writer's loop
-        (the handshake, the upgrade probe) frames go out at once."""
+        (the handshake, the upgrade probe) frames go out at once. False when
+        ``eio_socket`` is not python-engineio's socket as expected (nothing changed)."""
         if eio_socket is None or not callable(getattr(eio_socket, "poll", None)):
-            return
+            return False
         poll = eio_socket.poll
         ws = self._ws
 
@@ -357,7 +361,12 @@ class _FrameWriter:
             except Exception:  # the connection is gone: the writer ends and closes
                 self._pending.clear()
                 return []
-            packets = poll()
+            self._idle = True
+            try:
+                packets = poll()
+            finally:
+                self._idle = False
+            self._uncork()
             self._buffering = True
             return packets
 
@@ -365,12 +374,119 @@ class _FrameWriter:
 
         def flushing_close(*args: Any, **kwargs: Any) -> Any:
             self._buffering = False
+            self._uncork()
             with contextlib.suppress(Exception):
                 self.flush()
             return close(*args, **kwargs)
 
         eio_socket.poll = flushing_poll
         ws.close = flushing_close
+        return True
+
+    def write_through(self, eio_socket: Any, raw: Any) -> None:
+        """Messages for a client whose writer is idle are written without waking it.
+
+        Waking a writer costs far more than its write (a green thread switch, the
+        queue's wait and its timer): with 10,000 clients one broadcast took most of a
+        second. A message for an idle writer is kept here instead (``corked``) and the
+        ``_OUTBOX`` writes what each client got once the delivering green thread
+        yields: one non-blocking system call per client per round, no switch. What
+        the kernel does not take goes to the writer, woken then, which writes it
+        before anything else; anything else (pings, the close, messages while the
+        writer is busy) goes through the queue as before, after what was kept."""
+        queue = getattr(eio_socket, "queue", None)
+        if raw is None or queue is None or raw.gettimeout() != 0.0:
+            return  # not a non-blocking socket: the writer does every write
+        self._queue = queue
+        self._raw = raw
+        queued = eio_socket.send
+        ws = self._ws
+        check = eio_socket.check_ping_timeout
+
+        def send(pkt: Any) -> None:
+            if (
+                self._idle
+                and pkt.packet_type == eio_packet.MESSAGE
+                and not queue.qsize()
+                and ws.connected
+            ):
+                if check():
+                    if not self._corked:
+                        _OUTBOX.add(self)
+                    self._corked.append(message_frame(pkt))
+                return
+            self._uncork()  # what was kept goes first
+            queued(pkt)
+
+        eio_socket.send = send
+
+    def _uncork(self) -> None:
+        if self._corked:
+            self._pending.extend(self._corked)
+            self._corked.clear()
+
+    def write_corked(self) -> None:
+        """The outbox's turn: write what was kept, without ever waiting."""
+        if not self._corked:
+            return
+        data = b"".join(self._corked)
+        self._corked.clear()
+        if not self._ws.connected:
+            return
+        if not self._idle or self._pending or self._queue.qsize():
+            self._pending.append(data)  # the writer is at work: it writes this first
+            return
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return  # the connection is gone: its reader and writer find out and close
+        if sent < len(data):
+            self._pending.append(data[sent:])
+            self._queue.put(eio_packet.Packet(eio_packet.NOOP))  # wake the writer
+
+
+class _Outbox:
+    """The writers with kept messages, written in one hub callback: it runs once the
+    green thread delivering them yields (before the writers it woke run)."""
+
+    def __init__(self) -> None:
+        self._writers: list[_FrameWriter] = []
+
+    def add(self, writer: _FrameWriter) -> None:
+        if not self._writers:
+            gevent.get_hub().loop.run_callback(self._write_all)
+        self._writers.append(writer)
+
+    def _write_all(self) -> None:
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            try:
+                writer.write_corked()
+            except Exception:  # one client must never stop the others' writes
+                log.exception("websocket.write_failed")
+
+
+_OUTBOX = _Outbox()
+
+
+def data_frame(data: str | bytes) -> bytes:
+    """A whole unmasked data frame: text for ``str``, binary for ``bytes``."""
+    if isinstance(data, str):
+        payload, opcode = data.encode(), 0x81  # FIN + text
+    else:
+        payload, opcode = bytes(data), 0x82  # FIN + binary
+    return frame_header(opcode, len(payload)) + payload
+
+
+def message_frame(pkt: Any) -> bytes:
+    """The frame of an engine.io packet, made once: an event's packets are shared by
+    all its recipients."""
+    frame = pkt.__dict__.get("streambridge_frame")
+    if frame is None:
+        frame = pkt.streambridge_frame = data_frame(pkt.encode())
+    return frame
 
 
 def frame_header(opcode: int, length: int) -> bytes:
