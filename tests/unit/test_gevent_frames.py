@@ -263,7 +263,7 @@ def test_what_was_kept_goes_before_a_packet_for_the_writer(socket_pairs):
     from engineio import packet
 
     ends = socket_pairs()
-    eio, writer, task = engineio_socket_with_writer(ends)
+    eio, _, task = engineio_socket_with_writer(ends)
     eio.send(message("a"))
     eio.send(message("b"))
     eio.send(packet.Packet(packet.PING))  # not a message: the writer's, through the queue
@@ -282,7 +282,7 @@ def test_a_client_that_does_not_read_gets_everything_in_order(socket_pairs):
     from engineio import packet
 
     ends = socket_pairs(sndbuf=4096)
-    eio, writer, task = engineio_socket_with_writer(ends)
+    eio, _, task = engineio_socket_with_writer(ends)
     sent = []
     for round_ in range(40):
         for i in range(5):
