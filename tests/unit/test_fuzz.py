@@ -298,3 +298,40 @@ def test_api_deeply_nested_json_is_a_400_not_a_500(api, depth):
     assert len(body) <= MAX_REQUEST_BYTES  # small: well within the request size limit
     response = _post(api, body)
     assert response.status_code == 400
+
+
+def _strict_verdict(text: str) -> bool:
+    """The standard library's strict JSON decoder alone, with the body rules."""
+    from streambridge import contract
+
+    try:
+        decoder = contract._BOUNDED
+        value = decoder.decode(text)
+    except (ValueError, RecursionError):
+        return False
+    return contract._depth(value) <= contract.MAX_BODY_DEPTH
+
+
+json_like = st.one_of(
+    st.text(alphabet='{}[]",:0123456789.eE+-tfnaulrs \\ud\x00\ud800é', max_size=40),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+        max_leaves=12,
+    ).map(lambda v: json.dumps(v)),
+)
+
+
+@FUZZ
+@given(text=json_like)
+@example(text='"\\ud800"')  # orjson refuses a lone surrogate escape; JSON allows it
+@example(text="[" * 40 + "]" * 40)
+def test_the_fast_json_check_gives_the_strict_decoders_verdict(text):
+    from streambridge.contract import check_json_text
+
+    try:
+        check_json_text(text)
+        verdict = True
+    except ValueError:
+        verdict = False
+    assert verdict == _strict_verdict(text)
