@@ -36,7 +36,7 @@ from streambridge.queue import (
     ITEM_OPEN,
     MAX_BATCH_BYTES,
     batch_head,
-    item_parts,
+    item_tail,
     shard_route,
 )
 from streambridge.settings import BridgeSettings
@@ -541,8 +541,7 @@ class Bridge:
         ]
         for stream_id, event in valid:
             keys.append(history_key(s.stream, event.namespace, event.room))
-            parts = item_parts(event, stream_id)
-            args += (stream_id, event.channel, event.body, event.sender or "", parts)
+            args += (stream_id, item_tail(event, stream_id))
         return [self._append.command(keys, args)]
 
     def _published(self, valid: list[tuple[str, Event]], replies: list[Any]) -> None:

@@ -17,18 +17,25 @@ records how far back it is complete: Redis's ``max-deleted-entry-id`` is set, wh
 history is created, to the newest position a former history of that room could have
 held, and ``entries-added`` above ``length`` shows that trimming removed some.
 
+An entry has one field, ``i``: the event's batch item after its position
+(``queue.item_tail``), so the publish script writes the same text to the history and to
+the queue message. Entries written before (fields ``e``, ``c``, ``b``, ``f``) are still
+read: a history lives at most ``history_ttl_s`` after its last event.
+
 All of a shard's keys share its cluster slot (see ``keys.history``), so a script can
 touch them together and recovery reads one node per shard.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
 from streambridge.ids import ZERO, StreamId
+from streambridge.queue import parsed_item
 
 APPEND = """#!lua
 local stream, clock = KEYS[1], KEYS[2]
@@ -37,7 +44,7 @@ local size, ttl = ARGV[5], tonumber(ARGV[6])
 local first, last = ARGV[7], ARGV[8]
 local head, tail, max_bytes = ARGV[9], ARGV[10], tonumber(ARGV[11])
 local open, close, guard = ARGV[12], ARGV[13], ARGV[14]
-local FIRST, STEP = 15, 5
+local FIRST, STEP = 15, 2
 -- The batch sent before this one stopped part-way if its last event is still pending
 -- here: publish nothing, or this batch would overtake the events it left.
 if guard ~= '' and #redis.call('XPENDING', stream, group, guard, guard, 1, consumer) > 0 then
@@ -78,15 +85,13 @@ if floor < since then floor = 0 end
 local floor_id = string.format('%.0f-0', floor)
 local ms_text = string.format('%.0f', ms)
 local ms_dash = ms_text .. '-'
--- Event a's fields appended to a room's history under id; with create false, nil when
--- the room has no history yet. An empty sender ('f') is the system.
+-- Event a's item tail appended to a room's history under id; with create false, nil
+-- when the room has no history yet.
 local function append(key, id, a, create)
-  local e, c, b, f = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   if create then
-    return redis.pcall('XADD', key, 'MAXLEN', '~', size, id, 'e', e, 'c', c, 'b', b, 'f', f)
+    return redis.pcall('XADD', key, 'MAXLEN', '~', size, id, 'i', ARGV[a + 1])
   end
-  return redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', size, id,
-    'e', e, 'c', c, 'b', b, 'f', f)
+  return redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', size, id, 'i', ARGV[a + 1])
 end
 local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
 local handled, done, touched, failure = 0, {}, {}, ''
@@ -111,12 +116,11 @@ for i = 3, #KEYS do
     end
     seq = seq + 1
     touched[key] = true
-    local item, body = ARGV[a + 4], ARGV[a + 2]
-    local bytes = #between + #id + #item + #body
+    local tail = ARGV[a + 1]
+    local bytes = #between + #id + #tail
     if pending_bytes > 0 and pending_bytes + bytes > max_bytes then flush() end
     local n = #parts
-    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] =
-      pending_bytes > 0 and between or open, id, item, body
+    parts[n + 1], parts[n + 2], parts[n + 3] = pending_bytes > 0 and between or open, id, tail
     pending_bytes = pending_bytes + bytes
     done[#done + 1] = entry
   end
@@ -143,11 +147,11 @@ consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms, t
 lowest and highest entry id of the batch, the batch message's head and tail and its size
 limit (``queue.batch_head``, ``BATCH_TAIL``, ``MAX_BATCH_BYTES``), what opens and
 closes an item (``queue.ITEM_OPEN``, ``ITEM_CLOSE``), the guard (an entry id: publish
-nothing while it is pending on this consumer; '' for none), then five per event: entry id,
-channel, body, sender ('' for none) and its item's text between position and body
-(``queue.item_parts``). Each event still pending on this consumer is given the next
-position, kept in its room's history, published and acked, in order and atomically
-(an ack means "published"; nothing is published twice). Returns how many events it
+nothing while it is pending on this consumer; '' for none), then two per event: its entry
+id and its item's text after the position (``queue.item_tail``), which is also what its
+room's history keeps, in the field ``i``. Each event still pending on this consumer is
+given the next position, kept in its room's history, published and acked, in order and
+atomically (an ack means "published"; nothing is published twice). Returns how many events it
 handled (published, or skipped as not pending: another bridge had claimed or published
 it), how many of them it published, and an error ('' for none) that stopped the batch at
 the next event."""
@@ -264,6 +268,17 @@ def _pairs(flat: Any) -> dict[str, str]:
     if isinstance(flat, dict):
         return flat
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def stored_event(position: str, fields: dict[str, str]) -> tuple[str, str, str | None, Any]:
+    """``(entry id, channel, sender, body)`` of a history entry; ValueError (or
+    KeyError) if it is malformed."""
+    tail = fields.get("i")
+    if tail is not None:
+        _, entry_id, channel, _, _, sender, body = parsed_item(position, tail)
+        return entry_id, channel, sender, body
+    # The former format (see the module's docstring).
+    return fields.get("e", ""), fields["c"], fields.get("f") or None, json.loads(fields["b"])
 
 
 def gap(room: Room, after: StreamId, now_ms: int, since_ms: int | None, ttl_ms: int) -> str | None:

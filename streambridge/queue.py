@@ -41,8 +41,8 @@ not streambridge ignores it (an unknown method); streambridge's web servers turn
 item into its emit message (``unbatched``) and deliver them one by one."""
 BATCH_TAIL = "]}"
 ITEM_OPEN = '["'
-"""What comes before a batch item's position; after it the item's ``item_parts``, its
-body and ``ITEM_CLOSE`` (the publish script splices them)."""
+"""What comes before a batch item's position; after it the item's ``item_tail`` and
+``ITEM_CLOSE`` (the publish script splices them; a room's history keeps the tail)."""
 ITEM_CLOSE = "]"
 MAX_BATCH_BYTES = 256 * 1024
 """A batch message's size limit: past it the batch goes on in another message. Big
@@ -116,19 +116,28 @@ def batch_head(epoch: str, shard: int | None) -> str:
     )
 
 
-def item_parts(event: Event, entry_id: str) -> str:
-    """A batch item's text between its position and its body."""
+def item_tail(event: Event, entry_id: str) -> str:
+    """A batch item's text after its position: what a room's history keeps of an event
+    (``history.APPEND``), and what the publish script puts after the position it gives."""
     # Stream ids are digits and a dash, a channel needs no escaping (its pattern).
     return (
         f'","{entry_id}","{event.channel}",{_quoted(event.namespace)},{_quoted(event.room)},'
-        f"{_quoted(event.sender)},"
+        f"{_quoted(event.sender)},{event.body}"
     )
 
 
 def batch_item(event: Event, position: str, entry_id: str) -> str:
     """One event's item of a batch message (what the publish script writes)."""
-    parts = item_parts(event, entry_id)
-    return ITEM_OPEN + position + parts + event.body + ITEM_CLOSE
+    return ITEM_OPEN + position + item_tail(event, entry_id) + ITEM_CLOSE
+
+
+def parsed_item(position: str, tail: str) -> list:
+    """``[position, entry id, channel, namespace, room, sender, body]`` from an item's
+    tail (a room's history entry); ValueError if it is not one."""
+    item = json.loads(ITEM_OPEN + position + tail + ITEM_CLOSE)
+    if not is_item(item):
+        raise ValueError("not a batch item")
+    return item
 
 
 def batch_message(items: list[str], epoch: str, shard: int | None = None) -> str:
@@ -147,10 +156,11 @@ def unbatched(data: dict) -> list[dict]:
         return []
     if shard is not None and (type(shard) is not int or shard < 0):
         return []
-    return [_emit(item, epoch, shard) for item in events if _is_item(item)]
+    return [_emit(item, epoch, shard) for item in events if is_item(item)]
 
 
-def _is_item(item: Any) -> bool:
+def is_item(item: Any) -> bool:
+    """Whether ``item`` has a batch item's shape (see ``BATCH_METHOD``)."""
     return (
         type(item) is list
         and len(item) == 7

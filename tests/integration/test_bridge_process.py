@@ -16,7 +16,7 @@ import structlog
 from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer, owner_token, verdict
 from streambridge.bridge.daemon import Bridge, NotReady, PublishFailed, _entries
 
-from streambridge import keys
+from streambridge import history, keys
 from streambridge.contract import Event
 from streambridge.ids import StreamId
 from streambridge.queue import MAX_BATCH_BYTES, batch_item, batch_message, unbatched
@@ -169,7 +169,9 @@ def test_valid_entries_are_published_in_order_and_acked(bridge, rdb, queue):
     # Each one in its room's history, under the position its message carries.
     broadcast = rdb.xrange(keys.history("events", "/", None))
     bob = rdb.xrange(keys.history("events", "/x", "user:bob"))
-    assert [f["e"] for _, f in broadcast + bob] == [first, second]
+    stored = [history.stored_event(p, f) for p, f in broadcast + bob]
+    assert stored == [(first, "message", None, {"n": 1}), (second, "chat", None, "hi")]
+    assert [list(f) for _, f in broadcast + bob] == [["i"], ["i"]]  # one field each
     (one, _), (two, _) = broadcast[0], bob[0]
     assert StreamId.parse(one) < StreamId.parse(two)
     # One queue message for the batch, its events in order.

@@ -204,3 +204,29 @@ def test_the_web_delivers_each_event_of_a_batch_after_a_malformed_one():
     decoded = list(manager._decoded(Listener()))
     broken = {"method": "emit", "data": "broken"}  # python-socketio's handler drops it
     assert decoded == [json.loads(good), broken, json.loads(good)]
+
+
+def test_a_history_entry_is_an_items_tail_and_reads_back():
+    from streambridge.history import stored_event
+    from streambridge.queue import item_tail
+
+    event = Event.build("chat", {"text": "hé"}, room="team:a", namespace="/x", sender="ann")
+    fields = {"i": item_tail(event, "7-0")}
+    assert stored_event("9-1", fields) == ("7-0", "chat", "ann", {"text": "hé"})
+    # What the publish script writes to the queue is the same text after the position.
+    assert batch_item(event, "9-1", "7-0") == '["9-1' + fields["i"] + "]"
+
+
+def test_a_history_entry_of_the_former_format_reads_back():
+    from streambridge.history import stored_event
+
+    fields = {"e": "7-0", "c": "chat", "b": '{"n":1}', "f": ""}
+    assert stored_event("9-1", fields) == ("7-0", "chat", None, {"n": 1})
+
+
+@pytest.mark.parametrize("tail", ['","7-0"]', '",1,2,3,4,5,6', "not json"])
+def test_a_malformed_history_entry_is_refused(tail):
+    from streambridge.history import stored_event
+
+    with pytest.raises(ValueError):
+        stored_event("9-1", {"i": tail})

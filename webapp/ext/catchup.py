@@ -18,7 +18,6 @@ documented ``{"last_id"}``) is accepted while its own event is still in a histor
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -353,16 +352,12 @@ class CatchUp:
         page = self.settings.replay_page
         for position, room, fields in plan.missed:
             try:
+                entry_id, channel, sender, body = history.stored_event(str(position), fields)
                 meta = queue.meta(
-                    str(position),
-                    fields.get("e", ""),
-                    plan.epoch,
-                    shard if sharded else None,
-                    fields.get("f") or None,  # empty: the system
+                    str(position), entry_id, plan.epoch, shard if sharded else None, sender
                 )
                 meta["replayed"] = True
-                body = json.loads(fields["b"])
-                self.manager.send_to(client.sid, client.namespace, fields["c"], [body, meta])
+                self.manager.send_to(client.sid, client.namespace, channel, [body, meta])
                 sent += 1
             except Exception as exc:  # one entry must never fail a whole replay
                 log.warning(
