@@ -404,6 +404,13 @@ def user() -> None:
     help="the only rooms it may publish to through POST /api/ (default: those it receives)",
 )
 @click.option("--no-broadcast", is_flag=True, help="it may not publish to everyone via /api/")
+@click.option(
+    "--subscribe",
+    "subscribe_patterns",
+    multiple=True,
+    metavar="PATTERN",
+    help="rooms its pages may subscribe to on request (fnmatch pattern, e.g. 'team:*')",
+)
 @click.pass_context
 def user_add(
     ctx: click.Context,
@@ -412,6 +419,7 @@ def user_add(
     rooms: tuple[str, ...],
     publish_rooms: tuple[str, ...],
     no_broadcast: bool,
+    subscribe_patterns: tuple[str, ...],
 ) -> NoReturn:
     def work() -> int:
         from streambridge.settings import WebSettings
@@ -431,6 +439,7 @@ def user_add(
                 list(rooms),
                 publish=list(publish_rooms) or None,
                 broadcast=not no_broadcast,
+                subscribe=list(subscribe_patterns),
             )
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)

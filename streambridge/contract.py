@@ -295,6 +295,17 @@ def check_known_fields(fields: Mapping[str, Any]) -> None:
         raise ContractError(f"unknown field(s): {', '.join(sorted(map(shown, unknown)))}")
 
 
+def room_error(room: Any) -> str | None:
+    """Why ``room`` cannot name a room (None: it can), by the rules of ``Event.room``."""
+    if type(room) is not str:
+        return "room must be a string"
+    if not 1 <= len(room) <= ROOM_MAX_CHARS:
+        return f"room must be 1-{ROOM_MAX_CHARS} characters"
+    if not _is_utf8(room):
+        return "room is not UTF-8"
+    return None
+
+
 def shown(text: str, limit: int = 64) -> str:
     """Text from a stream entry as it may go into a reason or a log line: bytes that are
     not UTF-8 (read with surrogateescape) written as \\xNN, cut at ``limit``."""

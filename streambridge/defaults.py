@@ -58,6 +58,17 @@ REPLAY_PAGE = 200
 MAX_CLIENT_QUEUE = 2_000
 """Packets queued for one slow client before it is disconnected (it catches up later)."""
 
+MAX_SUBSCRIPTIONS = 100
+"""Rooms one connection may subscribe to on request (besides its own and granted ones)."""
+
+SUBSCRIBE_RATE = 5.0
+SUBSCRIBE_BURST = 20
+"""Subscribe and unsubscribe requests of one connection: this many at once, then this
+many per second."""
+
+AUTHORIZE_TIMEOUT_S = 2.0
+"""A room authorization hook that has not answered by then counts as no."""
+
 REDIS_POOL_SIZE = 50
 """Redis connections shared by one web server's green threads (they wait for one)."""
 

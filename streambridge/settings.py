@@ -214,6 +214,25 @@ class WebSettings(CommonSettings, MetricsSettings):
         ge=10,
         description="Packets queued for one client before it is shed (and later caught up).",
     )
+    max_subscriptions: int = Field(
+        defaults.MAX_SUBSCRIPTIONS,
+        ge=0,
+        description="Rooms one connection may subscribe to on request (0: none).",
+    )
+    subscribe_rate: float = Field(
+        defaults.SUBSCRIBE_RATE,
+        gt=0,
+        description="Subscribe/unsubscribe requests per second per connection, after a "
+        "burst of STREAMBRIDGE_SUBSCRIBE_BURST.",
+    )
+    subscribe_burst: int = Field(
+        defaults.SUBSCRIBE_BURST, ge=1, description="Requests one connection may make at once."
+    )
+    authorize_timeout_s: float = Field(
+        defaults.AUTHORIZE_TIMEOUT_S,
+        gt=0,
+        description="A room authorization hook not answering within this time says no.",
+    )
     redis_pool_size: int = Field(
         defaults.REDIS_POOL_SIZE, ge=1, description="Redis connections one web server uses."
     )

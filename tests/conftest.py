@@ -29,7 +29,7 @@ def users_template(tmp_path_factory):
     # Hashing a password takes a fifth of a second: hash once, copy per test.
     path = tmp_path_factory.mktemp("users") / "users.json"
     store = UserStore(path)
-    store.add("alice", PASSWORDS["alice"])
+    store.add("alice", PASSWORDS["alice"], subscribe=["team:*", "order:1*"])
     store.add("bob", PASSWORDS["bob"])
     store.add("carol", PASSWORDS["carol"], rooms=["team:blue"])
     return path

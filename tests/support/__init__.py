@@ -342,12 +342,15 @@ class Client:
 
 
 class PacedProducer:
-    """XADDs ``limit`` events to ``channel`` on a thread, about ``rate`` per second, until
-    stopped; ``ids`` grows as it goes."""
+    """XADDs ``limit`` events to ``channel`` (in ``room``) on a thread, about ``rate`` per
+    second, until stopped; ``ids`` grows as it goes."""
 
-    def __init__(self, client, channel: str, limit: int, rate: float = 50.0) -> None:
+    def __init__(
+        self, client, channel: str, limit: int, rate: float = 50.0, room: str | None = None
+    ) -> None:
         self.client = client
         self.channel = channel
+        self.room = room
         self.limit = limit
         self.interval = 1 / rate
         self.ids: list[str] = []
@@ -358,7 +361,10 @@ class PacedProducer:
         for n in range(self.limit):
             if self.stopping.is_set():
                 return
-            self.ids.append(self.client.xadd("events", {"channel": self.channel, "body": str(n)}))
+            fields = {"channel": self.channel, "body": str(n)}
+            if self.room is not None:
+                fields["room"] = self.room
+            self.ids.append(self.client.xadd("events", fields))
             self.stopping.wait(self.interval)  # pacing the producer
 
     def start(self) -> PacedProducer:

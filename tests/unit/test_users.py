@@ -243,3 +243,30 @@ def test_publish_rules_narrow_what_a_user_may_publish(store):
 def test_bad_publish_rules_are_an_error(entry):
     with pytest.raises(ValueError, match="bad publish rules"):
         parse(json.dumps({"alice": entry}))
+
+
+def test_subscribe_patterns_are_stored_and_matched(store):
+    store.add("erin", "long-enough", subscribe=["team:*", "order:1?", "team:*"])
+    erin = store.get("erin")
+    assert erin.subscribe == ("order:1?", "team:*")
+    assert erin.may_subscribe("team:blue")
+    assert erin.may_subscribe("order:12")
+    assert not erin.may_subscribe("order:123")
+    assert not erin.may_subscribe("Team:blue")  # case counts
+    assert not erin.may_subscribe("secret")
+
+
+def test_another_users_room_never_matches_a_pattern():
+    user = User("erin", "hash", subscribe=("*",))
+    assert user.may_subscribe("anything")
+    assert user.may_subscribe("user:erin")
+    assert not user.may_subscribe("user:bob")
+
+
+def test_no_patterns_means_no_room_on_request():
+    assert not User("erin", "hash").may_subscribe("team:blue")
+
+
+def test_subscribe_must_be_a_list():
+    with pytest.raises(ValueError, match="subscribe"):
+        parse(json.dumps({"erin": {"password": "h", "subscribe": "team:*"}}))

@@ -69,6 +69,11 @@ def create_app(
         user = users.get(user_id)
         return user is not None and user.may_publish(room)
 
+    @ext.authorize_room
+    def users_file_patterns(user_id: str, room: str) -> bool:
+        user = users.get(user_id)
+        return user is not None and user.may_subscribe(room)
+
     registry = LoginRegistry(state(app).redis, settings.session_lifetime_s)
     app.extensions["streambridge.logins"] = registry
     state(app).logins_alive = registry.alive

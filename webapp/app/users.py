@@ -1,14 +1,18 @@
 """The users file: JSON of name -> werkzeug password hash.
 
 A value may also be an object ``{"password": <hash>, "rooms": [...], "publish": [...],
-"broadcast": false}``: ``rooms`` grants extra rooms to receive; ``publish`` narrows the
-rooms the user may publish to through ``POST /api/`` (default: every room it may
-receive); ``broadcast: false`` stops it publishing to everyone. The file is re-read when
+"broadcast": false, "subscribe": [...]}``: ``rooms`` grants extra rooms to receive;
+``publish`` narrows the rooms the user may publish to through ``POST /api/`` (default:
+every room it may receive); ``broadcast: false`` stops it publishing to everyone;
+``subscribe`` lists patterns (``fnmatch``: ``team:*``, ``order:1?``) of rooms its pages
+may ask for (``sb.subscribe``; default none). Another user's ``user:`` room never
+matches. The file is re-read when
 it changes, so ``streambridge user add`` takes effect without a restart.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -17,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streambridge.webapp.ext.identity import Viewer, user_room
+from streambridge.webapp.ext.identity import USER_ROOM_PREFIX, Viewer, user_room
 from werkzeug.security import check_password_hash, generate_password_hash
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -32,6 +36,7 @@ class User:
     rooms: tuple[str, ...] = field(default_factory=tuple)
     publish: tuple[str, ...] | None = None  # None: every room it may receive
     broadcast: bool = True
+    subscribe: tuple[str, ...] = field(default_factory=tuple)  # fnmatch patterns
 
     def viewer(self, login_id: str | None = None) -> Viewer:
         return Viewer(self.name, frozenset(self.rooms), login_id)
@@ -42,6 +47,12 @@ class User:
 
     def may_receive(self, room: str | None) -> bool:
         return self.viewer().may_receive(room)
+
+    def may_subscribe(self, room: str) -> bool:
+        """A room on request: one its ``subscribe`` patterns match (case counts)."""
+        if room.startswith(USER_ROOM_PREFIX) and room != self.own_room:
+            return False
+        return any(fnmatch.fnmatchcase(room, pattern) for pattern in self.subscribe)
 
     def may_publish(self, room: str | None) -> bool:
         """Only where it may receive, narrowed by ``publish`` and ``broadcast``."""
@@ -90,6 +101,7 @@ class UserStore:
         *,
         publish: list[str] | None = None,
         broadcast: bool = True,
+        subscribe: list[str] | None = None,
     ) -> None:
         """Create or replace a user; the file is rewritten atomically, mode 0600."""
         if not NAME_PATTERN.fullmatch(name):
@@ -104,6 +116,8 @@ class UserStore:
             entry["publish"] = sorted(set(publish))
         if not broadcast:
             entry["broadcast"] = False
+        if subscribe:
+            entry["subscribe"] = sorted(set(subscribe))
         raw[name] = entry if len(entry) > 1 else entry["password"]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
@@ -125,16 +139,20 @@ def parse(text: str) -> dict[str, User]:
             rooms = tuple(str(r) for r in value.get("rooms", []))
             publish = value.get("publish")
             broadcast = value.get("broadcast", True)
+            subscribe = value.get("subscribe", [])
             if not (publish is None or isinstance(publish, list)) or not isinstance(
                 broadcast, bool
             ):
                 raise ValueError(f"users file: bad publish rules for {name!r}")
+            if not isinstance(subscribe, list):
+                raise ValueError(f"users file: subscribe of {name!r} must be a list")
             users[name] = User(
                 name,
                 value["password"],
                 rooms,
                 None if publish is None else tuple(str(r) for r in publish),
                 broadcast,
+                tuple(str(p) for p in subscribe),
             )
         else:
             raise ValueError(f"users file: bad entry for {name!r}")

@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 from redis.backoff import EqualJitterBackoff
-from streambridge.webapp.ext.delivery_ledger import DeliveryLedger
+from streambridge.webapp.ext.delivery_ledger import DeliveryLedger, RoomReplay
 from streambridge.webapp.ext.identity import Viewer
 from streambridge.webapp.ext.metrics import WebMetrics
 from streambridge.webapp.ext.queue_manager import StreamQueueManager
@@ -124,6 +124,7 @@ class Client:
     sid: str
     namespace: str
     user: Viewer
+    subscribed: set[str] = field(default_factory=set)  # rooms it asked for (``subscriptions``)
 
 
 class CatchUp:
@@ -278,9 +279,58 @@ class CatchUp:
 
         return self._caught_up(client, positions, at)
 
+    # -- a room on request -------------------------------------------------------------
+    def subscribe(self, client: Client, room: str, position: Any) -> dict[str, Any]:
+        """Join ``room`` and replay what the client missed there since ``position`` (the
+        connect form: ``{"positions": {...}}`` or ``{"last_id", "epoch"}``; none: from
+        now on). Its live events are held meanwhile, as at connect; held events of the
+        room that the replay sent are dropped. The caller makes sure no other catch-up
+        of the client runs. Returns ``recovered``, ``replayed`` and any ``reason``."""
+        shard = shard_for(room, len(self.shards))
+        last_id, epoch = self.positions(position)[shard]
+        plan: Plan | None = None
+        room_replay = None
+        replayed = 0
+        self.ledger.hold(client.sid)
+        try:
+            # Joined before the history is read: an event published after the read
+            # arrives live (held), one published before is in the history.
+            client.subscribed.add(room)
+            self.manager.enter_room(client.sid, client.namespace, room)
+            if last_id is not None:
+                try:
+                    plan = self.plan(client, last_id, epoch, shard, only=room)
+                except ERRORS as exc:
+                    log.warning("catchup.redis_error", extra={"sid": client.sid, "error": str(exc)})
+                    plan = Plan(False, "stream unavailable", None, ZERO, "")
+                if plan.covered is not None:
+                    replayed = self.replay(client, plan, shard)
+                    room_replay = RoomReplay(room, shard, plan.covered)
+        finally:
+            self.ledger.release(
+                client.sid, client.namespace, covered={}, start={}, room_replay=room_replay
+            )
+        self.metrics.replayed.inc(replayed)
+        answer: dict[str, Any] = {"recovered": plan is None or plan.recovered, "replayed": replayed}
+        if plan is not None and plan.reason:
+            answer["reason"] = plan.reason
+        return answer
+
+    def unsubscribe(self, client: Client, room: str) -> None:
+        client.subscribed.discard(room)
+        self.manager.leave_room(client.sid, client.namespace, room)
+
     # -- the decision -------------------------------------------------------------
-    def plan(self, client: Client, last_id: Any, client_epoch: Any, shard: int = 0) -> Plan:
-        """The plan for one shard, from the client's position there."""
+    def plan(
+        self,
+        client: Client,
+        last_id: Any,
+        client_epoch: Any,
+        shard: int = 0,
+        only: str | None = None,
+    ) -> Plan:
+        """The plan for one shard, from the client's position there (``only``: for that
+        one room instead of all the client's rooms)."""
         epoch = self._epoch(shard)
         if last_id is None:
             return Plan(True, None, None, self._read(client, shard, None).last, epoch)
@@ -298,7 +348,7 @@ class CatchUp:
             )
         if client_epoch is not None and client_epoch is not CURRENT and client_epoch != epoch:
             return self._refuse(client, "stream was recreated (epoch changed)", epoch, shard)
-        snapshot = self._read(client, shard, after)
+        snapshot = self._read(client, shard, after, only)
         refuse = Plan(False, None, None, snapshot.last, epoch)
         if after > snapshot.last:
             return replace(refuse, reason="last_id is in the future")
@@ -315,7 +365,7 @@ class CatchUp:
                 return replace(refuse, reason=reason)
         missed = sorted(
             (StreamId.parse(position), name, fields)
-            for name, room in zip(self._rooms(client, shard), snapshot.rooms, strict=True)
+            for name, room in zip(self._rooms(client, shard, only), snapshot.rooms, strict=True)
             for position, fields in room.entries
         )
         limit = self.settings.replay_limit
@@ -326,19 +376,26 @@ class CatchUp:
     def _refuse(self, client: Client, reason: str, epoch: str, shard: int) -> Plan:
         return Plan(False, reason, None, self._read(client, shard, None).last, epoch)
 
-    def _rooms(self, client: Client, shard: int) -> list[str | None]:
-        """The rooms the client may see whose events are in ``shard``."""
+    def _rooms(self, client: Client, shard: int, only: str | None = None) -> list[str | None]:
+        """The rooms the client may see (``only``: just that one) whose events are in
+        ``shard``."""
         count = len(self.shards)
-        rooms: list[str | None] = [None, *client.user.all_rooms]
-        return [r for r in rooms if shard_for(r, count) == shard]
+        if only is not None:
+            rooms: list[str | None] = [only]
+        else:
+            rooms = [None, *client.user.all_rooms, *sorted(client.subscribed)]
+        return [r for r in dict.fromkeys(rooms) if shard_for(r, count) == shard]
 
-    def _read(self, client: Client, shard: int, after: StreamId | None) -> history.Snapshot:
+    def _read(
+        self, client: Client, shard: int, after: StreamId | None, only: str | None = None
+    ) -> history.Snapshot:
         """One atomic read of the shard's clock and, from ``after``, the histories of the
         client's rooms there (at most replay_limit + 1 events each)."""
         stream = self.shards[shard].stream
         names = [keys.history_clock(stream)]
         if after is not None:
-            names += [keys.history(stream, client.namespace, r) for r in self._rooms(client, shard)]
+            rooms = self._rooms(client, shard, only)
+            names += [keys.history(stream, client.namespace, r) for r in rooms]
         reply = self._read_script(
             keys=names, args=["" if after is None else str(after), self.settings.replay_limit + 1]
         )

@@ -19,13 +19,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streambridge.ids import ZERO, StreamId
 
 log = logging.getLogger(__name__)
 
-Held = tuple[int, StreamId, str, list[Any]]  # (shard, id, event, [body, meta])
+Held = tuple[int, StreamId, str, list[Any], str | None]  # (shard, id, event, [body, meta], room)
+
+
+@dataclass(frozen=True)
+class RoomReplay:
+    """A replay of one room (a subscription with a position): in ``shard`` it sent that
+    room's events up to ``through``, so held events of the room up to there are repeats."""
+
+    room: str
+    shard: int
+    through: StreamId
 
 
 class Courier(Protocol):
@@ -72,9 +83,11 @@ class DeliveryLedger:
         stream_id: StreamId,
         event: str,
         data: list[Any],
+        room: str | None = None,
     ) -> None:
-        """One live stream event to its recipients ``(sid, eio_sid)``: sent, held back,
-        dropped as a repeat, or, for a client too far behind, the reason to shed it."""
+        """One live stream event (sent to ``room``) to its recipients ``(sid, eio_sid)``:
+        sent, held back, dropped as a repeat, or, for a client too far behind, the reason
+        to shed it."""
         courier = self._courier
         limit = self._max_client_queue
         packets = None
@@ -90,7 +103,7 @@ class DeliveryLedger:
                         if courier.backlog(eio_sid) is not None:
                             self._shed(sid, eio_sid)
                         continue
-                    held.append((shard, stream_id, event, data))
+                    held.append((shard, stream_id, event, data, room))
                     continue
                 covered = self._covered.get(sid)
                 if covered is not None and stream_id <= covered.get(shard, ZERO):
@@ -130,12 +143,14 @@ class DeliveryLedger:
         *,
         covered: dict[int, StreamId],
         start: dict[int, StreamId],
+        room_replay: RoomReplay | None = None,
     ) -> int:
         """Send what was held, in stream order, skipping what the replay covered.
 
         Per shard: ``covered``, up to where the replay sent everything; ``start``,
         where the client's live history begins (the shard's newest id when it was
-        caught up); its position never goes below that.
+        caught up); its position never goes below that. ``room_replay``: the replay
+        covered only that room (a subscription), the others' held events all go.
         """
         with self._lock:
             held = self._held.pop(sid, None) or []
@@ -148,8 +163,15 @@ class DeliveryLedger:
                 mine[shard] = max(mine.get(shard, ZERO), stream_id)
                 positions[shard] = max(positions.get(shard, ZERO), stream_id)
             sent = 0
-            for shard, stream_id, event, data in held:
+            for shard, stream_id, event, data, room in held:
                 if stream_id <= covered.get(shard, ZERO):
+                    continue
+                if (
+                    room_replay is not None
+                    and room == room_replay.room
+                    and shard == room_replay.shard
+                    and stream_id <= room_replay.through
+                ):
                     continue
                 try:
                     self._courier.send_to(sid, namespace, event, data)

@@ -15,6 +15,10 @@
     def may_publish(user_id, room):     # optional: who may publish where (publish_as)
         return room == f"user:{user_id}"
 
+    @bridge.authorize_room
+    def may_subscribe(user_id, room):   # optional: rooms a page may ask for (sb.subscribe)
+        return room.startswith("order:") and owns(user_id, room)
+
 It sets up Flask-SocketIO on ``STREAMBRIDGE_SOCKETIO_PATH`` with the Redis queue,
 refuses sockets without a logged-in user, puts each user in ``user:<id>`` (plus the
 rooms from ``rooms_loader``), catches clients up from the stream, and serves the
@@ -41,6 +45,7 @@ from streambridge.webapp.ext.identity import Viewer
 from streambridge.webapp.ext.metrics import WebMetrics
 from streambridge.webapp.ext.queue_manager import StreamQueueManager
 from streambridge.webapp.ext.request_bounds import RequestBounds
+from streambridge.webapp.ext.subscriptions import Subscriptions, with_time_limit
 
 from streambridge.contract import Event
 from streambridge.publisher import Publisher
@@ -56,6 +61,7 @@ EXTENSION_KEY = "streambridge"
 UserLoader = Callable[[], Any]
 RoomsLoader = Callable[[str], Iterable[str]]
 PublishAuthorizer = Callable[[str, str | None], bool]
+RoomAuthorizer = Callable[[str, str], bool]
 LoginsAlive = Callable[[Iterable[str]], set[str]]
 LOGIN_CHECK_EVERY_S = 0.5
 
@@ -170,6 +176,7 @@ class StreamBridge:
         self._user_loader = user_loader or flask_login_user
         self._rooms_loader = rooms_loader
         self._authorize_publish: PublishAuthorizer | None = None
+        self._authorize_room: RoomAuthorizer | None = None
         self._settings = settings
         self._redis_client = redis_client
         self._logins_alive = logins_alive
@@ -198,6 +205,15 @@ class StreamBridge:
         where it may receive: everyone, its own room and its granted rooms. An
         exception or anything but ``True`` counts as no."""
         self._authorize_publish = fn
+        return fn
+
+    def authorize_room(self, fn: RoomAuthorizer) -> RoomAuthorizer:
+        """Register the function that says whether a user id may subscribe to a room on
+        request (``sb.subscribe(room)`` in the browser). It runs in the app's context,
+        on each request (also each re-subscription after a reconnect); an exception,
+        no answer within ``STREAMBRIDGE_AUTHORIZE_TIMEOUT_S`` or anything but ``True``
+        counts as no. Without one, no room can be subscribed on request."""
+        self._authorize_room = fn
         return fn
 
     def current_viewer(self) -> Viewer | None:
@@ -273,7 +289,10 @@ class StreamBridge:
             self._logins_alive,
         )
         app.extensions[EXTENSION_KEY] = state
-        sockets.register(socketio, catchup, self.current_viewer)
+        subscriptions = Subscriptions(
+            catchup, settings, self._room_authorizer(app, socketio, settings), socketio.sleep
+        )
+        sockets.register(socketio, catchup, self.current_viewer, subscriptions)
         metrics.connected.set_function(lambda: len(catchup.clients))
         app.register_blueprint(_client_blueprint(settings.client_script_url))
         app.register_blueprint(_ops_blueprint())
@@ -285,6 +304,19 @@ class StreamBridge:
             )
         self.socketio = socketio
         return state
+
+    def _room_authorizer(
+        self, app: Flask, socketio: SocketIO, settings: WebSettings
+    ) -> Callable[[Viewer, str], bool]:
+        """``authorize_room``'s answer with its time limit; the hook is looked up on each
+        request (it is often registered after ``init_app``)."""
+
+        def ask(user_id: str, room: str) -> Any:
+            return self._authorize_room is not None and self._authorize_room(user_id, room)
+
+        return with_time_limit(
+            ask, settings.authorize_timeout_s, socketio.start_background_task, app.app_context
+        )
 
     # -- producing from the host app -----------------------------------------------
     def publish(

@@ -201,7 +201,7 @@ class StreamQueueManager(socketio.RedisManager):
             log.warning("queue.bad_shard", extra={"shard": str(shard)[:16], "shards": self.shards})
             return
         recipients = self.get_participants(namespace, room)
-        self.ledger.deliver(recipients, namespace, shard, stream_id, event, data)
+        self.ledger.deliver(recipients, namespace, shard, stream_id, event, data, room)
 
     def queue_length(self, sid: str, namespace: str) -> int:
         eio_sid = self.eio_sid_from_sid(sid, namespace)

@@ -1,11 +1,11 @@
 """Socket.IO handlers: only logged-in users connect; each joins only its own rooms
 (``user:<id>`` and the rooms granted to it) and is caught up from the stream.
 
-Clients send no events of their own. Whatever they send never reaches a life-cycle
-handler: python-socketio dispatches a client event named ``connect`` or
-``disconnect`` to the server's own connect/disconnect handlers (which would re-run a
-full catch-up, or make the login watcher forget a socket that stays open), so such a
-socket is closed before dispatch.
+Clients send only the requests of ``subscriptions`` (rooms on request). Whatever else
+they send never reaches a life-cycle handler: python-socketio dispatches a client event
+named ``connect`` or ``disconnect`` to the server's own connect/disconnect handlers
+(which would re-run a full catch-up, or make the login watcher forget a socket that
+stays open), so such a socket is closed before dispatch.
 
 python-engineio's ``Server.disconnect(sid)`` closes a session and waits for its queue
 to drain; for a long-polling session, that is a wait inside the request handler for a
@@ -25,6 +25,12 @@ from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from streambridge.webapp.ext.catchup import CatchUp
 from streambridge.webapp.ext.identity import Viewer
+from streambridge.webapp.ext.subscriptions import (
+    CLIENT_EVENTS,
+    SUBSCRIBE_EVENT,
+    UNSUBSCRIBE_EVENT,
+    Subscriptions,
+)
 
 from streambridge.contract import is_reserved
 
@@ -35,6 +41,7 @@ def register(
     socketio: SocketIO,
     catchup: CatchUp,
     current_viewer: Callable[[], Viewer | None],
+    subscriptions: Subscriptions,
 ) -> None:
     refuse_reserved_events(socketio.server)
     disconnect_without_waiting(socketio.server.eio)
@@ -55,19 +62,30 @@ def register(
         # Last, with no I/O after it: the replay must start after the CONNECT packet.
         socketio.start_background_task(catchup.run, sid, auth)
 
+    @socketio.on(SUBSCRIBE_EVENT)
+    def on_subscribe(*args):
+        # The answer is the acknowledgement; a request is one argument, an object.
+        return subscriptions.subscribe(request.sid, args[0] if len(args) == 1 else None)
+
+    @socketio.on(UNSUBSCRIBE_EVENT)
+    def on_unsubscribe(*args):
+        return subscriptions.unsubscribe(request.sid, args[0] if len(args) == 1 else None)
+
     @socketio.on("disconnect")
     def on_disconnect(reason=None):
         catchup.on_disconnect(request.sid)
+        subscriptions.forget(request.sid)
         log.info("socket.disconnected", extra={"sid": request.sid, "reason": str(reason)})
 
 
 def refuse_reserved_events(server: socketio.Server) -> None:
-    """Close any socket that sends an event with a reserved name (or no name at all)."""
+    """Close any socket that sends an event with a reserved name (or no name at all),
+    other than the requests a client may make (``CLIENT_EVENTS``)."""
     handle_event = server._handle_event
 
     def guarded(eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         name = data[0] if isinstance(data, list) and data else None
-        if isinstance(name, str) and not is_reserved(name):
+        if isinstance(name, str) and (not is_reserved(name) or name in CLIENT_EVENTS):
             handle_event(eio_sid, namespace, id, data)
             return
         namespace = namespace or "/"

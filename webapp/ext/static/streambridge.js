@@ -4,6 +4,10 @@
  *   sb.on("message", (body, meta) => { ... });       // meta.id, meta.replayed, meta.from
  *   sb.onRecovery((info) => { if (!info.recovered) location.reload(); });
  *   sb.onStatus((state, detail) => { ... });          // connected | reconnecting | offline
+ *   sb.subscribe("order:123", {position: meta})       // a room on request (the app's hook decides)
+ *     .then((answer) => { ... });                     // {ok, room, recovered, replayed, reason?}
+ *   sb.onSubscription((answer) => { ... });           // every answer, also re-subscriptions
+ *   sb.unsubscribe("order:123");
  *
  * It connects with the last stream id it saw in each shard (kept in sessionStorage, so
  * a reload in the same tab resumes), drops ids it has already delivered, and tells you
@@ -12,11 +16,20 @@
  * meta.from names the user who published an event through POST /api/ (absent: the
  * system). Events named "streambridge:..." are the server's own and are only accepted
  * in the shape it sends them.
+ *
+ * Rooms subscribed on request are subscribed again after a reconnect, from where the
+ * client was when the connection dropped (the server asks the app again: a room revoked
+ * meanwhile is refused, and onSubscription says so). {position} is optional: the meta
+ * of the last event the page has of that room ({id, epoch, shard}), and the room's
+ * events after it are replayed first.
  */
 (function (root) {
   "use strict";
   var PREFIX = "streambridge:";
   var RECOVERY = PREFIX + "recovery";
+  var SUBSCRIBE = PREFIX + "subscribe";
+  var UNSUBSCRIBE = PREFIX + "unsubscribe";
+  var ANSWER_TIMEOUT_MS = 15000;
   var MAX_SEEN = 20000;
   var STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
@@ -113,8 +126,50 @@
       }
     });
 
-    socket.on("connect", function () { attempts = 0; status("connected"); });
+    // Rooms on request: room -> {acked, from (wire positions or null), waiters}.
+    var subscriptions = Object.create(null);
+    var subscriptionHandlers = [];
+    var resumeFrom = null;  // where the client was when its connection dropped
+
+    function answered(room, answer) {
+      var sub = subscriptions[room];
+      if (sub) {
+        if (answer.ok) sub.acked = true;
+        else delete subscriptions[room];  // refused (or revoked): not asked for again
+        sub.waiters.splice(0).forEach(function (resolve) { resolve(answer); });
+      }
+      subscriptionHandlers.forEach(function (h) { call(h, [answer]); });
+    }
+    function ask(room) {
+      var sub = subscriptions[room];
+      var from = sub.acked ? (resumeFrom && {positions: resumeFrom}) : sub.from;
+      var request = {room: room};
+      if (from) request.positions = from.positions;
+      socket.timeout(ANSWER_TIMEOUT_MS).emit(SUBSCRIBE, request, function (err, answer) {
+        if (subscriptions[room] !== sub) return;  // unsubscribed meanwhile
+        if (err) return;  // no answer (the connection dropped): asked again on reconnect
+        if (!answer || typeof answer !== "object" || typeof answer.ok !== "boolean") {
+          answer = {ok: false, room: room, reason: "malformed answer"};
+        }
+        answered(room, answer);
+      });
+    }
+    function wirePosition(position) {
+      if (!position || typeof position !== "object") return null;
+      var id = position.id || position.last_id;
+      if (typeof id !== "string" || !STREAM_ID.test(id)) return null;
+      var at = {};
+      at[shardOf(position)] = {last_id: id, epoch: position.epoch || null};
+      return {positions: at};
+    }
+
+    socket.on("connect", function () {
+      attempts = 0;
+      status("connected");
+      Object.keys(subscriptions).forEach(ask);
+    });
     socket.on("disconnect", function (reason) {
+      resumeFrom = JSON.parse(JSON.stringify(position.shards));
       if (reason === "io client disconnect") status("offline", reason);
       else if (reason === "io server disconnect") status("offline", "closed by the server");
       else status("reconnecting", {attempt: attempts, reason: reason});
@@ -170,6 +225,32 @@
       onAny: function (handler) { anyHandlers.push(handler); return this; },
       onRecovery: function (handler) { recoveryHandlers.push(handler); return this; },
       onStatus: function (handler) { statusHandlers.push(handler); return this; },
+      onSubscription: function (handler) { subscriptionHandlers.push(handler); return this; },
+      subscribe: function (room, opts) {
+        return new Promise(function (resolve) {
+          var earlier = subscriptions[room];  // asked again before the answer: both get it
+          var sub = subscriptions[room] = {
+            acked: false, from: wirePosition(opts && opts.position),
+            waiters: (earlier ? earlier.waiters : []).concat([resolve])
+          };
+          if (socket.connected) ask(room);  // else when it connects
+          return sub;
+        });
+      },
+      unsubscribe: function (room) {
+        var sub = subscriptions[room];
+        delete subscriptions[room];
+        if (sub) sub.waiters.splice(0).forEach(function (resolve) {
+          resolve({ok: false, room: room, reason: "unsubscribed"});
+        });
+        return new Promise(function (resolve) {
+          if (!socket.connected) return resolve({ok: true, room: room});
+          socket.timeout(ANSWER_TIMEOUT_MS).emit(UNSUBSCRIBE, {room: room}, function (err, answer) {
+            resolve(err ? {ok: false, room: room, reason: "no answer"} : answer);
+          });
+        });
+      },
+      rooms: function () { return Object.keys(subscriptions); },
       close: function () { socket.disconnect(); }
     };
   }
