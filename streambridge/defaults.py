@@ -58,6 +58,9 @@ REPLAY_PAGE = 200
 MAX_CLIENT_QUEUE = 2_000
 """Packets queued for one slow client before it is disconnected (it catches up later)."""
 
+PING_INTERVAL_S = 25.0
+"""Engine.IO's ping interval (python-socketio's default)."""
+
 MAX_SUBSCRIPTIONS = 100
 """Rooms one connection may subscribe to on request (besides its own and granted ones)."""
 

@@ -214,6 +214,12 @@ class WebSettings(CommonSettings, MetricsSettings):
         ge=10,
         description="Packets queued for one client before it is shed (and later caught up).",
     )
+    ping_interval_s: float = Field(
+        defaults.PING_INTERVAL_S,
+        gt=0,
+        description="Engine.IO pings to each client this often (a dead client is noticed "
+        "within this plus 20 s).",
+    )
     max_subscriptions: int = Field(
         defaults.MAX_SUBSCRIPTIONS,
         ge=0,

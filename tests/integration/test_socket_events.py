@@ -76,3 +76,29 @@ def test_an_event_without_a_name_closes_the_socket_and_others_are_ignored(
     redis_client.xadd("events", {"channel": "message", "body": '"still here"'})
     harmless.wait_for(1, "message")
     assert harmless.sio.connected
+
+
+def test_every_client_is_pinged_by_the_server_and_stays_connected(
+    env, tmp_path, processes, bridge, clients, redis_client
+):
+    from engineio import packet
+
+    from tests.support import start_web
+
+    web = start_web(env, tmp_path, processes, "web-pings", STREAMBRIDGE_PING_INTERVAL_S="0.3")
+    pinged: dict[int, int] = {}
+    for n in range(3):
+        client = open_socket(clients, web, web.login("alice"))
+        receive = client.sio.eio._receive_packet
+
+        def counting(pkt, n=n, receive=receive):
+            if pkt.packet_type == packet.PING:
+                pinged[n] = pinged.get(n, 0) + 1
+            return receive(pkt)
+
+        client.sio.eio._receive_packet = counting
+    wait_until(lambda: len(pinged) == 3 and min(pinged.values()) >= 4, 10, "four pings each")
+    redis_client.xadd("events", {"channel": "message", "body": '"still here"'})
+    for client in clients:
+        client.wait_for(1, "message")
+        assert client.sio.connected

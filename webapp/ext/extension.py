@@ -265,6 +265,7 @@ class StreamBridge:
             path=settings.socketio_path.lstrip("/"),
             client_manager=manager,
             max_http_buffer_size=settings.max_request_bytes,
+            ping_interval=settings.ping_interval_s,
             # None: same origin only (python-socketio compares Origin with Host).
             cors_allowed_origins=_origin_check(settings.allowed_origins),
         )

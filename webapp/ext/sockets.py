@@ -25,6 +25,7 @@ from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from streambridge.webapp.ext.catchup import CatchUp
 from streambridge.webapp.ext.identity import Viewer
+from streambridge.webapp.ext.pings import share_pings
 from streambridge.webapp.ext.subscriptions import (
     CLIENT_EVENTS,
     SUBSCRIBE_EVENT,
@@ -45,6 +46,7 @@ def register(
 ) -> None:
     refuse_reserved_events(socketio.server)
     disconnect_without_waiting(socketio.server.eio)
+    share_pings(socketio.server.eio)
 
     @socketio.on("connect")
     def on_connect(auth=None):
