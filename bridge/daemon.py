@@ -36,6 +36,7 @@ from streambridge.queue import (
     ITEM_OPEN,
     MAX_BATCH_BYTES,
     batch_head,
+    item_place,
     item_tail,
     shard_route,
 )
@@ -541,7 +542,7 @@ class Bridge:
         ]
         for stream_id, event in valid:
             keys.append(history_key(s.stream, event.namespace, event.room))
-            args += (stream_id, item_tail(event, stream_id))
+            args += (stream_id, item_tail(event, stream_id), item_place(event))
         return [self._append.command(keys, args)]
 
     def _published(self, valid: list[tuple[str, Event]], replies: list[Any]) -> None:

@@ -17,10 +17,11 @@ records how far back it is complete: Redis's ``max-deleted-entry-id`` is set, wh
 history is created, to the newest position a former history of that room could have
 held, and ``entries-added`` above ``length`` shows that trimming removed some.
 
-An entry has one field, ``i``: the event's batch item after its position
-(``queue.item_tail``), so the publish script writes the same text to the history and to
-the queue message. Entries written before (fields ``e``, ``c``, ``b``, ``f``) are still
-read: a history lives at most ``history_ttl_s`` after its last event.
+An entry has one field, ``i``: the event's batch item after its position, without the
+namespace and room its key names (``queue.item_tail``), so the publish script writes the
+same text to the history and to the queue message. Entries written before (fields ``e``,
+``c``, ``b``, ``f``) are still read: a history lives at most ``history_ttl_s`` after its
+last event.
 
 All of a shard's keys share its cluster slot (see ``keys.history``), so a script can
 touch them together and recovery reads one node per shard.
@@ -44,7 +45,7 @@ local size, ttl = ARGV[5], tonumber(ARGV[6])
 local first, last = ARGV[7], ARGV[8]
 local head, tail, max_bytes = ARGV[9], ARGV[10], tonumber(ARGV[11])
 local open, close, guard = ARGV[12], ARGV[13], ARGV[14]
-local FIRST, STEP = 15, 2
+local FIRST, STEP = 15, 3
 -- The batch sent before this one stopped part-way if its last event is still pending
 -- here: publish nothing, or this batch would overtake the events it left.
 if guard ~= '' and #redis.call('XPENDING', stream, group, guard, guard, 1, consumer) > 0 then
@@ -116,11 +117,12 @@ for i = 3, #KEYS do
     end
     seq = seq + 1
     touched[key] = true
-    local tail = ARGV[a + 1]
-    local bytes = #between + #id + #tail
+    local tail, place = ARGV[a + 1], ARGV[a + 2]
+    local bytes = #between + #id + #tail + #place
     if pending_bytes > 0 and pending_bytes + bytes > max_bytes then flush() end
     local n = #parts
-    parts[n + 1], parts[n + 2], parts[n + 3] = pending_bytes > 0 and between or open, id, tail
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] =
+      pending_bytes > 0 and between or open, id, tail, place
     pending_bytes = pending_bytes + bytes
     done[#done + 1] = entry
   end
@@ -145,16 +147,16 @@ return {handled, #done, failure}
 """KEYS: the shard's stream, its clock, then each event's history key. ARGV: group,
 consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms, the
 lowest and highest entry id of the batch, the batch message's head and tail and its size
-limit (``queue.batch_head``, ``BATCH_TAIL``, ``MAX_BATCH_BYTES``), what opens and
-closes an item (``queue.ITEM_OPEN``, ``ITEM_CLOSE``), the guard (an entry id: publish
-nothing while it is pending on this consumer; '' for none), then two per event: its entry
-id and its item's text after the position (``queue.item_tail``), which is also what its
-room's history keeps, in the field ``i``. Each event still pending on this consumer is
-given the next position, kept in its room's history, published and acked, in order and
-atomically (an ack means "published"; nothing is published twice). Returns how many events it
-handled (published, or skipped as not pending: another bridge had claimed or published
-it), how many of them it published, and an error ('' for none) that stopped the batch at
-the next event."""
+limit (``queue.batch_head``, ``BATCH_TAIL``, ``MAX_BATCH_BYTES``), what opens and closes
+an item (``queue.ITEM_OPEN``, ``ITEM_CLOSE``), the guard (an entry id: publish nothing
+while it is pending on this consumer; '' for none), then three per event: its entry id,
+its item's text after the position (``queue.item_tail``), which is also what its room's
+history keeps in the field ``i``, and the item's end (``queue.item_place``). Each event
+still pending on this consumer is given the next position, kept in its room's history,
+published and acked, in order and atomically (an ack means "published"; nothing is
+published twice). Returns how many events it handled (published, or skipped as not
+pending: another bridge had claimed or published it), how many of them it published, and
+an error ('' for none) that stopped the batch at the next event."""
 
 READ = """
 local position, count = ARGV[1], ARGV[2]
@@ -275,7 +277,7 @@ def stored_event(position: str, fields: dict[str, str]) -> tuple[str, str, str |
     KeyError) if it is malformed."""
     tail = fields.get("i")
     if tail is not None:
-        _, entry_id, channel, _, _, sender, body = parsed_item(position, tail)
+        _, entry_id, channel, sender, body = parsed_item(position, tail)
         return entry_id, channel, sender, body
     # The former format (see the module's docstring).
     return fields.get("e", ""), fields["c"], fields.get("f") or None, json.loads(fields["b"])

@@ -32,17 +32,19 @@ BATCH_METHOD = "streambridge.batch"
 """The queue message that carries several stream events, in publication order::
 
     {"method": "streambridge.batch", "host_id": ..., "epoch": ..., "shard": <int or null>,
-     "events": [[position, entry id, channel, namespace, room, sender, body], ...]}
+     "events": [[position, entry id, channel, sender, body, namespace, room], ...]}
 
-``room`` and ``sender`` are null for none, ``body`` is the event's JSON. Each item is
+``sender`` and ``room`` are null for none, ``body`` is the event's JSON. A room's history
+keeps each event's item without its last two (its key names them). Each item is
 what one emit message would carry, without the parts every event of a batch shares:
 the bridge builds and Redis publishes a third of the bytes. A Socket.IO server that is
 not streambridge ignores it (an unknown method); streambridge's web servers turn each
 item into its emit message (``unbatched``) and deliver them one by one."""
 BATCH_TAIL = "]}"
 ITEM_OPEN = '["'
-"""What comes before a batch item's position; after it the item's ``item_tail`` and
-``ITEM_CLOSE`` (the publish script splices them; a room's history keeps the tail)."""
+"""What comes before a batch item's position; after it the item's ``item_tail``, its
+``item_place`` and ``ITEM_CLOSE`` (the publish script splices them; a room's history
+keeps the tail)."""
 ITEM_CLOSE = "]"
 MAX_BATCH_BYTES = 256 * 1024
 """A batch message's size limit: past it the batch goes on in another message. Big
@@ -117,26 +119,33 @@ def batch_head(epoch: str, shard: int | None) -> str:
 
 
 def item_tail(event: Event, entry_id: str) -> str:
-    """A batch item's text after its position: what a room's history keeps of an event
-    (``history.APPEND``), and what the publish script puts after the position it gives."""
+    """A batch item's text from its position to its place: what a room's history keeps
+    of an event (``history.APPEND``)."""
     # Stream ids are digits and a dash, a channel needs no escaping (its pattern).
-    return (
-        f'","{entry_id}","{event.channel}",{_quoted(event.namespace)},{_quoted(event.room)},'
-        f"{_quoted(event.sender)},{event.body}"
-    )
+    return f'","{entry_id}","{event.channel}",{_quoted(event.sender)},{event.body}'
+
+
+def item_place(event: Event) -> str:
+    """The end of a batch item: its namespace and room (what a history key names)."""
+    return _place(event.namespace, event.room)
+
+
+@functools.lru_cache(maxsize=4096)
+def _place(namespace: str, room: str | None) -> str:
+    return f",{_quoted(namespace)},{_quoted(room)}"
 
 
 def batch_item(event: Event, position: str, entry_id: str) -> str:
     """One event's item of a batch message (what the publish script writes)."""
-    return ITEM_OPEN + position + item_tail(event, entry_id) + ITEM_CLOSE
+    return ITEM_OPEN + position + item_tail(event, entry_id) + item_place(event) + ITEM_CLOSE
 
 
 def parsed_item(position: str, tail: str) -> list:
-    """``[position, entry id, channel, namespace, room, sender, body]`` from an item's
-    tail (a room's history entry); ValueError if it is not one."""
+    """``[position, entry id, channel, sender, body]`` from an item's tail (a room's
+    history entry); ValueError if it is not one."""
     item = json.loads(ITEM_OPEN + position + tail + ITEM_CLOSE)
-    if not is_item(item):
-        raise ValueError("not a batch item")
+    if not (type(item) is list and len(item) == 5 and _is_head(item)):
+        raise ValueError("not a history item")
     return item
 
 
@@ -164,13 +173,19 @@ def is_item(item: Any) -> bool:
     return (
         type(item) is list
         and len(item) == 7
-        and all(type(text) is str for text in item[:4])
-        and all(text is None or type(text) is str for text in item[4:6])
+        and _is_head(item)
+        and type(item[5]) is str
+        and (item[6] is None or type(item[6]) is str)
     )
 
 
+def _is_head(item: list) -> bool:
+    """Position, entry id, channel and sender have their types."""
+    return all(type(text) is str for text in item[:3]) and (item[3] is None or type(item[3]) is str)
+
+
 def _emit(item: list, epoch: str, shard: int | None) -> dict:
-    position, entry_id, channel, namespace, room, sender, body = item
+    position, entry_id, channel, sender, body, namespace, room = item
     data = marked_meta(position, entry_id, epoch, shard, sender)
     return {
         "method": "emit",

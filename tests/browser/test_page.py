@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.browser.conftest import log_in, message_ids, wait_messages, wait_status
-from tests.support import PacedProducer, Web, wait_until
+from tests.support import PacedProducer, Web, all_published, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -197,3 +197,49 @@ def test_a_refused_position_is_replaced_by_the_servers(page, web, bridge, redis_
     assert page.locator("#notice").is_hidden()
     saved = page.evaluate("key => JSON.parse(sessionStorage.getItem(key))", key)
     assert saved["shards"]["0"]["last_id"] != "99999999999999-0"
+
+
+def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
+    page, web, bridge, redis_client
+):
+    """alice's users-file patterns allow team:* (tests/conftest.py)."""
+    log_in(page, web)
+    page.get_by_label("Room").fill("team:red")
+    page.get_by_role("button", name="Subscribe").click()
+    page.locator('#rooms li[data-room="team:red"]').wait_for()
+    page.get_by_label("Room").fill("secret:x")
+    page.get_by_role("button", name="Subscribe").click()
+    error = page.locator("#join-error")
+    error.wait_for(state="visible")
+    assert error.inner_text() == "Not subscribed to secret:x: not allowed"
+    assert page.locator("#rooms li").count() == 1
+    redis_client.xadd("events", {"channel": "message", "body": '"red 1"', "room": "team:red"})
+    redis_client.xadd("events", {"channel": "message", "body": '"secret"', "room": "secret:x"})
+    wait_messages(page, 1)
+    # Away (a reload) while the room gets more: they are replayed, once, in order.
+    page.goto("about:blank")
+    for n in (2, 3):
+        redis_client.xadd(
+            "events", {"channel": "message", "body": f'"red {n}"', "room": "team:red"}
+        )
+    redis_client.xadd("events", {"channel": "message", "body": '"secret 2"', "room": "secret:x"})
+    wait_until(lambda: all_published(redis_client), 10, "acks")
+    page.goto(web.url + "/")  # the same tab: its position and rooms were kept
+    wait_status(page, "connected")
+    page.locator('#rooms li[data-room="team:red"]').wait_for()
+    wait_messages(page, 2)
+    page.wait_for_timeout(300)  # room for a duplicate or a refused room's event to show up
+    bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
+    assert bodies == ["red 2", "red 3"]
+    replayed = page.eval_on_selector_all(
+        "#messages li", "els => els.map(e => e.classList.contains('replayed'))"
+    )
+    assert replayed == [True, True]
+    page.get_by_role("button", name="Leave team:red").click()
+    wait_until(lambda: page.locator("#rooms li").count() == 0, 5, "the room to be left")
+    redis_client.xadd("events", {"channel": "message", "body": '"red after"', "room": "team:red"})
+    redis_client.xadd("events", {"channel": "message", "body": '"for all"'})
+    wait_messages(page, 3)
+    page.wait_for_timeout(300)
+    assert page.locator("#messages li .body").last.inner_text() == "for all"
+    assert page.locator("#messages li").count() == 3

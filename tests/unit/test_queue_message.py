@@ -89,7 +89,7 @@ def test_body_is_spliced_in_verbatim(body):
     assert message["data"][0] == json.loads(body)
     assert message["data"][1]["id"] == "5-1"
     item = batch_item(event, "5-1", "4-0")
-    assert item.endswith("," + body + "]")
+    assert item.endswith("," + body + ',"/",null]')
     [unbatched_message] = unbatched(json.loads(batch_message([item], "ep")))
     assert unbatched_message == message
 
@@ -164,11 +164,11 @@ def test_a_single_emit_is_passed_on_as_it_is():
 
 @pytest.mark.parametrize(
     "bad_item",
-    [7, "x", None, {"id": "1-0"}, [], ["1-0", "0-1", "m", "/", None, None]],
+    [7, "x", None, {"id": "1-0"}, [], ["1-0", "0-1", "m", None, 1, "/"]],
 )
 def test_a_malformed_item_is_skipped_and_the_others_kept(bad_item):
     good = json.loads(batch_item(Event.build("m", 1), "1-0", "0-1"))
-    typed = [["1-0", "0-1", "m", "/", 5, None, 1], ["1-0", 1, "m", "/", None, None, 1]]
+    typed = [["1-0", "0-1", "m", None, 1, "/", 5], ["1-0", 1, "m", None, 1, "/", None]]
     batch = {"method": BATCH_METHOD, "epoch": "e", "shard": None}
     batch["events"] = [bad_item, good, *typed, good]
     assert [m["data"][1]["id"] for m in unbatched(batch)] == ["1-0", "1-0"]
@@ -213,8 +213,9 @@ def test_a_history_entry_is_an_items_tail_and_reads_back():
     event = Event.build("chat", {"text": "hé"}, room="team:a", namespace="/x", sender="ann")
     fields = {"i": item_tail(event, "7-0")}
     assert stored_event("9-1", fields) == ("7-0", "chat", "ann", {"text": "hé"})
-    # What the publish script writes to the queue is the same text after the position.
-    assert batch_item(event, "9-1", "7-0") == '["9-1' + fields["i"] + "]"
+    # What the publish script writes to the queue: the same text, then the place.
+    assert batch_item(event, "9-1", "7-0") == '["9-1' + fields["i"] + ',"/x","team:a"]'
+    assert "team:a" not in fields["i"]  # the history's key names it
 
 
 def test_a_history_entry_of_the_former_format_reads_back():
@@ -224,7 +225,7 @@ def test_a_history_entry_of_the_former_format_reads_back():
     assert stored_event("9-1", fields) == ("7-0", "chat", None, {"n": 1})
 
 
-@pytest.mark.parametrize("tail", ['","7-0"]', '",1,2,3,4,5,6', "not json"])
+@pytest.mark.parametrize("tail", ['","7-0"', '",1,2,3,4', '","7-0","c",5,1', "not json"])
 def test_a_malformed_history_entry_is_refused(tail):
     from streambridge.history import stored_event
 

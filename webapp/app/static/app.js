@@ -85,6 +85,60 @@
     }
   });
 
+  // Rooms on request: the ones this tab asked for are asked for again after a reload,
+  // from where the tab was (its position as stored, before this connect's recovery).
+  var joinForm = document.getElementById("join");
+  var joinError = document.getElementById("join-error");
+  var roomList = document.getElementById("rooms");
+  var roomsKey = "streambridge:rooms:" + script.dataset.user;
+  var resumeAt = JSON.parse(JSON.stringify(sb.position.shards));
+
+  function renderRooms() {
+    roomList.textContent = "";
+    sb.rooms().sort().forEach(function (room) {
+      var li = document.createElement("li");
+      li.dataset.room = room;
+      var name = document.createElement("span");
+      name.className = "room";
+      name.textContent = room;  // text, never HTML
+      var leave = document.createElement("button");
+      leave.type = "button";
+      leave.textContent = "Leave";
+      leave.setAttribute("aria-label", "Leave " + room);
+      leave.addEventListener("click", function () {
+        sb.unsubscribe(room).then(roomsChanged);
+        roomsChanged();
+      });
+      li.append(name, " ", leave);
+      roomList.append(li);
+    });
+  }
+  function roomsChanged() {
+    try { sessionStorage.setItem(roomsKey, JSON.stringify(sb.rooms())); } catch (e) { /* private mode */ }
+    renderRooms();
+  }
+  sb.onSubscription(function (answer) {
+    if (!answer.ok) {
+      joinError.textContent = "Not subscribed to " + (answer.room || "that room") + ": " + answer.reason;
+      joinError.hidden = false;
+    }
+    roomsChanged();
+  });
+  try {
+    (JSON.parse(sessionStorage.getItem(roomsKey)) || []).forEach(function (room) {
+      if (typeof room === "string") sb.subscribe(room, {position: {positions: resumeAt}});
+    });
+  } catch (e) { /* nothing stored */ }
+  joinForm.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    joinError.hidden = true;
+    var input = joinForm.elements.room;
+    sb.subscribe(input.value.trim()).then(function (answer) {
+      if (answer.ok) input.value = "";
+    });
+    roomsChanged();
+  });
+
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     sendError.hidden = true;

@@ -20,8 +20,9 @@
  * Rooms subscribed on request are subscribed again after a reconnect, from where the
  * client was when the connection dropped (the server asks the app again: a room revoked
  * meanwhile is refused, and onSubscription says so). {position} is optional: the meta
- * of the last event the page has of that room ({id, epoch, shard}), and the room's
- * events after it are replayed first.
+ * of the last event the page has of that room ({id, epoch, shard}), or {positions} as
+ * sb.position.shards was when the page had everything of the room up to there; the
+ * room's events after it are replayed first.
  */
 (function (root) {
   "use strict";
@@ -156,6 +157,7 @@
     }
     function wirePosition(position) {
       if (!position || typeof position !== "object") return null;
+      if (position.positions && typeof position.positions === "object") return {positions: position.positions};
       var id = position.id || position.last_id;
       if (typeof id !== "string" || !STREAM_ID.test(id)) return null;
       var at = {};
