@@ -204,10 +204,10 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
 ):
     """alice's users-file patterns allow team:* (tests/conftest.py)."""
     log_in(page, web)
-    page.get_by_label("Room").fill("team:red")
+    page.get_by_label("Room", exact=True).fill("team:red")
     page.get_by_role("button", name="Subscribe").click()
     page.locator('#rooms li[data-room="team:red"]').wait_for()
-    page.get_by_label("Room").fill("secret:x")
+    page.get_by_label("Room", exact=True).fill("secret:x")
     page.get_by_role("button", name="Subscribe").click()
     error = page.locator("#join-error")
     error.wait_for(state="visible")
