@@ -30,6 +30,7 @@ from streambridge import PublishRefused, StreamBridge  # noqa: E402
 
 PASSWORD = os.environ.get("HOST_APP_PASSWORD", "wonderland-demo")
 TEAMS = {"alice": ["team:blue"], "bob": []}
+ORDERS = {"alice": ["1001", "1002"], "bob": ["2002"]}  # whose orders are whose
 
 
 class User(UserMixin):
@@ -67,6 +68,14 @@ def may_publish(user_id: str, room: str | None) -> bool:
     return room is None or room == f"user:{user_id}" or room in TEAMS.get(user_id, [])
 
 
+@streambridge.authorize_room
+def may_watch(user_id: str, room: str) -> bool:
+    # Rooms a page may ask for (sb.subscribe): a user's own orders, while the page is
+    # open; asked again after every reconnect, so a revoked order stops.
+    kind, _, order = room.partition(":")
+    return kind == "order" and order in ORDERS.get(user_id, [])
+
+
 @app.route("/login", methods=["GET", "POST"])
 def login():
     error = None
@@ -88,7 +97,8 @@ def logout():
 @app.get("/")
 @login_required
 def home():
-    return render_template("home.html", user=current_user.id)
+    order = request.args.get("order", "")
+    return render_template("home.html", user=current_user.id, order=order)
 
 
 @app.post("/notify")

@@ -56,3 +56,26 @@ def test_client_script_catches_up_after_restart_without_duplicates(
     more = redis_client.xadd("events", {"channel": "message", "body": '"after reload"'})
     page.wait_for_function("document.querySelectorAll('#events li').length >= 1")
     assert ids_on_page(page) == [more]
+
+
+def test_a_page_watches_its_own_order_and_is_refused_anothers(page, host, bridge, redis_client):
+    """The example's authorize_room hook: alice's orders are 1001 and 1002, bob's 2002."""
+    page.goto(host.url + "/login")
+    page.get_by_label("Name").fill("alice")
+    page.get_by_label("Password").fill(HostApp.password)
+    page.get_by_role("button", name="Enter").click()
+    page.goto(host.url + "/?order=2002")
+    page.wait_for_function(
+        "document.getElementById('order-status').textContent === 'refused: not allowed'"
+    )
+    redis_client.xadd("events", {"channel": "order", "body": '"bob paid"', "room": "order:2002"})
+    page.goto(host.url + "/?order=1001")
+    page.wait_for_function(
+        "document.getElementById('order-status').textContent === 'watching order:1001'"
+    )
+    redis_client.xadd("events", {"channel": "order", "body": '"shipped"', "room": "order:1001"})
+    redis_client.xadd("events", {"channel": "order", "body": '"bob again"', "room": "order:2002"})
+    page.wait_for_function("document.querySelectorAll('#order-events li').length >= 1")
+    page.wait_for_timeout(300)  # room for another order's event to show up, if it could
+    texts = page.eval_on_selector_all("#order-events li", "els => els.map(e => e.textContent)")
+    assert texts == ['"shipped"']
