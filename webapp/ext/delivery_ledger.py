@@ -151,9 +151,14 @@ class DeliveryLedger:
         where the client's live history begins (the shard's newest id when it was
         caught up); its position never goes below that. ``room_replay``: the replay
         covered only that room (a subscription), the others' held events all go.
+        Nothing is done for a client that is not held.
         """
         with self._lock:
-            held = self._held.pop(sid, None) or []
+            held = self._held.pop(sid, None)
+            if held is None:
+                # Not held (any more): it disconnected (forgotten; nothing may be kept
+                # for it again) or another catch-up released it first.
+                return 0
             held.sort(key=lambda h: (h[1], h[0]))
             positions = self._positions.setdefault(sid, {})
             for shard, stream_id in start.items():
