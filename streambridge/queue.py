@@ -28,10 +28,10 @@ BRIDGE_HOST_ID = "streambridge-bridge"
 META_MARKER = "streambridge"
 """Key in the meta argument that marks an emit as a stream event."""
 
-BATCH_METHOD = "streambridge.batch"
+BATCH_METHOD = "streambridge.batch.2"
 """The queue message that carries several stream events, in publication order::
 
-    {"method": "streambridge.batch", "host_id": ..., "epoch": ..., "shard": <int or null>,
+    {"method": "streambridge.batch.2", "host_id": ..., "epoch": ..., "shard": <int or null>,
      "events": [[position, entry id, channel, sender, body, namespace, room], ...]}
 
 ``sender`` and ``room`` are null for none, ``body`` is the event's JSON. A room's history
@@ -39,7 +39,10 @@ keeps each event's item without its last two (its key names them). Each item is
 what one emit message would carry, without the parts every event of a batch shares:
 the bridge builds and Redis publishes a third of the bytes. A Socket.IO server that is
 not streambridge ignores it (an unknown method); streambridge's web servers turn each
-item into its emit message (``unbatched``) and deliver them one by one."""
+item into its emit message (``unbatched``) and deliver them one by one. They also read
+``FORMER_BATCH_METHOD`` messages, whose items had namespace and room after the channel,
+so bridges of the release before can still run while web servers are upgraded."""
+FORMER_BATCH_METHOD = "streambridge.batch"
 BATCH_TAIL = "]}"
 ITEM_OPEN = '["'
 """What comes before a batch item's position; after it the item's ``item_tail``, its
@@ -158,13 +161,20 @@ def unbatched(data: dict) -> list[dict]:
     """The emit messages a decoded queue message carries: one per item when it is a
     batch (a malformed item is skipped, a malformed batch gives none), else the message
     itself."""
-    if data.get("method") != BATCH_METHOD:
+    method = data.get("method")
+    if method != BATCH_METHOD and method != FORMER_BATCH_METHOD:
         return [data]
     events, epoch, shard = data.get("events"), data.get("epoch"), data.get("shard")
     if not (isinstance(events, list) and isinstance(epoch, str)):
         return []
     if shard is not None and (type(shard) is not int or shard < 0):
         return []
+    if method == FORMER_BATCH_METHOD:
+        # [position, entry, channel, namespace, room, sender, body]: to today's order.
+        events = [
+            [i[0], i[1], i[2], i[5], i[6], i[3], i[4]] if type(i) is list and len(i) == 7 else i
+            for i in events
+        ]
     return [_emit(item, epoch, shard) for item in events if is_item(item)]
 
 

@@ -207,5 +207,15 @@ def test_limits_refuse_cleanly(env, tmp_path, processes, clients):
     assert subscribe(alice, "team:b")["ok"]
     assert subscribe(alice, "team:c")["reason"] == "too many rooms (limit 2)"
     assert subscribe(alice, "team:a")["ok"]  # again (a new position): not one more room
-    assert subscribe(alice, "team:d")["reason"] == "too many requests; slow down"
+    slow_down = subscribe(alice, "team:d")
+    assert slow_down["reason"] == "too many requests; slow down"
+    assert slow_down["retry"] is True  # a passing refusal: streambridge.js asks again
     assert alice.sio.connected
+
+
+def test_another_connections_own_room_is_refused(web, clients):
+    alice = connected(clients, web, "alice")
+    bob = connected(clients, web, "bob")
+    answer = subscribe(alice, bob.sio.get_sid())  # python-socketio's room for that socket
+    assert answer["ok"] is False
+    assert answer["reason"] == "another connection's room"

@@ -172,8 +172,9 @@ def socket_pairs():
         ends.release()
 
 
-def engineio_socket_with_writer(ends: WebSocketEnds):
-    """python-engineio's Socket, its writer loop running as in ``_websocket_handler``."""
+def engineio_socket_with_writer(ends: WebSocketEnds, upgraded: bool = True):
+    """python-engineio's Socket, its writer loop running as in ``_websocket_handler``
+    (``upgraded``: the WebSocket is the socket's transport)."""
     import gevent
     from engineio.socket import Socket
 
@@ -186,6 +187,7 @@ def engineio_socket_with_writer(ends: WebSocketEnds):
             return packets
 
     eio = CountingSocket(StubEngineIOServer(), "sid")
+    eio.connected = eio.upgraded = upgraded
     writer = _FrameWriter(ends)
     ends.send = writer
     assert writer.coalesce(eio)
@@ -302,3 +304,32 @@ def test_a_client_that_does_not_read_gets_everything_in_order(socket_pairs):
     eio.queue.put(None)
     task.join(timeout=5)
     assert task.dead
+
+
+def test_nothing_is_kept_for_a_websocket_whose_upgrade_failed(socket_pairs):
+    """The client stayed on long-polling: its messages go through the queue, to its
+    polls, never to the WebSocket it left."""
+    ends = socket_pairs()
+    eio, writer, task = engineio_socket_with_writer(ends, upgraded=False)
+    wakes = eio.wakes
+    eio.send(message("a"))
+    assert not writer.kept()
+    assert eio.queue.qsize() == 1  # queued for the socket's own transport
+    assert read_messages(ends, 1) == ["4a"]  # here the test's writer loop took it
+    assert eio.wakes == wakes + 1
+    eio.queue.put(None)
+    task.join(timeout=5)
+
+
+def test_kept_messages_count_in_the_backlog(socket_pairs):
+    import gevent
+
+    ends = socket_pairs()
+    eio, _, task = engineio_socket_with_writer(ends)
+    for text in ("a", "b", "c"):
+        eio.send(message(text))
+    assert eio.streambridge_frames.kept() == 3  # what the ledger's backlog adds
+    gevent.sleep(0)
+    assert eio.streambridge_frames.kept() == 0
+    eio.queue.put(None)
+    task.join(timeout=5)

@@ -231,3 +231,18 @@ def test_a_malformed_history_entry_is_refused(tail):
 
     with pytest.raises(ValueError):
         stored_event("9-1", {"i": tail})
+
+
+def test_a_batch_of_the_former_order_is_still_delivered():
+    """Bridges of the release before send [position, entry, channel, namespace, room,
+    sender, body] under the former method name, while web servers are upgraded."""
+    from streambridge.queue import FORMER_BATCH_METHOD
+
+    event = Event.build("chat", {"n": 1}, room="team:a", namespace="/x", sender="ann")
+    former = {
+        "method": FORMER_BATCH_METHOD,
+        "epoch": "ep",
+        "shard": None,
+        "events": [["5-1", "4-0", "chat", "/x", "team:a", "ann", {"n": 1}]],
+    }
+    assert unbatched(former) == [json.loads(emit_message(event, "5-1", "4-0", "ep"))]

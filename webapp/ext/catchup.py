@@ -19,6 +19,7 @@ documented ``{"last_id"}``) is accepted while its own event is still in a histor
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -125,6 +126,9 @@ class Client:
     namespace: str
     user: Viewer
     subscribed: set[str] = field(default_factory=set)  # rooms it asked for (``subscriptions``)
+    # One catch-up of this client at a time (a re-sync, a subscription, an unsubscription).
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    resync_pending: bool = False  # held for a re-sync: only the re-sync releases it
 
 
 class CatchUp:
@@ -252,6 +256,7 @@ class CatchUp:
         no live event moves a client past the gap, then re-sync in the background."""
         clients = list(self.clients.values())
         for client in clients:
+            client.resync_pending = True
             self.ledger.hold(client.sid)
         self.manager.start_background_task(self.resync, clients)
 
@@ -260,13 +265,15 @@ class CatchUp:
         clients that never disconnected miss nothing."""
         log.info("catchup.resync", extra={"clients": len(clients)})
         for client in clients:
-            try:
-                plans, replayed = self._resync_one(client)
-            except Exception as exc:  # a bug must not leave the client held forever
-                log.exception("catchup.failed", extra={"sid": client.sid, "error": str(exc)})
-                plans = self._unavailable(self.ledger.positions_of(client.sid))
-                replayed = 0
-            self._finish(client, plans, replayed, notify=not plans.recovered)
+            with client.lock:  # after a subscription under way, before the next
+                client.resync_pending = False
+                try:
+                    plans, replayed = self._resync_one(client)
+                except Exception as exc:  # a bug must not leave the client held forever
+                    log.exception("catchup.failed", extra={"sid": client.sid, "error": str(exc)})
+                    plans = self._unavailable(self.ledger.positions_of(client.sid))
+                    replayed = 0
+                self._finish(client, plans, replayed, notify=not plans.recovered)
 
     def _resync_one(self, client: Client) -> tuple[Plans, int]:
         def at() -> dict[int, StreamId]:
@@ -284,14 +291,26 @@ class CatchUp:
         """Join ``room`` and replay what the client missed there since ``position`` (the
         connect form: ``{"positions": {...}}`` or ``{"last_id", "epoch"}``; none: from
         now on). Its live events are held meanwhile, as at connect; held events of the
-        room that the replay sent are dropped. The caller makes sure no other catch-up
-        of the client runs. Returns ``recovered``, ``replayed`` and any ``reason``."""
+        room that the replay sent are dropped. The caller holds ``client.lock`` and has
+        waited out the connect catch-up. Returns ``recovered``, ``replayed`` and any
+        ``reason``.
+
+        The replay stops at the newest position the client already has everything
+        before: the newest this server's listener had handled when the hold began (what
+        came before went out live) or the newest the client was sent. The room's later
+        events come live, held with the others' and sent with them in order, so the
+        client never gets a position before an earlier event of another room."""
         shard = shard_for(room, len(self.shards))
         last_id, epoch = self.positions(position)[shard]
         plan: Plan | None = None
         room_replay = None
         replayed = 0
         self.ledger.hold(client.sid)
+        # No yield between the hold and this: whatever the listener handles next is held.
+        bound = max(
+            self.manager.newest_handled.get(shard, ZERO),
+            self.ledger.positions_of(client.sid).get(shard, ZERO),
+        )
         try:
             # Joined before the history is read: an event published after the read
             # arrives live (held), one published before is in the history.
@@ -304,12 +323,18 @@ class CatchUp:
                     log.warning("catchup.redis_error", extra={"sid": client.sid, "error": str(exc)})
                     plan = Plan(False, "stream unavailable", None, ZERO, "")
                 if plan.covered is not None:
+                    plan = replace(plan, missed=tuple(m for m in plan.missed if m[0] <= bound))
                     replayed = self.replay(client, plan, shard)
-                    room_replay = RoomReplay(room, shard, plan.covered)
+                    room_replay = RoomReplay(room, shard, bound)
         finally:
-            self.ledger.release(
-                client.sid, client.namespace, covered={}, start={}, room_replay=room_replay
-            )
+            if client.resync_pending:
+                # A lost queue subscription meanwhile: the re-sync (which covers this
+                # room too) releases the client once it has replayed what was lost.
+                log.info("catchup.subscribe_left_to_resync", extra={"sid": client.sid})
+            else:
+                self.ledger.release(
+                    client.sid, client.namespace, covered={}, start={}, room_replay=room_replay
+                )
         self.metrics.replayed.inc(replayed)
         answer: dict[str, Any] = {"recovered": plan is None or plan.recovered, "replayed": replayed}
         if plan is not None and plan.reason:
@@ -348,7 +373,8 @@ class CatchUp:
             )
         if client_epoch is not None and client_epoch is not CURRENT and client_epoch != epoch:
             return self._refuse(client, "stream was recreated (epoch changed)", epoch, shard)
-        snapshot = self._read(client, shard, after, only)
+        rooms = self._rooms(client, shard, only)  # once: a subscription may change them
+        snapshot = self._read(client, shard, after, rooms)
         refuse = Plan(False, None, None, snapshot.last, epoch)
         if after > snapshot.last:
             return replace(refuse, reason="last_id is in the future")
@@ -365,7 +391,7 @@ class CatchUp:
                 return replace(refuse, reason=reason)
         missed = sorted(
             (StreamId.parse(position), name, fields)
-            for name, room in zip(self._rooms(client, shard, only), snapshot.rooms, strict=True)
+            for name, room in zip(rooms, snapshot.rooms, strict=True)
             for position, fields in room.entries
         )
         limit = self.settings.replay_limit
@@ -387,15 +413,18 @@ class CatchUp:
         return [r for r in dict.fromkeys(rooms) if shard_for(r, count) == shard]
 
     def _read(
-        self, client: Client, shard: int, after: StreamId | None, only: str | None = None
+        self,
+        client: Client,
+        shard: int,
+        after: StreamId | None,
+        rooms: list[str | None] | None = None,
     ) -> history.Snapshot:
-        """One atomic read of the shard's clock and, from ``after``, the histories of the
-        client's rooms there (at most replay_limit + 1 events each)."""
+        """One atomic read of the shard's clock and, from ``after``, the histories of
+        ``rooms`` there (at most replay_limit + 1 events each)."""
         stream = self.shards[shard].stream
         names = [keys.history_clock(stream)]
         if after is not None:
-            rooms = self._rooms(client, shard, only)
-            names += [keys.history(stream, client.namespace, r) for r in rooms]
+            names += [keys.history(stream, client.namespace, r) for r in rooms or []]
         reply = self._read_script(
             keys=names, args=["" if after is None else str(after), self.settings.replay_limit + 1]
         )

@@ -406,6 +406,7 @@ class _FrameWriter:
         def send(pkt: Any) -> None:
             if (
                 self._idle
+                and eio_socket.upgraded  # not a WebSocket whose upgrade failed
                 and pkt.packet_type == eio_packet.MESSAGE
                 and not queue.qsize()
                 and ws.connected
@@ -419,6 +420,11 @@ class _FrameWriter:
             queued(pkt)
 
         eio_socket.send = send
+        eio_socket.streambridge_frames = self  # its backlog counts what is kept here
+
+    def kept(self) -> int:
+        """Messages kept for the outbox (not yet written)."""
+        return len(self._corked)
 
     def _uncork(self) -> None:
         if self._corked:

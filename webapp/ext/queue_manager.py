@@ -28,7 +28,7 @@ from socketio import packet as sio_packet
 from streambridge.webapp.ext.delivery_ledger import DeliveryLedger, undeliverable
 from streambridge.webapp.ext.queue_listener import AllSubscribed, Gaps, QueueListener
 
-from streambridge.ids import StreamId
+from streambridge.ids import ZERO, StreamId
 from streambridge.queue import META_MARKER, publish_command, unbatched
 from streambridge.redis_conn import ERRORS, connect
 
@@ -81,6 +81,9 @@ class StreamQueueManager(socketio.RedisManager):
         self._publish_command = publish_command(sharded_pubsub)
         self._since_yield = 0
         self.ledger = DeliveryLedger(self, max_client_queue)
+        # Per shard, the newest stream event the listener has handled (what a
+        # subscription's replay may stop at: see CatchUp.subscribe).
+        self.newest_handled: dict[int, StreamId] = {}
         self.gaps = Gaps()
         extra = [c for c in dict.fromkeys(shard_channels or []) if c != channel]
         listening = functools.partial(self._client, listening=True)
@@ -200,6 +203,8 @@ class StreamQueueManager(socketio.RedisManager):
         if type(shard) is not int or not 0 <= shard < self.shards:
             log.warning("queue.bad_shard", extra={"shard": str(shard)[:16], "shards": self.shards})
             return
+        if self.newest_handled.get(shard, ZERO) < stream_id:
+            self.newest_handled[shard] = stream_id
         recipients = self.get_participants(namespace, room)
         self.ledger.deliver(recipients, namespace, shard, stream_id, event, data, room)
 
@@ -210,7 +215,11 @@ class StreamQueueManager(socketio.RedisManager):
     # -- the ledger's Courier -----------------------------------------------------------
     def backlog(self, eio_sid: str) -> int | None:
         sock = self.server.eio.sockets.get(eio_sid)
-        return sock.queue.qsize() if sock is not None else None
+        if sock is None:
+            return None
+        # Under gevent, messages kept for an idle writer count too (gevent_guard).
+        frames = getattr(sock, "streambridge_frames", None)
+        return sock.queue.qsize() + (frames.kept() if frames is not None else 0)
 
     def encode(self, event: str, data: list[Any], namespace: str) -> list:
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *data])

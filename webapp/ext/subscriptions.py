@@ -9,13 +9,15 @@ Wire form (Socket.IO events with an acknowledgement; ``streambridge.js`` wraps t
 or ``"last_id"``/``"epoch"`` at the top for shard 0): the room's missed events after it
 are replayed before its live ones, as at connect. The answer is
 ``{"ok": true, "room", "recovered", "replayed", "reason"?}`` or
-``{"ok": false, "room", "reason"}``.
+``{"ok": false, "room", "reason", "retry"?}`` (``retry: true``: a passing refusal, too
+many requests or a catch-up under way; ask again later).
 
 The app's authorization hook says yes or no for each request, on every connection (so a
 room revoked between two connections is not joined again); an exception, a timeout or
 anything but ``True`` is no, and without a hook nothing can be subscribed. Another
-user's ``user:`` room is never given. Per connection, at most ``max_subscriptions`` rooms
-and ``subscribe_burst`` requests at once, then ``subscribe_rate`` per second.
+user's ``user:`` room (or another connection's own room) is never given. Per
+connection, at most ``max_subscriptions`` rooms and ``subscribe_burst`` requests at
+once, then ``subscribe_rate`` per second.
 """
 
 from __future__ import annotations
@@ -77,11 +79,9 @@ class Subscriptions:
         self.authorize = authorize
         self.sleep = sleep
         self._buckets: dict[str, TokenBucket] = {}
-        self._locks: dict[str, threading.Lock] = {}
 
     def forget(self, sid: str) -> None:
         self._buckets.pop(sid, None)
-        self._locks.pop(sid, None)
 
     # -- the two requests ---------------------------------------------------------------
     def subscribe(self, sid: str, request: Any) -> dict[str, Any]:
@@ -95,17 +95,21 @@ class Subscriptions:
             return {"ok": True, "room": room, "recovered": True, "replayed": 0}
         if room.startswith(USER_ROOM_PREFIX):
             return self._refuse(client, room, "another user's room")
-        if room not in client.subscribed and len(client.subscribed) >= (
-            self.settings.max_subscriptions
-        ):
-            return self._refuse(
-                client, room, f"too many rooms (limit {self.settings.max_subscriptions})"
-            )
-        if not self.authorize(user, room):
-            return self._refuse(client, room, NOT_ALLOWED)
-        with self._lock(sid):
-            if not self._wait_not_held(client):
-                return self._refuse(client, room, "still being caught up; try again")
+        if self.catchup.manager.eio_sid_from_sid(room, client.namespace) is not None:
+            # python-socketio puts each connection in a room named by its sid.
+            return self._refuse(client, room, "another connection's room")
+        if not self._wait_not_held(client):
+            return self._refuse(client, room, "still being caught up", retry=True)
+        # The client's requests one at a time, in the order they came (an unsubscribe
+        # sent while a subscription is being authorized comes after it).
+        with client.lock:
+            if room not in client.subscribed and len(client.subscribed) >= (
+                self.settings.max_subscriptions
+            ):
+                limit = self.settings.max_subscriptions
+                return self._refuse(client, room, f"too many rooms (limit {limit})")
+            if not self.authorize(user, room):
+                return self._refuse(client, room, NOT_ALLOWED)
             if sid not in self.catchup.clients:
                 return self._refuse(client, room, "not connected")
             answer = self.catchup.subscribe(client, room, request)
@@ -120,9 +124,9 @@ class Subscriptions:
         if refused is not None:
             return refused
         assert client is not None and room is not None
-        if room not in client.subscribed:
-            return self._refuse(client, room, "not subscribed on request")
-        with self._lock(sid):
+        with client.lock:
+            if room not in client.subscribed:
+                return self._refuse(client, room, "not subscribed on request")
             self.catchup.unsubscribe(client, room)
         log.info("socket.unsubscribed", extra={"sid": sid, "user": client.user.name, "room": room})
         return {"ok": True, "room": room}
@@ -140,7 +144,8 @@ class Subscriptions:
             rate, burst = self.settings.subscribe_rate, self.settings.subscribe_burst
             bucket = self._buckets[sid] = TokenBucket(rate, burst)
         if not bucket.take():
-            return None, None, self._refuse(client, shown, "too many requests; slow down")
+            refusal = self._refuse(client, shown, "too many requests; slow down", retry=True)
+            return None, None, refusal
         if not isinstance(request, dict):
             return None, None, self._refuse(client, None, "the request must be an object")
         error = room_error(room)
@@ -148,15 +153,18 @@ class Subscriptions:
             return None, None, self._refuse(client, None, error)
         return client, room, None
 
-    def _refuse(self, client: Client, room: str | None, reason: str) -> dict[str, Any]:
+    def _refuse(
+        self, client: Client, room: str | None, reason: str, retry: bool = False
+    ) -> dict[str, Any]:
+        """A refusal; ``retry``: a passing one (the same request may succeed later)."""
         log.info(
             "socket.subscribe_refused",
             extra={"sid": client.sid, "user": client.user.name, "room": room, "reason": reason},
         )
-        return {"ok": False, "room": room, "reason": reason}
-
-    def _lock(self, sid: str) -> threading.Lock:
-        return self._locks.setdefault(sid, threading.Lock())
+        answer: dict[str, Any] = {"ok": False, "room": room, "reason": reason}
+        if retry:
+            answer["retry"] = True
+        return answer
 
     def _wait_not_held(self, client: Client) -> bool:
         """Wait out the client's connect catch-up (or a re-sync): one catch-up at a time."""

@@ -114,19 +114,28 @@
     });
   }
   function roomsChanged() {
-    try { sessionStorage.setItem(roomsKey, JSON.stringify(sb.rooms())); } catch (e) { /* private mode */ }
+    // A room still being asked for keeps the position it is asked from over a reload.
+    var kept = {rooms: sb.rooms(), pending: sb.pending()};
+    try { sessionStorage.setItem(roomsKey, JSON.stringify(kept)); } catch (e) { /* private mode */ }
     renderRooms();
   }
   sb.onSubscription(function (answer) {
-    if (!answer.ok) {
+    if (!answer.ok && !answer.retry) {
       joinError.textContent = "Not subscribed to " + (answer.room || "that room") + ": " + answer.reason;
       joinError.hidden = false;
+    } else if (answer.ok && answer.recovered === false) {
+      notice.textContent = "Some earlier messages of " + answer.room + " could not be recovered (" +
+        (answer.reason || "history gap") + ").";
+      notice.hidden = false;
     }
     roomsChanged();
   });
   try {
-    (JSON.parse(sessionStorage.getItem(roomsKey)) || []).forEach(function (room) {
-      if (typeof room === "string") sb.subscribe(room, {position: {positions: resumeAt}});
+    var kept = JSON.parse(sessionStorage.getItem(roomsKey)) || {};
+    (kept.rooms || []).forEach(function (room) {
+      if (typeof room !== "string") return;
+      var from = (kept.pending || {})[room] || {positions: resumeAt};
+      sb.subscribe(room, {position: from});
     });
   } catch (e) { /* nothing stored */ }
   joinForm.addEventListener("submit", function (ev) {

@@ -7,6 +7,7 @@
  *   sb.subscribe("order:123", {position: meta})       // a room on request (the app's hook decides)
  *     .then((answer) => { ... });                     // {ok, room, recovered, replayed, reason?}
  *   sb.onSubscription((answer) => { ... });           // every answer, also re-subscriptions
+ *                                                     // (retry: true: asked again by itself)
  *   sb.unsubscribe("order:123");
  *
  * It connects with the last stream id it saw in each shard (kept in sessionStorage, so
@@ -30,7 +31,8 @@
   var RECOVERY = PREFIX + "recovery";
   var SUBSCRIBE = PREFIX + "subscribe";
   var UNSUBSCRIBE = PREFIX + "unsubscribe";
-  var ANSWER_TIMEOUT_MS = 15000;
+  var ANSWER_TIMEOUT_MS = 60000;  // the server may wait out a catch-up first
+  var RETRY_MS = [1000, 2000, 5000, 10000, 30000];  // after a passing refusal (retry: true)
   var MAX_SEEN = 20000;
   var STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
@@ -134,8 +136,14 @@
 
     function answered(room, answer) {
       var sub = subscriptions[room];
-      if (sub) {
-        if (answer.ok) sub.acked = true;
+      if (sub && !answer.ok && answer.retry === true) {
+        // Too many requests, or a catch-up under way: asked again later, same position.
+        var delay = RETRY_MS[Math.min(sub.retries++, RETRY_MS.length - 1)];
+        setTimeout(function () {
+          if (subscriptions[room] === sub && socket.connected) ask(room);
+        }, delay * (0.5 + Math.random() / 2));
+      } else if (sub) {
+        if (answer.ok) { sub.acked = true; sub.retries = 0; }
         else delete subscriptions[room];  // refused (or revoked): not asked for again
         sub.waiters.splice(0).forEach(function (resolve) { resolve(answer); });
       }
@@ -143,9 +151,14 @@
     }
     function ask(room) {
       var sub = subscriptions[room];
-      var from = sub.acked ? (resumeFrom && {positions: resumeFrom}) : sub.from;
+      if (sub.acked) {
+        // Asked again after a reconnect: from where the connection dropped, kept until
+        // answered (another drop meanwhile must not move it past what was missed).
+        sub.from = resumeFrom && {positions: resumeFrom};
+        sub.acked = false;
+      }
       var request = {room: room};
-      if (from) request.positions = from.positions;
+      if (sub.from) request.positions = sub.from.positions;
       socket.timeout(ANSWER_TIMEOUT_MS).emit(SUBSCRIBE, request, function (err, answer) {
         if (subscriptions[room] !== sub) return;  // unsubscribed meanwhile
         if (err) return;  // no answer (the connection dropped): asked again on reconnect
@@ -232,7 +245,7 @@
         return new Promise(function (resolve) {
           var earlier = subscriptions[room];  // asked again before the answer: both get it
           var sub = subscriptions[room] = {
-            acked: false, from: wirePosition(opts && opts.position),
+            acked: false, from: wirePosition(opts && opts.position), retries: 0,
             waiters: (earlier ? earlier.waiters : []).concat([resolve])
           };
           if (socket.connected) ask(room);  // else when it connects
@@ -253,6 +266,16 @@
         });
       },
       rooms: function () { return Object.keys(subscriptions); },
+      // Rooms asked for and not yet answered, with the position each is asked from
+      // (a page that keeps its rooms over a reload asks for these from there).
+      pending: function () {
+        var out = {};
+        Object.keys(subscriptions).forEach(function (room) {
+          var sub = subscriptions[room];
+          if (!sub.acked && sub.from) out[room] = sub.from;
+        });
+        return out;
+      },
       close: function () { socket.disconnect(); }
     };
   }
