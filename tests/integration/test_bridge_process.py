@@ -56,8 +56,9 @@ def queue(rdb):
         they carry (a batch's items, as compact JSON)."""
         messages = []
         while (
-            # Redis writes a script's messages in the same pass as its reply.
-            message := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            # Redis writes a script's messages in the same pass as its reply: they are
+            # here by the time the bridge has its answer (on loopback, microseconds).
+            message := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
         ) is not None:
             assert message["channel"] == QUEUE
             messages.append(message["data"])
