@@ -56,3 +56,11 @@ def stream_channel(channel: str, stream: str) -> str:
     """With sharded pub/sub, the queue channel that carries ``stream``'s events: in the
     stream's slot, so the bridge's script can publish where it keeps the history."""
     return f"{channel}:{_slot_tagged(stream)}"
+
+
+def presence(stream: str, namespace: str, room: str) -> tuple[str, str]:
+    """A room's presence: its connections (sorted set, by expiry) and its users'
+    connection counts (hash). One hash tag per room: the two share a cluster slot, and
+    rooms spread over the cluster."""
+    tag = f"{{{stream}:presence:{len(namespace)}{namespace}:{room}}}"
+    return f"{tag}:connections", f"{tag}:users"
