@@ -40,6 +40,7 @@ from streambridge.queue import (
     item_tail,
     shard_route,
 )
+from streambridge.redis_conn import field_dict
 from streambridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ class Bridge:
 
     def _round_trip(self, batch: Batch | None, read_next: bool) -> None:
         """Send ``batch`` (and a non-blocking read of new entries), replies read later."""
-        self._send(batch, read_next, block=False)
+        self._send(batch, read_next)
         self._in_flight.append((batch, read_next))
 
     def _collect_all(self) -> None:
@@ -380,22 +381,18 @@ class Bridge:
                     self.metrics.group_lag.labels(stream).set(group["lag"])
                 self.metrics.group_pending.labels(stream).set(group["pending"])
 
-    def process(
-        self, entries: Sequence[Entry], *, redelivered: bool = False, read_next: bool = False
-    ) -> list[Entry]:
+    def process(self, entries: Sequence[Entry], *, redelivered: bool = False) -> None:
         """Publish every valid entry, dead-letter the rest, and ack each one done.
 
         Valid entries are published by the history script, which acks each in the same
         atomic step (an ack means "published"; an entry another bridge has published
         meanwhile is not published again). A dead letter is acked once its copy is
-        written. With ``read_next``, the next XREADGROUP rides in the same round trip
-        as those acks and its entries are returned.
+        written.
         """
         self._collect_all()  # the link's replies in order: none in flight but these
         batch = self._prepare(entries, redelivered)
-        read_next = read_next and not self.stopping.is_set()
-        self._send(batch, read_next)
-        return self._finish(batch, read_next)
+        self._send(batch, read_next=False)
+        self._finish(batch, read_next=False)
 
     def _prepare(
         self, entries: Sequence[Entry], redelivered: bool = False, guard: str = ""
@@ -418,7 +415,7 @@ class Bridge:
         over_limit = self._over_delivered(entries) if redelivered else {}
         plan = Plan()
         for stream_id, flat in entries:
-            fields = _as_dict(flat)
+            fields = field_dict(flat)
             if not fields:
                 # Trimmed or deleted while pending (XADD needs a field, so empty means gone).
                 plan.gone.append(stream_id)
@@ -464,10 +461,10 @@ class Bridge:
                 "bridge.pending_trimmed", extra={"count": len(gone), "first_id": gone[0]}
             )
 
-    def _send(self, batch: Batch | None, read_next: bool, block: bool = True) -> None:
+    def _send(self, batch: Batch | None, read_next: bool) -> None:
         """One round trip, sent: the publish script (by SHA), the XACK of ``batch.ack``
-        and, with ``read_next``, the next XREADGROUP (waiting ``block_ms`` for new entries
-        if ``block``). ``_finish`` reads the replies."""
+        and, with ``read_next``, a read of new entries that does not wait. ``_finish``
+        reads the replies."""
         s = self.settings
         commands: list[Command | Packed] = []
         if batch is not None:
@@ -475,7 +472,7 @@ class Bridge:
             if batch.ack:
                 commands.append(("XACK", s.stream, s.group, *batch.ack))
         if read_next:
-            commands.append(self._read_command(block))
+            commands.append(self._read_command(block=False))
         if commands:
             self._link.send(commands)
 
@@ -650,13 +647,6 @@ class ShardedBridge:
                 log.info("bridge.all_ready", extra={"shards": len(self.bridges)})
                 if self.on_ready is not None:
                     self.on_ready()
-
-
-def _as_dict(fields: dict[str, str] | list[str] | None) -> dict[str, str] | None:
-    if type(fields) is list:
-        pairs = iter(fields)  # Redis sends names and values in pairs
-        return dict(zip(pairs, pairs, strict=False))
-    return fields  # type: ignore[return-value]
 
 
 def _entries(reply: Any) -> list[Entry]:

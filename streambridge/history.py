@@ -37,6 +37,7 @@ from redis.exceptions import NoScriptError
 
 from streambridge.ids import ZERO, StreamId
 from streambridge.queue import parsed_item
+from streambridge.redis_conn import field_dict
 
 APPEND = """#!lua
 local stream, clock = KEYS[1], KEYS[2]
@@ -254,7 +255,7 @@ def _room(reply: list[Any]) -> Room:
     if not int(reply[0]):
         return Room(False)
     _, first, added, length, max_deleted, has, rows = reply
-    entries = [(str(i), _pairs(f)) for i, f in rows]
+    entries = [(str(i), field_dict(f)) for i, f in rows]
     return Room(
         True,
         StreamId.parse(first) if first else None,
@@ -264,12 +265,6 @@ def _room(reply: list[Any]) -> Room:
         bool(int(has)),
         entries,
     )
-
-
-def _pairs(flat: Any) -> dict[str, str]:
-    if isinstance(flat, dict):
-        return flat
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def stored_event(position: str, fields: dict[str, str]) -> tuple[str, str, str | None, Any]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streambridge import keys
+from streambridge.history import Script
 
 _REAP = """
 local t = redis.call('TIME')
@@ -132,10 +133,11 @@ class Presence:
         self.client = client
         self.stream = stream
         self.ttl_ms = int(ttl_s * 1000)
-        self._join = client.register_script(JOIN)
-        self._leave = client.register_script(LEAVE)
-        self._heartbeat = client.register_script(HEARTBEAT)
-        self._read = client.register_script(READ)
+        # Registered on first use: a process may start while Redis is down.
+        self._join = Script(client, JOIN)
+        self._leave = Script(client, LEAVE)
+        self._heartbeat = Script(client, HEARTBEAT)
+        self._read = Script(client, READ)
 
     def keys(self, namespace: str, room: str) -> list[str]:
         return list(keys.presence(self.stream, namespace, room))

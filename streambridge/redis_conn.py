@@ -66,6 +66,15 @@ ERRORS = (redis.RedisError, RedisClusterException)
 (not a RedisError) when no node of the cluster answers."""
 
 
+def field_dict(flat: Any) -> Any:
+    """A stream entry's fields as a dict: Redis's flat name, value, ... list paired
+    (a dict or None as it is)."""
+    if type(flat) is list:
+        pairs = iter(flat)
+        return dict(zip(pairs, pairs, strict=False))
+    return flat
+
+
 def as_cluster(client: Any) -> RedisCluster | None:
     """The RedisCluster behind ``client``, or None if it is not a cluster client."""
     if isinstance(client, LazyCluster):

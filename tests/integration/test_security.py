@@ -102,10 +102,6 @@ def stream_len(redis_client, key: str = "events") -> int:
     return redis_client.xlen(key) if redis_client.exists(key) else 0
 
 
-def bodies(client: Client, channel: str = "message") -> list:
-    return [body for _, body, _ in client.received(channel)]
-
-
 # -- 1. cross-site WebSocket hijacking ---------------------------------------------------
 
 
@@ -433,7 +429,7 @@ def test_logout_disconnects_that_logins_sockets_within_a_second(web, bridge, cli
     redis_client.xadd("events", {"channel": "message", "body": '"still here"'})
     other.wait_for(1, "message")
     assert other.sio.connected
-    assert bodies(other) == ["still here"]
+    assert other.bodies() == ["still here"]
     assert web.output().count('"socket.login_ended"') == 2
 
 
@@ -471,7 +467,7 @@ def test_a_client_cannot_join_another_users_room(web, bridge, clients, redis_cli
     redis_client.xadd("events", {"channel": "message", "body": '"for all"'})
     assert [b for _, b, _ in bob.wait_for(2, "message")] == ["secret", "for all"]
     [(_, _, meta)] = alice.wait_for(1, "message")
-    assert bodies(alice) == ["for all"]  # the broadcast came after bob's event
+    assert alice.bodies() == ["for all"]  # the broadcast came after bob's event
     alice.close()
 
     # Replay: asking for bob's room (or to be bob) in the auth data changes nothing.
@@ -483,7 +479,7 @@ def test_a_client_cannot_join_another_users_room(web, bridge, clients, redis_cli
     [(_, info, _)] = again.wait_for(1, RECOVERY)
     assert info["recovered"] is True
     assert info["replayed"] == 1  # of the two entries after last_id, only the broadcast
-    assert bodies(again) == ["for all 2"]
+    assert again.bodies() == ["for all 2"]
     assert secret not in again.ids()
 
 
@@ -532,7 +528,7 @@ def test_garbage_on_the_queue_channel_is_ignored_and_never_unpickled(
 
     alice.wait_for(1, "message")
     assert alice.ids("message") == [real]
-    assert bodies(alice) == ["real"]
+    assert alice.bodies() == ["real"]
     assert not planted.exists()
     assert web.alive()
     assert requests.get(web.url + "/readyz", timeout=5).status_code == 200

@@ -36,10 +36,6 @@ def publish(redis_client, room, body, channel="message"):
     return redis_client.xadd("events", {"channel": channel, "body": body, "room": room})
 
 
-def bodies(client, channel="message"):
-    return [body for _, body, _ in client.received(channel)]
-
-
 def connected(clients, web, user, **kwargs):
     client = open_socket(clients, web, web.login(user), **kwargs)
     client.wait_for(1, RECOVERY)
@@ -68,8 +64,8 @@ def test_an_allowed_room_is_joined_and_a_refused_one_never_delivers(
     alice.wait_for(2, "message")
     bob.wait_for(1, "message")
     wait_until(lambda: all_published(redis_client), 10, "acks")
-    assert bodies(alice) == ["red 1", "red 2"]
-    assert bodies(bob) == ["for bob"]
+    assert alice.bodies() == ["red 1", "red 2"]
+    assert bob.bodies() == ["for bob"]
     assert alice.sio.connected and bob.sio.connected  # a refusal is an answer, not a close
 
 
@@ -95,7 +91,7 @@ def test_subscribing_with_a_position_replays_exactly_the_rooms_missed_events_in_
     again.wait_for(10, "message")
     publish(redis_client, "team:red", '"live"')
     again.wait_for(11, "message")
-    got = bodies(again)
+    got = again.bodies()
     assert [b for b in got if b.startswith("missed") or b == "live"] == [
         *(f"missed {n}" for n in range(5)),
         "live",
@@ -155,7 +151,7 @@ def test_a_room_revoked_between_two_connections_is_not_joined_again(
     publish(redis_client, "order:17", '"order"')
     again.wait_for(1, "message")
     wait_until(lambda: all_published(redis_client), 10, "acks")
-    assert bodies(again) == ["order"]
+    assert again.bodies() == ["order"]
 
 
 def test_unsubscribing_stops_the_rooms_events(web, bridge, clients, redis_client):
@@ -172,7 +168,7 @@ def test_unsubscribing_stops_the_rooms_events(web, bridge, clients, redis_client
     publish(redis_client, "team:red", '"after"')
     redis_client.xadd("events", {"channel": "message", "body": '"broadcast"'})
     alice.wait_for(2, "message")
-    assert bodies(alice) == ["before", "broadcast"]
+    assert alice.bodies() == ["before", "broadcast"]
 
 
 @pytest.mark.parametrize(

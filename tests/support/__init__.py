@@ -305,6 +305,10 @@ class Client:
         with self.lock:
             return [e for e in self.events if channel is None or e[0] == channel]
 
+    def bodies(self, channel: str = "message") -> list:
+        """The bodies of the events received on ``channel``, in order."""
+        return [body for _, body, _ in self.received(channel)]
+
     def positions(self) -> dict[str, dict[str, str]]:
         """What streambridge.js sends on reconnect: per shard, the newest position and
         its epoch (from the recovery event, then every stream event)."""

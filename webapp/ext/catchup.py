@@ -129,6 +129,7 @@ class Client:
     # One catch-up of this client at a time (a re-sync, a subscription, an unsubscription).
     lock: threading.Lock = field(default_factory=threading.Lock)
     resync_pending: bool = False  # held for a re-sync: only the re-sync releases it
+    requests: Any = None  # its subscription requests' rate limit (subscriptions.TokenBucket)
 
 
 class CatchUp:
@@ -321,7 +322,7 @@ class CatchUp:
                     plan = self.plan(client, last_id, epoch, shard, only=room)
                 except ERRORS as exc:
                     log.warning("catchup.redis_error", extra={"sid": client.sid, "error": str(exc)})
-                    plan = Plan(False, "stream unavailable", None, ZERO, "")
+                    plan = self._unavailable().shards[shard]
                 if plan.covered is not None:
                     plan = replace(plan, missed=tuple(m for m in plan.missed if m[0] <= bound))
                     replayed = self.replay(client, plan, shard)

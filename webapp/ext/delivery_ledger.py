@@ -61,6 +61,7 @@ class DeliveryLedger:
         self._courier = courier
         self._max_client_queue = max_client_queue
         self._lock = threading.RLock()
+        self._released = threading.Condition(self._lock)  # a client's hold ended
         self._held: dict[str, list[Held]] = {}
         # Per client, per shard: the newest id it was sent.
         self._positions: dict[str, dict[int, StreamId]] = {}
@@ -123,7 +124,7 @@ class DeliveryLedger:
         """A client that cannot keep up: it gets nothing more, and its connection is
         closed. Its memory stays bounded, the others are not held up, and it comes back
         with its last id and is caught up from the stream."""
-        self._held.pop(sid, None)
+        self._end_hold(sid)
         self._shedding.add(sid)
         self._courier.cut(sid, eio_sid)
 
@@ -135,6 +136,18 @@ class DeliveryLedger:
     def is_held(self, sid: str) -> bool:
         """Connecting or being caught up: live events wait."""
         return sid in self._held
+
+    def wait_released(self, sid: str, timeout: float) -> bool:
+        """Wait until the client is not held (False if it still is after ``timeout``)."""
+        with self._released:
+            return self._released.wait_for(lambda: sid not in self._held, timeout)
+
+    def _end_hold(self, sid: str) -> list[Held] | None:
+        """Under the lock: the client's held events, and it is no longer held."""
+        held = self._held.pop(sid, None)
+        if held is not None:
+            self._released.notify_all()
+        return held
 
     def release(
         self,
@@ -154,7 +167,7 @@ class DeliveryLedger:
         Nothing is done for a client that is not held.
         """
         with self._lock:
-            held = self._held.pop(sid, None)
+            held = self._end_hold(sid)
             if held is None:
                 # Not held (any more): it disconnected (forgotten; nothing may be kept
                 # for it again) or another catch-up released it first.
@@ -195,7 +208,7 @@ class DeliveryLedger:
 
     def forget(self, sid: str) -> None:
         with self._lock:
-            self._held.pop(sid, None)
+            self._end_hold(sid)
             self._positions.pop(sid, None)
             self._covered.pop(sid, None)
             self._shedding.discard(sid)

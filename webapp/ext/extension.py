@@ -45,7 +45,7 @@ from streambridge.webapp.ext.identity import Viewer
 from streambridge.webapp.ext.metrics import WebMetrics
 from streambridge.webapp.ext.queue_manager import StreamQueueManager
 from streambridge.webapp.ext.request_bounds import RequestBounds
-from streambridge.webapp.ext.subscriptions import Subscriptions, with_time_limit
+from streambridge.webapp.ext.subscriptions import MaySubscribe, Subscriptions, with_time_limit
 
 from streambridge.contract import Event
 from streambridge.publisher import Publisher
@@ -291,7 +291,7 @@ class StreamBridge:
         )
         app.extensions[EXTENSION_KEY] = state
         subscriptions = Subscriptions(
-            catchup, settings, self._room_authorizer(app, socketio, settings), socketio.sleep
+            catchup, settings, self._room_authorizer(app, socketio, settings)
         )
         sockets.register(socketio, catchup, self.current_viewer, subscriptions)
         metrics.connected.set_function(lambda: len(catchup.clients))
@@ -308,7 +308,7 @@ class StreamBridge:
 
     def _room_authorizer(
         self, app: Flask, socketio: SocketIO, settings: WebSettings
-    ) -> Callable[[Viewer, str], bool]:
+    ) -> MaySubscribe:
         """``authorize_room``'s answer with its time limit; the hook is looked up on each
         request (it is often registered after ``init_app``)."""
 

@@ -76,7 +76,6 @@ def register(
     @socketio.on("disconnect")
     def on_disconnect(reason=None):
         catchup.on_disconnect(request.sid)
-        subscriptions.forget(request.sid)
         log.info("socket.disconnected", extra={"sid": request.sid, "reason": str(reason)})
 
 

@@ -43,7 +43,7 @@ CLIENT_EVENTS = frozenset({SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT})
 NOT_ALLOWED = "not allowed"
 BUSY_WAIT_S = 40.0  # longer than a connect catch-up may retry (catchup.RETRY_S)
 
-RoomAuthorizer = Callable[[Viewer, str], bool]
+MaySubscribe = Callable[[Viewer, str], bool]  # the app's hook, time limit applied
 
 
 class TokenBucket:
@@ -70,18 +70,12 @@ class Subscriptions:
         self,
         catchup: CatchUp,
         settings: WebSettings,
-        authorize: RoomAuthorizer,
-        sleep: Callable[[float], None],
+        authorize: MaySubscribe,
     ) -> None:
         """``authorize``: the app's answer (with its time limit already applied)."""
         self.catchup = catchup
         self.settings = settings
         self.authorize = authorize
-        self.sleep = sleep
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def forget(self, sid: str) -> None:
-        self._buckets.pop(sid, None)
 
     # -- the two requests ---------------------------------------------------------------
     def subscribe(self, sid: str, request: Any) -> dict[str, Any]:
@@ -135,20 +129,19 @@ class Subscriptions:
     def _check(self, sid: str, request: Any) -> tuple[Client | None, str | None, dict | None]:
         """The client and room of a request, or the refusal."""
         room = request.get("room") if isinstance(request, dict) else None
-        shown = room if isinstance(room, str) and not room_error(room) else None
+        error = room_error(room)
+        shown = room if error is None else None
         client = self.catchup.clients.get(sid)
         if client is None:
             return None, None, {"ok": False, "room": shown, "reason": "not connected"}
-        bucket = self._buckets.get(sid)
-        if bucket is None:
+        if client.requests is None:
             rate, burst = self.settings.subscribe_rate, self.settings.subscribe_burst
-            bucket = self._buckets[sid] = TokenBucket(rate, burst)
-        if not bucket.take():
+            client.requests = TokenBucket(rate, burst)
+        if not client.requests.take():
             refusal = self._refuse(client, shown, "too many requests; slow down", retry=True)
             return None, None, refusal
         if not isinstance(request, dict):
             return None, None, self._refuse(client, None, "the request must be an object")
-        error = room_error(room)
         if error is not None:
             return None, None, self._refuse(client, None, error)
         return client, room, None
@@ -168,12 +161,7 @@ class Subscriptions:
 
     def _wait_not_held(self, client: Client) -> bool:
         """Wait out the client's connect catch-up (or a re-sync): one catch-up at a time."""
-        deadline = time.monotonic() + BUSY_WAIT_S
-        while self.catchup.ledger.is_held(client.sid):
-            if time.monotonic() > deadline or client.sid not in self.catchup.clients:
-                return False
-            self.sleep(0.005)
-        return True
+        return self.catchup.ledger.wait_released(client.sid, BUSY_WAIT_S)
 
 
 def with_time_limit(
@@ -181,7 +169,7 @@ def with_time_limit(
     timeout_s: float,
     start: Callable[..., Any],
     context: Callable[[], Any],
-) -> RoomAuthorizer:
+) -> MaySubscribe:
     """The app's hook ``ask(user_id, room)``, run in a green thread of its own (``start``)
     inside ``context()`` (the app's context): ``True`` within ``timeout_s`` is yes,
     anything else (an exception, a late answer) is no."""

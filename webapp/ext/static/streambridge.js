@@ -244,12 +244,11 @@
       subscribe: function (room, opts) {
         return new Promise(function (resolve) {
           var earlier = subscriptions[room];  // asked again before the answer: both get it
-          var sub = subscriptions[room] = {
+          subscriptions[room] = {
             acked: false, from: wirePosition(opts && opts.position), retries: 0,
             waiters: (earlier ? earlier.waiters : []).concat([resolve])
           };
           if (socket.connected) ask(room);  // else when it connects
-          return sub;
         });
       },
       unsubscribe: function (room) {
