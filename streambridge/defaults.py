@@ -69,6 +69,10 @@ SUBSCRIBE_BURST = 20
 """Subscribe and unsubscribe requests of one connection: this many at once, then this
 many per second."""
 
+PRESENCE_TTL_S = 15.0
+"""A web server refreshes its connections' presence every third of this; a server that
+died leaves no one present for longer than this plus a third (20 s)."""
+
 AUTHORIZE_TIMEOUT_S = 2.0
 """A room authorization hook that has not answered by then counts as no."""
 

@@ -6,9 +6,15 @@ number of live connections (a hash). Web servers add a connection when it joins,
 it when it leaves, and refresh the expiry of their own connections by heartbeat; a
 connection of a server that died (SIGKILL, power loss) is dropped once its expiry has
 passed, at the latest ``ttl`` after its last heartbeat. Every script drops the expired
-connections of its room and returns the users that left with them, so whoever runs it
-can announce them, once. A user is present while any of its connections is
-(two tabs leave when the last closes). Both keys expire when no server refreshes them.
+connections of its room first. A user is present while any of its connections is (two
+tabs leave when the last closes). Both keys expire when no server refreshes them.
+
+Each change of who is present (a user joins: its first connection; leaves: its last)
+gets the room's next number, ``seq``, and the script that made it returns it, so whoever
+ran it can announce it, once. Numbers only grow, also after the keys expired or Redis
+lost them (a number is at least Redis's clock in microseconds): a reader that got the
+room with its number ignores any change numbered before it, whatever the order they
+arrive in.
 """
 
 from __future__ import annotations
@@ -19,41 +25,58 @@ from typing import Any
 from streambridge import keys
 from streambridge.history import Script
 
-_REAP = """
+SEQ_FIELD = ""
+"""The users hash's field holding the room's last change number (no user has this name)."""
+
+JOINED, LEFT = "join", "leave"
+
+_COMMON = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local conns, users = KEYS[1], KEYS[2]
+local changes, seq = {}, nil
 local function user_of(member)
   local colon = string.find(member, ':', 1, true)
   local n = tonumber(string.sub(member, 1, colon - 1))
   return string.sub(member, colon + 1, colon + n)
 end
--- Drops one connection; the user if it was its last.
-local function drop(member, gone)
+-- A change of who is present, numbered after every change before it.
+local function note(kind, user)
+  if seq == nil then
+    seq = math.max((tonumber(redis.call('HGET', users, '')) or 0) + 1, now_us)
+  else
+    seq = seq + 1
+  end
+  changes[#changes + 1] = kind
+  changes[#changes + 1] = user
+  changes[#changes + 1] = string.format('%.0f', seq)
+end
+local function save()
+  if seq ~= nil then redis.call('HSET', users, '', string.format('%.0f', seq)) end
+end
+-- Drops one connection; its user leaves if it was its last.
+local function drop(member)
   if redis.call('ZREM', conns, member) == 1 then
     local user = user_of(member)
     if redis.call('HINCRBY', users, user, -1) <= 0 then
       redis.call('HDEL', users, user)
-      gone[#gone + 1] = user
-      return 1
+      note('leave', user)
     end
   end
-  return 0
 end
--- The expired connections dropped; the users that left with them.
+-- The expired connections dropped.
 local function reap()
-  local gone = {}
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', conns, '-inf', now)) do
-    drop(member, gone)
+    drop(member)
   end
-  return gone
 end
--- Adds (or refreshes) one connection; 1 if its user was not present before.
+-- Adds (or refreshes) one connection; its user joins if it was not present.
 local function add(member, ttl)
   if redis.call('ZADD', conns, now + ttl, member) == 1 then
-    return redis.call('HINCRBY', users, user_of(member), 1) == 1 and 1 or 0
+    local user = user_of(member)
+    if redis.call('HINCRBY', users, user, 1) == 1 then note('join', user) end
   end
-  return 0
 end
 local function keep(ttl)
   redis.call('PEXPIRE', conns, 2 * ttl)
@@ -62,72 +85,110 @@ end
 """
 
 JOIN = (
-    _REAP
+    _COMMON
     + """
-local gone = reap()
-local first = add(ARGV[1], tonumber(ARGV[2]))
+reap()
+add(ARGV[1], tonumber(ARGV[2]))
 keep(tonumber(ARGV[2]))
-return {first, gone}
+save()
+return changes
 """
 )
-"""KEYS: a room's connections and users. ARGV: member, ttl in ms. Returns whether the
-user was not present before, and the users gone by expiry."""
+"""KEYS: a room's connections and users. ARGV: member, ttl in ms. Returns the changes
+(flat: kind, user, seq): the expired connections' users that left, then the user if it
+joined."""
 
 LEAVE = (
-    _REAP
+    _COMMON
     + """
-local gone = reap()
-local last = drop(ARGV[1], {})
-return {last, gone}
+reap()
+drop(ARGV[1])
+save()
+return changes
 """
 )
-"""KEYS: as JOIN. ARGV: member. Returns whether that was the user's last connection,
-and the users gone by expiry (others)."""
+"""KEYS: as JOIN. ARGV: member. Returns the changes (the user if that was its last
+connection)."""
 
 HEARTBEAT = (
-    _REAP
+    _COMMON
     + """
 -- Its own connections first: one that had expired but was not dropped yet lives on.
-local ttl, back = tonumber(ARGV[1]), {}
-for i = 2, #ARGV do
-  if add(ARGV[i], ttl) == 1 then back[#back + 1] = user_of(ARGV[i]) end
-end
-local gone = reap()
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV do add(ARGV[i], ttl) end
+reap()
 keep(ttl)
-return {back, gone}
+save()
+return changes
 """
 )
 """KEYS: as JOIN. ARGV: ttl in ms, then the server's members in the room. Returns the
-users present again (their connection had expired: the server was paused past the ttl)
-and the users gone by expiry."""
+changes: users present again (their connection had expired: the server was paused past
+the ttl, or Redis lost the keys), then users gone by expiry."""
 
 READ = (
-    _REAP
+    _COMMON
     + """
-local gone = reap()
-return {redis.call('HGETALL', users), gone}
+reap()
+save()
+local flat = redis.call('HGETALL', users)
+local present = {}
+for i = 1, #flat, 2 do
+  if flat[i] ~= '' then
+    present[#present + 1] = flat[i]
+    present[#present + 1] = flat[i + 1]
+  end
+end
+return {present, redis.call('HGET', users, '') or '0', changes}
 """
 )
-"""KEYS: as JOIN. Returns the users' connection counts (flat) and the users gone."""
+"""KEYS: as JOIN. Returns the users' connection counts (flat), the room's last change
+number and the changes (users gone by expiry)."""
 
 
 def member(user: str, connection: str) -> str:
     """A connection's member: the user's name with its length in UTF-8 bytes first (any
     name; Lua counts bytes)."""
+    if not user:
+        raise ValueError("a present user has a name")
     return f"{len(user.encode())}:{user}{connection}"
 
 
 @dataclass(frozen=True)
 class Change:
-    """What a presence script saw: ``present`` (joined first / left last / back),
-    and the users that left by expiry (whose leave the caller announces)."""
+    """A user joined (its first connection) or left (its last), numbered ``seq``."""
 
-    changed: bool
-    gone: list[str]
+    kind: str  # JOINED or LEFT
+    user: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Who is in a room: user -> live connections, as of change ``seq``."""
+
+    users: dict[str, int]
+    seq: int
+
+
+def changes(reply: Any) -> list[Change]:
+    """The changes a script returned."""
+    return [
+        Change(str(reply[i]), str(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
+    ]
+
+
+def snapshot(reply: Any) -> tuple[Snapshot, list[Change]]:
+    """What the read script returned: the room, and the changes it made."""
+    flat, seq, made = reply
+    users = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return Snapshot(users, int(seq)), changes(made)
 
 
 class Presence:
-    """The presence of rooms of one stream's namespaces, in Redis."""
+    """The presence of rooms of one stream's namespaces, in Redis. Each operation is a
+    direct call, or a ``*_command`` to send in a pipeline (with ``changes`` or
+    ``snapshot`` to read its reply, and ``unloaded`` for a Redis that lost the script)."""
 
     def __init__(self, client: Any, stream: str, ttl_s: float) -> None:
         self.client = client
@@ -142,32 +203,54 @@ class Presence:
     def keys(self, namespace: str, room: str) -> list[str]:
         return list(keys.presence(self.stream, namespace, room))
 
-    def join(self, namespace: str, room: str, user: str, connection: str) -> Change:
-        """A connection joins; ``changed``: its user was not present before."""
-        first, gone = self._join(
-            keys=self.keys(namespace, room), args=[member(user, connection), self.ttl_ms]
+    # -- as commands, for a pipeline ----------------------------------------------------
+    def join_command(self, namespace: str, room: str, user: str, connection: str) -> tuple:
+        return self._join.command(
+            self.keys(namespace, room), [member(user, connection), self.ttl_ms]
         )
-        return Change(bool(first), [str(u) for u in gone])
 
-    def leave(self, namespace: str, room: str, user: str, connection: str) -> Change:
-        """A connection leaves; ``changed``: it was its user's last."""
-        last, gone = self._leave(keys=self.keys(namespace, room), args=[member(user, connection)])
-        return Change(bool(last), [str(u) for u in gone])
+    def leave_command(self, namespace: str, room: str, user: str, connection: str) -> tuple:
+        return self._leave.command(self.keys(namespace, room), [member(user, connection)])
 
-    def heartbeat(
-        self, namespace: str, room: str, members: list[tuple[str, str]]
-    ) -> tuple[list[str], list[str]]:
-        """Refresh this server's ``(user, connection)`` in a room; returns the users
-        present again and the users gone by expiry."""
-        back, gone = self._heartbeat(
-            keys=self.keys(namespace, room),
-            args=[self.ttl_ms, *(member(u, c) for u, c in members)],
+    def heartbeat_command(self, namespace: str, room: str, members: list[tuple[str, str]]) -> tuple:
+        args = [self.ttl_ms, *(member(u, c) for u, c in members)]
+        return self._heartbeat.command(self.keys(namespace, room), args)
+
+    def read_command(self, namespace: str, room: str) -> tuple:
+        return self._read.command(self.keys(namespace, room), [])
+
+    def unloaded(self, reply: Any) -> bool:
+        """Whether ``reply`` says Redis lost a script (it is loaded again when next used)."""
+        return any(
+            s.unloaded(reply) for s in (self._join, self._leave, self._heartbeat, self._read)
         )
-        return [str(u) for u in back], [str(u) for u in gone]
 
-    def read(self, namespace: str, room: str) -> tuple[dict[str, int], list[str]]:
-        """Who is in the room (user -> live connections), and the users gone by expiry
-        (the caller announces their leave)."""
-        flat, gone = self._read(keys=self.keys(namespace, room), args=[])
-        counts = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return counts, [str(u) for u in gone]
+    # -- direct calls -------------------------------------------------------------------
+    def join(self, namespace: str, room: str, user: str, connection: str) -> list[Change]:
+        """A connection joins: the expired connections' users that left, then its
+        user if it was not present before."""
+        return changes(
+            self._join(
+                keys=self.keys(namespace, room), args=[member(user, connection), self.ttl_ms]
+            )
+        )
+
+    def leave(self, namespace: str, room: str, user: str, connection: str) -> list[Change]:
+        """A connection leaves: changes as ``join`` (its user if it was its last)."""
+        return changes(
+            self._leave(keys=self.keys(namespace, room), args=[member(user, connection)])
+        )
+
+    def heartbeat(self, namespace: str, room: str, members: list[tuple[str, str]]) -> list[Change]:
+        """Refresh this server's ``(user, connection)`` in a room: the users present
+        again, then the users gone by expiry."""
+        return changes(
+            self._heartbeat(
+                keys=self.keys(namespace, room),
+                args=[self.ttl_ms, *(member(u, c) for u, c in members)],
+            )
+        )
+
+    def read(self, namespace: str, room: str) -> tuple[Snapshot, list[Change]]:
+        """Who is in the room, and the users gone by expiry (the caller announces them)."""
+        return snapshot(self._read(keys=self.keys(namespace, room), args=[]))

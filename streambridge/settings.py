@@ -234,6 +234,17 @@ class WebSettings(CommonSettings, MetricsSettings):
     subscribe_burst: int = Field(
         defaults.SUBSCRIBE_BURST, ge=1, description="Requests one connection may make at once."
     )
+    presence: bool = Field(
+        True,
+        description="Keep who is connected to the granted and subscribed rooms (presence).",
+    )
+    presence_ttl_s: float = Field(
+        defaults.PRESENCE_TTL_S,
+        ge=0.3,
+        le=300,
+        description="Presence heartbeat every third of this; a dead server's connections "
+        "leave within this plus a third.",
+    )
     authorize_timeout_s: float = Field(
         defaults.AUTHORIZE_TIMEOUT_S,
         gt=0,

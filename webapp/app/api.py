@@ -1,7 +1,10 @@
 """``POST /api/``: a logged-in user appends an event to the stream (a producer).
+``GET /api/presence?room=``: who is connected to a room.
 
 The user may publish only where the users file lets it (by default: where it may
 receive), never with a reserved channel, and the event carries its name (``meta.from``).
+It may read the presence of the rooms it may have: its granted rooms and those its
+``subscribe`` patterns match.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 from streambridge.webapp.app.auth import current_user, current_viewer
 from streambridge.webapp.ext.extension import PublishRefused, state
+from streambridge.webapp.ext.presence_keeper import PresenceUnavailable
 
-from streambridge.contract import ContractError
+from streambridge.contract import ContractError, room_error
 from streambridge.publisher import Publisher
 
 bp = Blueprint("api", __name__)
@@ -58,6 +62,29 @@ def post_event():
     except PublishRefused as exc:
         return error(403, str(exc))
     return jsonify({"status": True, "id": stream_id})
+
+
+@bp.get("/api/presence")
+def presence():
+    viewer = current_viewer()
+    if viewer is None:
+        return error(401, "login required")
+    room = request.args.get("room")
+    if room is None:
+        return error(400, "room: say which room (?room=...)")
+    problem = room_error(room)
+    if problem is not None:
+        return error(400, problem)
+    sb = state()
+    if not sb.extension.may_subscribe(viewer, room):
+        return error(403, f"{viewer.name} may not see room {room!r}")
+    if sb.presence is None:
+        return error(404, "presence is off (STREAMBRIDGE_PRESENCE=false)")
+    try:
+        seen = sb.presence.read("/", room)
+    except PresenceUnavailable as exc:
+        return error(503, str(exc))
+    return jsonify({"status": True, "room": room, "users": seen.users, "seq": seen.seq})
 
 
 def user_key() -> str:

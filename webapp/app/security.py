@@ -101,9 +101,10 @@ def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -
             settings.login_rate_limit, methods=["POST"]
         )(auth.login)
     if settings.api_rate_limit:
-        app.view_functions["api.post_event"] = limiter.limit(
-            settings.api_rate_limit, key_func=api.user_key
-        )(api.post_event)
+        for view in (api.post_event, api.presence):
+            app.view_functions[f"api.{view.__name__}"] = limiter.limit(
+                settings.api_rate_limit, key_func=api.user_key
+            )(view)
 
     @app.errorhandler(413)
     def too_large(exc):

@@ -19,6 +19,8 @@
     def may_subscribe(user_id, room):   # optional: rooms a page may ask for (sb.subscribe)
         return room.startswith("order:") and owns(user_id, room)
 
+    bridge.presence("order:123")        # who is connected there: {"alice": 2, ...}
+
 It sets up Flask-SocketIO on ``STREAMBRIDGE_SOCKETIO_PATH`` with the Redis queue,
 refuses sockets without a logged-in user, puts each user in ``user:<id>`` (plus the
 rooms from ``rooms_loader``), catches clients up from the stream, and serves the
@@ -41,13 +43,15 @@ from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
 from streambridge.webapp.ext import sockets
 from streambridge.webapp.ext.catchup import CatchUp
-from streambridge.webapp.ext.identity import Viewer
+from streambridge.webapp.ext.identity import USER_ROOM_PREFIX, Viewer
 from streambridge.webapp.ext.metrics import WebMetrics
+from streambridge.webapp.ext.presence_keeper import PresenceKeeper
 from streambridge.webapp.ext.queue_manager import StreamQueueManager
 from streambridge.webapp.ext.request_bounds import RequestBounds
 from streambridge.webapp.ext.subscriptions import MaySubscribe, Subscriptions, with_time_limit
 
-from streambridge.contract import Event
+from streambridge.contract import Event, room_error
+from streambridge.presence import Presence
 from streambridge.publisher import Publisher
 from streambridge.redis_conn import ERRORS
 from streambridge.settings import WebSettings
@@ -83,6 +87,7 @@ class State:
     metrics: WebMetrics
     extension: StreamBridge
     logins_alive: LoginsAlive | None = None
+    presence: PresenceKeeper | None = None  # None: STREAMBRIDGE_PRESENCE is off
 
     def watch_sockets(self) -> None:
         """Every half second: disconnect sockets whose login has ended (logout, expiry)
@@ -177,6 +182,7 @@ class StreamBridge:
         self._rooms_loader = rooms_loader
         self._authorize_publish: PublishAuthorizer | None = None
         self._authorize_room: RoomAuthorizer | None = None
+        self._may_subscribe: MaySubscribe | None = None  # the hook with its time limit
         self._settings = settings
         self._redis_client = redis_client
         self._logins_alive = logins_alive
@@ -215,6 +221,29 @@ class StreamBridge:
         counts as no. Without one, no room can be subscribed on request."""
         self._authorize_room = fn
         return fn
+
+    def may_subscribe(self, viewer: Viewer, room: str) -> bool:
+        """Whether a user may have ``room``: its own or a granted room, or one
+        ``authorize_room`` allows (with its time limit, as a socket's request). Never
+        another user's ``user:`` room."""
+        if viewer.may_receive(room):
+            return True
+        if room.startswith(USER_ROOM_PREFIX) or self._may_subscribe is None:
+            return False
+        return self._may_subscribe(viewer, room)
+
+    def presence(self, room: str, namespace: str = "/") -> dict[str, int]:
+        """Who is connected to ``room`` on every web server: user id -> its connections.
+        A connection is in the rooms granted to it at connect and those it subscribed
+        to. Raises ``PresenceUnavailable`` when Redis does not answer in time,
+        ``ValueError`` for a name that is no room, ``RuntimeError`` if presence is off."""
+        error = room_error(room)
+        if error is not None:
+            raise ValueError(error)
+        keeper = state().presence
+        if keeper is None:
+            raise RuntimeError("presence is off (STREAMBRIDGE_PRESENCE=false)")
+        return keeper.read(namespace, room).users
 
     def current_viewer(self) -> Viewer | None:
         loaded = self._user_loader()
@@ -277,7 +306,23 @@ class StreamBridge:
         if not settings.websocket_compression:
             app.wsgi_app = _NoWebSocketExtensions(app.wsgi_app)  # type: ignore[method-assign]
         catchup = CatchUp(client, manager, settings, metrics)
-        manager.gaps.set_handler(catchup.on_gap)
+        presence = None
+        if settings.presence:
+            presence = PresenceKeeper(
+                Presence(client, settings.stream, settings.presence_ttl_s),
+                publish=manager._publish,
+                send=manager.send_to,
+                start=socketio.start_background_task,
+                ttl_s=settings.presence_ttl_s,
+            )
+            manager.on_presence = presence.deliver
+
+        def on_gap() -> None:
+            catchup.on_gap()
+            if presence is not None:
+                presence.on_gap()
+
+        manager.gaps.set_handler(on_gap)
         state = State(
             settings,
             client,
@@ -288,12 +333,12 @@ class StreamBridge:
             metrics,
             self,
             self._logins_alive,
+            presence,
         )
         app.extensions[EXTENSION_KEY] = state
-        subscriptions = Subscriptions(
-            catchup, settings, self._room_authorizer(app, socketio, settings)
-        )
-        sockets.register(socketio, catchup, self.current_viewer, subscriptions)
+        self._may_subscribe = self._room_authorizer(app, socketio, settings)
+        subscriptions = Subscriptions(catchup, settings, self._may_subscribe, presence)
+        sockets.register(socketio, catchup, self.current_viewer, subscriptions, presence)
         metrics.connected.set_function(lambda: len(catchup.clients))
         app.register_blueprint(_client_blueprint(settings.client_script_url))
         app.register_blueprint(_ops_blueprint())

@@ -24,8 +24,12 @@ class Viewer:
         return user_room(self.name)
 
     @property
+    def granted_rooms(self) -> list[str]:
+        return sorted(self.rooms - {self.own_room})
+
+    @property
     def all_rooms(self) -> list[str]:
-        return [self.own_room, *sorted(self.rooms - {self.own_room})]
+        return [self.own_room, *self.granted_rooms]
 
     def may_receive(self, room: str | None) -> bool:
         """Broadcast, its own room, and rooms it was granted; nothing else."""

@@ -28,7 +28,7 @@ class WebMetrics:
             registry=r,
         )  # fmt: skip
         self.api_requests = Counter(
-            "streambridge_web_api_requests", "POST /api/ requests, by status.", ["status"],
+            "streambridge_web_api_requests", "/api/ requests, by status.", ["status"],
             registry=r,
         )  # fmt: skip
         self.refused_connections = Counter(

@@ -26,6 +26,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 from streambridge.webapp.ext.delivery_ledger import DeliveryLedger, undeliverable
+from streambridge.webapp.ext.presence_keeper import PRESENCE_METHOD
 from streambridge.webapp.ext.queue_listener import AllSubscribed, Gaps, QueueListener
 
 from streambridge.ids import ZERO, StreamId
@@ -85,6 +86,8 @@ class StreamQueueManager(socketio.RedisManager):
         # subscription's replay may stop at: see CatchUp.subscribe).
         self.newest_handled: dict[int, StreamId] = {}
         self.gaps = Gaps()
+        # Presence changes announced by the web servers (presence_keeper).
+        self.on_presence: Callable[[dict], None] | None = None
         extra = [c for c in dict.fromkeys(shard_channels or []) if c != channel]
         listening = functools.partial(self._client, listening=True)
         self.listeners = [
@@ -144,6 +147,13 @@ class StreamQueueManager(socketio.RedisManager):
                 log.warning("queue.bad_message", extra={"error": str(exc)[:200]})
                 continue
             if isinstance(data, dict):
+                if data.get("method") == PRESENCE_METHOD:
+                    if self.on_presence is not None:
+                        try:
+                            self.on_presence(data)
+                        except Exception as exc:  # one message must never stop the listener
+                            log.exception("queue.presence_failed", extra={"error": str(exc)})
+                    continue
                 # The bridge sends several events to a message: each is delivered on its
                 # own, in order (a malformed item is skipped, the others still go).
                 yield from unbatched(data)

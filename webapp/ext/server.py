@@ -23,6 +23,7 @@ from streambridge.redis_conn import redacted
 
 log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 1024
+PRESENCE_LEAVE_S = 3.0  # at shutdown; past it, the presence ttl removes them
 IDLE_MARGIN_S = 15.0
 """Beyond the Socket.IO ping window, how long a connection may send nothing at all."""
 
@@ -35,6 +36,7 @@ def run_app(app: Flask, host: str, port: int) -> None:
     if sb.settings.async_mode == "gevent":
         _log_listening(sb, host, port)
         _serve_gevent(app, host, port)
+        _leave_presence(sb)
         log.info("web.stopped")
         return
     serving = greenlet.getcurrent()
@@ -78,7 +80,14 @@ def run_app(app: Flask, host: str, port: int) -> None:
                 },
             )
             sb.socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
+    _leave_presence(sb)
     log.info("web.stopped")
+
+
+def _leave_presence(sb: Any) -> None:
+    """This server's connections leave their rooms' presence now, not a ttl later."""
+    if sb.presence is not None and not sb.presence.leave_all(PRESENCE_LEAVE_S):
+        log.warning("web.presence_not_left", extra={"ttl_s": sb.settings.presence_ttl_s})
 
 
 def _log_listening(sb: Any, host: str, port: int) -> None:

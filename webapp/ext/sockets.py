@@ -26,6 +26,7 @@ from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from streambridge.webapp.ext.catchup import CatchUp
 from streambridge.webapp.ext.identity import Viewer
 from streambridge.webapp.ext.pings import share_pings
+from streambridge.webapp.ext.presence_keeper import PRESENCE_EVENT, PresenceKeeper
 from streambridge.webapp.ext.subscriptions import (
     CLIENT_EVENTS,
     SUBSCRIBE_EVENT,
@@ -43,6 +44,7 @@ def register(
     catchup: CatchUp,
     current_viewer: Callable[[], Viewer | None],
     subscriptions: Subscriptions,
+    presence: PresenceKeeper | None = None,
 ) -> None:
     refuse_reserved_events(socketio.server)
     disconnect_without_waiting(socketio.server.eio)
@@ -60,6 +62,9 @@ def register(
         catchup.on_connect(sid, "/", viewer)
         for room in viewer.all_rooms:
             join_room(room)
+        if presence is not None:
+            for room in viewer.granted_rooms:
+                presence.join(sid, "/", room, viewer.name)
         log.info("socket.connected", extra={"user": viewer.name, "sid": sid})
         # Last, with no I/O after it: the replay must start after the CONNECT packet.
         socketio.start_background_task(catchup.run, sid, auth)
@@ -73,9 +78,15 @@ def register(
     def on_unsubscribe(*args):
         return subscriptions.unsubscribe(request.sid, args[0] if len(args) == 1 else None)
 
+    @socketio.on(PRESENCE_EVENT)
+    def on_presence(*args):
+        return subscriptions.watch_presence(request.sid, args[0] if len(args) == 1 else None)
+
     @socketio.on("disconnect")
     def on_disconnect(reason=None):
         catchup.on_disconnect(request.sid)
+        if presence is not None:
+            presence.disconnected(request.sid)
         log.info("socket.disconnected", extra={"sid": request.sid, "reason": str(reason)})
 
 

@@ -4,6 +4,8 @@ Wire form (Socket.IO events with an acknowledgement; ``streambridge.js`` wraps t
 
     emit("streambridge:subscribe", {"room": "order:123", "positions": {...}}, ack)
     emit("streambridge:unsubscribe", {"room": "order:123"}, ack)
+    emit("streambridge:presence", {"room": "order:123"}, ack)         # watch, and read
+    emit("streambridge:presence", {"room": "order:123", "watch": false}, ack)
 
 ``positions`` (optional) is the connect form (``{"<shard>": {"last_id", "epoch"}}``,
 or ``"last_id"``/``"epoch"`` at the top for shard 0): the room's missed events after it
@@ -18,6 +20,14 @@ anything but ``True`` is no, and without a hook nothing can be subscribed. Anoth
 user's ``user:`` room (or another connection's own room) is never given. Per
 connection, at most ``max_subscriptions`` rooms and ``subscribe_burst`` requests at
 once, then ``subscribe_rate`` per second.
+
+Presence: a client in a room (granted at connect or subscribed) may watch who is there:
+the answer is ``{"ok": true, "room", "users": {user: connections}, "seq"}``, then
+``streambridge:presence`` events ``{"room", "type": "join"|"leave", "user", "seq"}``
+until it stops watching or leaves the room; a change numbered ``seq`` or before is
+already in the answer. ``{"room", "type": "stale"}``: changes may have been missed
+(the server lost its queue subscription for a moment): ask again. Watching counts as
+a request (rate limit).
 """
 
 from __future__ import annotations
@@ -30,6 +40,11 @@ from typing import Any
 
 from streambridge.webapp.ext.catchup import CatchUp, Client
 from streambridge.webapp.ext.identity import USER_ROOM_PREFIX, Viewer
+from streambridge.webapp.ext.presence_keeper import (
+    PRESENCE_EVENT,
+    PresenceKeeper,
+    PresenceUnavailable,
+)
 
 from streambridge.contract import RESERVED_PREFIX, room_error
 from streambridge.settings import WebSettings
@@ -38,7 +53,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBE_EVENT = RESERVED_PREFIX + "subscribe"
 UNSUBSCRIBE_EVENT = RESERVED_PREFIX + "unsubscribe"
-CLIENT_EVENTS = frozenset({SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT})
+CLIENT_EVENTS = frozenset({SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT, PRESENCE_EVENT})
 """The only events a client may send."""
 NOT_ALLOWED = "not allowed"
 BUSY_WAIT_S = 40.0  # longer than a connect catch-up may retry (catchup.RETRY_S)
@@ -71,11 +86,14 @@ class Subscriptions:
         catchup: CatchUp,
         settings: WebSettings,
         authorize: MaySubscribe,
+        presence: PresenceKeeper | None = None,
     ) -> None:
-        """``authorize``: the app's answer (with its time limit already applied)."""
+        """``authorize``: the app's answer (with its time limit already applied);
+        ``presence``: None when presence is off."""
         self.catchup = catchup
         self.settings = settings
         self.authorize = authorize
+        self.presence = presence
 
     # -- the two requests ---------------------------------------------------------------
     def subscribe(self, sid: str, request: Any) -> dict[str, Any]:
@@ -107,6 +125,8 @@ class Subscriptions:
             if sid not in self.catchup.clients:
                 return self._refuse(client, room, "not connected")
             answer = self.catchup.subscribe(client, room, request)
+            if self.presence is not None:
+                self.presence.join(sid, client.namespace, room, user.name)
         log.info(
             "socket.subscribed",
             extra={"sid": sid, "user": user.name, "room": room, **answer},
@@ -122,8 +142,31 @@ class Subscriptions:
             if room not in client.subscribed:
                 return self._refuse(client, room, "not subscribed on request")
             self.catchup.unsubscribe(client, room)
+            if self.presence is not None:
+                self.presence.leave(sid, client.namespace, room)
         log.info("socket.unsubscribed", extra={"sid": sid, "user": client.user.name, "room": room})
         return {"ok": True, "room": room}
+
+    def watch_presence(self, sid: str, request: Any) -> dict[str, Any]:
+        """Watch a room's presence (and read it), or stop (``"watch": false``)."""
+        client, room, refused = self._check(sid, request)
+        if refused is not None:
+            return refused
+        assert client is not None and room is not None
+        if self.presence is None:
+            return self._refuse(client, room, "presence is off")
+        if request.get("watch", True) is False:
+            self.presence.unwatch(sid, client.namespace, room)
+            return {"ok": True, "room": room, "watching": False}
+        if not self.presence.tracks(sid, client.namespace, room):
+            # Granted rooms and rooms subscribed on request have presence.
+            return self._refuse(client, room, "not subscribed to this room")
+        try:
+            seen = self.presence.watch(sid, client.namespace, room)
+        except PresenceUnavailable as exc:
+            self.presence.unwatch(sid, client.namespace, room)
+            return self._refuse(client, room, str(exc), retry=True)
+        return {"ok": True, "room": room, "users": seen.users, "seq": seen.seq}
 
     # -- the checks ---------------------------------------------------------------------
     def _check(self, sid: str, request: Any) -> tuple[Client | None, str | None, dict | None]:
