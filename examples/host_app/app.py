@@ -101,6 +101,16 @@ def home():
     return render_template("home.html", user=current_user.id, order=order)
 
 
+@app.get("/orders/<order>/viewers")
+@login_required
+def order_viewers(order: str):
+    # Who has this order's page open, on every web server (presence).
+    room = f"order:{order}"
+    if not may_watch(current_user.id, room):
+        return {"error": "not your order"}, 403
+    return {"room": room, "viewers": streambridge.presence(room)}
+
+
 @app.post("/notify")
 @login_required
 def notify():

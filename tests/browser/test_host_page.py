@@ -79,3 +79,15 @@ def test_a_page_watches_its_own_order_and_is_refused_anothers(page, host, bridge
     page.wait_for_timeout(300)  # room for another order's event to show up, if it could
     texts = page.eval_on_selector_all("#order-events li", "els => els.map(e => e.textContent)")
     assert texts == ['"shipped"']
+    # Presence: the page shows who has the order open; the app reads it on the server.
+    page.wait_for_function("document.getElementById('order-viewers').textContent === 'alice'")
+    session = host.login("alice")
+    viewers = session.get(host.url + "/orders/1001/viewers", timeout=5)
+    assert viewers.json() == {"room": "order:1001", "viewers": {"alice": 1}}
+    assert session.get(host.url + "/orders/2002/viewers", timeout=5).status_code == 403
+    page.goto("about:blank")  # the page closes: its connection leaves the room
+    wait_until(
+        lambda: session.get(host.url + "/orders/1001/viewers", timeout=5).json()["viewers"] == {},
+        5,
+        "alice's page to leave order:1001",
+    )

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.browser.conftest import log_in, message_ids, wait_messages, wait_status
-from tests.support import PacedProducer, Web, all_published, wait_until
+from tests.support import PacedProducer, Web, all_published, start_web, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -243,3 +243,38 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     page.wait_for_timeout(300)
     assert page.locator("#messages li .body").last.inner_text() == "for all"
     assert page.locator("#messages li").count() == 3
+
+
+def test_the_page_shows_who_is_online_in_its_rooms_across_two_servers(
+    browser, page, web, env, tmp_path, processes
+):
+    """carol is granted team:blue (tests/conftest.py); alice subscribes to it from a page
+    served by another web server."""
+    other = start_web(env, tmp_path, processes, "web-b")
+    log_in(page, web, "carol")
+
+    def online(p, room: str = "team:blue") -> str:
+        return p.locator(f'#rooms li[data-room="{room}"] .online').get_attribute("data-online")
+
+    wait_until(lambda: online(page) == "carol", 5, "carol online in her granted room")
+    assert page.locator('#rooms li[data-room="team:blue"] button').count() == 0  # granted
+    alice_context = browser.new_context()
+    try:
+        alice = alice_context.new_page()
+        log_in(alice, other, "alice")
+        alice.get_by_label("Room", exact=True).fill("team:blue")
+        alice.get_by_role("button", name="Subscribe").click()
+        wait_until(lambda: online(alice) == "alice,carol", 5, "both, on alice's page")
+        wait_until(lambda: online(page) == "alice,carol", 5, "alice, on carol's page")
+        assert (
+            "online: alice, carol" in page.locator('#rooms li[data-room="team:blue"]').inner_text()
+        )
+        alice.get_by_role("button", name="Leave team:blue").click()
+        wait_until(lambda: online(page) == "carol", 5, "alice gone from carol's page")
+        alice.get_by_label("Room", exact=True).fill("team:blue")
+        alice.get_by_role("button", name="Subscribe").click()
+        wait_until(lambda: online(page) == "alice,carol", 5, "alice back")
+        alice.close()  # the tab closes: her last connection
+        wait_until(lambda: online(page) == "carol", 5, "alice gone with her tab")
+    finally:
+        alice_context.close()

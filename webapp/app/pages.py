@@ -20,4 +20,5 @@ def index():
         user=user,
         socketio_path=settings.socketio_path,
         client_script_url=settings.client_script_url,
+        granted_rooms=user.viewer().granted_rooms,
     )

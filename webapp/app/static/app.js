@@ -93,23 +93,47 @@
   var roomsKey = "streambridge:rooms:" + script.dataset.user;
   var resumeAt = JSON.parse(JSON.stringify(sb.position.shards));
 
+  // Who is online in each room the page is in: granted ones (from the server, for
+  // good) and subscribed ones (while subscribed).
+  var granted = JSON.parse(script.dataset.rooms || "[]");
+  var online = Object.create(null);  // room -> names present
+  function watchPresence(room) {
+    if (room in online) return;
+    online[room] = [];
+    sb.onPresence(room, function (change) {
+      if (!(room in online)) return;
+      online[room] = change.users;
+      renderRooms();
+    });
+  }
+  granted.forEach(watchPresence);
+
   function renderRooms() {
     roomList.textContent = "";
-    sb.rooms().sort().forEach(function (room) {
+    var subscribed = sb.rooms().filter(function (room) { return granted.indexOf(room) < 0; });
+    granted.concat(subscribed.sort()).forEach(function (room) {
       var li = document.createElement("li");
       li.dataset.room = room;
       var name = document.createElement("span");
       name.className = "room";
       name.textContent = room;  // text, never HTML
-      var leave = document.createElement("button");
-      leave.type = "button";
-      leave.textContent = "Leave";
-      leave.setAttribute("aria-label", "Leave " + room);
-      leave.addEventListener("click", function () {
-        sb.unsubscribe(room).then(roomsChanged);
-        roomsChanged();
-      });
-      li.append(name, " ", leave);
+      var who = document.createElement("span");
+      who.className = "online";
+      who.dataset.online = (online[room] || []).join(",");
+      who.textContent = online[room] && online[room].length ? "online: " + online[room].join(", ") : "";
+      li.append(name, " ", who);
+      if (granted.indexOf(room) < 0) {
+        var leave = document.createElement("button");
+        leave.type = "button";
+        leave.textContent = "Leave";
+        leave.setAttribute("aria-label", "Leave " + room);
+        leave.addEventListener("click", function () {
+          delete online[room];  // unsubscribing stops its presence too
+          sb.unsubscribe(room).then(roomsChanged);
+          roomsChanged();
+        });
+        li.append(" ", leave);
+      }
       roomList.append(li);
     });
   }
@@ -120,6 +144,7 @@
     renderRooms();
   }
   sb.onSubscription(function (answer) {
+    if (answer.ok) watchPresence(answer.room);
     if (!answer.ok && !answer.retry) {
       joinError.textContent = "Not subscribed to " + (answer.room || "that room") + ": " + answer.reason;
       joinError.hidden = false;

@@ -9,6 +9,8 @@
  *   sb.onSubscription((answer) => { ... });           // every answer, also re-subscriptions
  *                                                     // (retry: true: asked again by itself)
  *   sb.unsubscribe("order:123");
+ *   sb.onPresence("order:123", (change) => { ... });   // who is there: {type, room, user?, users}
+ *   sb.presence("order:123").then((answer) => { ... }); // {ok, room, users: {name: connections}}
  *
  * It connects with the last stream id it saw in each shard (kept in sessionStorage, so
  * a reload in the same tab resumes), drops ids it has already delivered, and tells you
@@ -24,6 +26,14 @@
  * of the last event the page has of that room ({id, epoch, shard}), or {positions} as
  * sb.position.shards was when the page had everything of the room up to there; the
  * room's events after it are replayed first.
+ *
+ * Presence: in a room it is in (granted, or subscribed), the page may watch who else
+ * is. sb.presence(room) reads the room (and watches it from then on); sb.onPresence
+ * calls its handler with {type: "sync", users} after each read (also after a
+ * reconnect) and {type: "join" | "leave", user, users} as users come and go (users:
+ * the names present now, sorted). Changes are numbered by the server: one already in
+ * the last read is ignored, whatever order they arrive in. Unsubscribing from a room
+ * or sb.unwatchPresence(room) stops it.
  */
 (function (root) {
   "use strict";
@@ -31,6 +41,7 @@
   var RECOVERY = PREFIX + "recovery";
   var SUBSCRIBE = PREFIX + "subscribe";
   var UNSUBSCRIBE = PREFIX + "unsubscribe";
+  var PRESENCE = PREFIX + "presence";
   var ANSWER_TIMEOUT_MS = 60000;  // the server may wait out a catch-up first
   var RETRY_MS = [1000, 2000, 5000, 10000, 30000];  // after a passing refusal (retry: true)
   var MAX_SEEN = 20000;
@@ -178,12 +189,99 @@
       return {positions: at};
     }
 
+    // Presence: room -> {users: name -> connections, floor: the last read's number (null
+    // until answered), seqOf: name -> number of its last change, early: changes that
+    // came before the answer, handlers, waiters, retries}.
+    var presence = Object.create(null);
+
+    function watched(room) {
+      return presence[room] || (presence[room] = {
+        users: Object.create(null), floor: null, seqOf: Object.create(null), early: [],
+        handlers: [], waiters: [], retries: 0, asked: false
+      });
+    }
+    function names(p) { return Object.keys(p.users).sort(); }
+    function askPresence(room) {
+      var p = presence[room];
+      var sub = subscriptions[room];
+      if (sub && !sub.acked) {
+        // Being subscribed: the server knows the room once that is answered.
+        sub.waiters.push(function (answer) {
+          if (presence[room] !== p) return;
+          if (answer.ok) askPresence(room);
+          else presenceAnswered(room, p, {ok: false, room: room, reason: answer.reason});
+        });
+        return;
+      }
+      p.floor = null;
+      p.asked = true;
+      socket.timeout(ANSWER_TIMEOUT_MS).emit(PRESENCE, {room: room}, function (err, answer) {
+        if (presence[room] !== p || err) return;  // stopped, or no answer: asked on reconnect
+        presenceAnswered(room, p, answer);
+      });
+    }
+    function presenceAnswered(room, p, answer) {
+      var valid = answer && typeof answer === "object" && answer.ok === true &&
+        typeof answer.seq === "number" && answer.users && typeof answer.users === "object";
+      if (!valid) {
+        if (answer && answer.retry === true) {
+          var delay = RETRY_MS[Math.min(p.retries++, RETRY_MS.length - 1)];
+          setTimeout(function () {
+            if (presence[room] === p && socket.connected) askPresence(room);
+          }, delay * (0.5 + Math.random() / 2));
+          return;
+        }
+        p.asked = false;  // refused: asked again only when the page asks
+        if (!answer || typeof answer !== "object" || typeof answer.ok !== "boolean") {
+          answer = {ok: false, room: room, reason: "malformed answer"};
+        }
+        p.waiters.splice(0).forEach(function (resolve) { resolve(answer); });
+        return;
+      }
+      p.retries = 0;
+      p.users = Object.create(null);
+      Object.keys(answer.users).forEach(function (name) {
+        var count = answer.users[name];
+        if (typeof count === "number" && count > 0) p.users[name] = count;
+      });
+      p.floor = answer.seq;
+      p.seqOf = Object.create(null);
+      var early = p.early.splice(0);
+      p.handlers.forEach(function (h) { call(h, [{type: "sync", room: room, users: names(p)}]); });
+      early.forEach(function (change) { applyPresence(room, p, change); });
+      var users = Object.assign({}, p.users);
+      p.waiters.splice(0).forEach(function (resolve) { resolve({ok: true, room: room, users: users}); });
+    }
+    function applyPresence(room, p, change) {
+      if (change.seq <= p.floor || change.seq <= (p.seqOf[change.user] || 0)) return;
+      p.seqOf[change.user] = change.seq;
+      if (change.type === "join") p.users[change.user] = p.users[change.user] || 1;
+      else delete p.users[change.user];
+      var event = {type: change.type, room: room, user: change.user, users: names(p)};
+      p.handlers.forEach(function (h) { call(h, [event]); });
+    }
+    socket.on(PRESENCE, function (change) {
+      if (arguments.length !== 1 || !change || typeof change !== "object" || typeof change.room !== "string") return;
+      var p = presence[change.room];
+      if (!p || !p.asked) return;
+      if (change.type === "stale") {  // the server may have missed changes: read again
+        if (socket.connected) askPresence(change.room);
+        return;
+      }
+      if ((change.type !== "join" && change.type !== "leave") || typeof change.user !== "string" ||
+          typeof change.seq !== "number") return;
+      if (p.floor === null) p.early.push(change);
+      else applyPresence(change.room, p, change);
+    });
+
     socket.on("connect", function () {
       attempts = 0;
       status("connected");
       Object.keys(subscriptions).forEach(ask);
+      Object.keys(presence).forEach(function (room) { if (presence[room].asked) askPresence(room); });
     });
     socket.on("disconnect", function (reason) {
+      Object.keys(presence).forEach(function (room) { presence[room].floor = null; presence[room].early = []; });
       resumeFrom = JSON.parse(JSON.stringify(position.shards));
       if (reason === "io client disconnect") status("offline", reason);
       else if (reason === "io server disconnect") status("offline", "closed by the server");
@@ -254,6 +352,7 @@
       unsubscribe: function (room) {
         var sub = subscriptions[room];
         delete subscriptions[room];
+        delete presence[room];  // the server stops too
         if (sub) sub.waiters.splice(0).forEach(function (resolve) {
           resolve({ok: false, room: room, reason: "unsubscribed"});
         });
@@ -265,6 +364,29 @@
         });
       },
       rooms: function () { return Object.keys(subscriptions); },
+      presence: function (room) {
+        var p = watched(room);
+        return new Promise(function (resolve) {
+          p.waiters.push(resolve);
+          if (socket.connected) askPresence(room);
+          else p.asked = true;  // when it connects
+        });
+      },
+      onPresence: function (room, handler) {
+        var p = watched(room);
+        p.handlers.push(handler);
+        if (!p.asked) {
+          if (socket.connected) askPresence(room);
+          else p.asked = true;
+        }
+        return this;
+      },
+      unwatchPresence: function (room) {
+        var p = presence[room];
+        delete presence[room];
+        if (p) p.waiters.splice(0).forEach(function (resolve) { resolve({ok: false, room: room, reason: "stopped"}); });
+        if (socket.connected) socket.emit(PRESENCE, {room: room, watch: false});
+      },
       // Rooms asked for and not yet answered, with the position each is asked from
       // (a page that keeps its rooms over a reload asks for these from there).
       pending: function () {
