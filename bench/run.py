@@ -109,10 +109,11 @@ def node_script(name: str) -> subprocess.Popen:
 
 
 class LoadGen:
-    """One Node process with many socket.io clients (bench/clients.mjs)."""
+    """One Node process with many socket.io clients (bench/clients.mjs, or another
+    script of bench/ that speaks the same way)."""
 
-    def __init__(self) -> None:
-        self.proc = node_script("clients.mjs")
+    def __init__(self, script: str = "clients.mjs") -> None:
+        self.proc = node_script(script)
         self.lines: queue.Queue[dict] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.wait("started")
@@ -138,6 +139,8 @@ class LoadGen:
                 return msg
             if msg.get("event") == "connect_error":
                 print(f"  load generator: connect error {msg['message']}", file=sys.stderr)
+            if msg.get("event") == "error":
+                raise RuntimeError(f"load generator: {msg.get('error')}")
 
     def report(self) -> dict:
         self.send(cmd="report")

@@ -314,6 +314,7 @@ class StreamBridge:
                 send=manager.send_to,
                 start=socketio.start_background_task,
                 ttl_s=settings.presence_ttl_s,
+                metrics=metrics,
             )
             manager.on_presence = presence.deliver
 

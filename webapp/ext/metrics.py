@@ -37,3 +37,14 @@ class WebMetrics:
             ["reason"],
             registry=r,
         )
+        self.presence_scripts = Counter(
+            "streambridge_web_presence_scripts",
+            "Presence scripts run in Redis, by kind (join, leave, heartbeat, read).",
+            ["kind"],
+            registry=r,
+        )
+        self.presence_round_trips = Counter(
+            "streambridge_web_presence_round_trips",
+            "Pipelines of presence scripts sent to Redis.",
+            registry=r,
+        )

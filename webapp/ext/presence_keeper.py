@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 from redis.backoff import EqualJitterBackoff
+from streambridge.webapp.ext.metrics import WebMetrics
 
 from streambridge.contract import RESERVED_PREFIX
 from streambridge.presence import Change, Presence, Snapshot, changes, snapshot
@@ -67,6 +68,7 @@ class PresenceKeeper:
         send: Callable[[str, str, str, list[Any]], None],
         start: Callable[..., Any],
         ttl_s: float,
+        metrics: WebMetrics | None = None,
     ) -> None:
         """``publish``: a message to every web server's queue listener; ``send(sid,
         namespace, event, data)``: an event to one local client; ``start``: a green
@@ -76,6 +78,7 @@ class PresenceKeeper:
         self._send = send
         self._start = start
         self.interval_s = ttl_s / 3
+        self.metrics = metrics or WebMetrics()
         self._lock = threading.Lock()  # the maps below, under the threading mode too
         self.local: dict[Room, dict[str, str]] = {}  # room -> connection -> user
         self._rooms_of: dict[str, set[Room]] = {}  # connection -> rooms
@@ -261,6 +264,10 @@ class PresenceKeeper:
                     ops.append(("leave", key, user, sid))
         commands = [self._command(*op) for op in ops]
         commands += [self.registry.read_command(*r.room) for r in reads]
+        for kind, *_ in ops:
+            self.metrics.presence_scripts.labels(kind).inc()
+        if reads:
+            self.metrics.presence_scripts.labels("read").inc(len(reads))
         try:
             replies = self._execute(commands)
         except ERRORS as exc:
@@ -314,6 +321,7 @@ class PresenceKeeper:
                 )
                 keys.append(key)
                 stored += [(key, sid) for sid, _ in chunk]
+        self.metrics.presence_scripts.labels("heartbeat").inc(len(commands))
         announced: list[list[Any]] = []
         failed = None
         for start in range(0, len(commands), PIPELINE_CHUNK):
@@ -331,6 +339,7 @@ class PresenceKeeper:
     def _execute(self, commands: list[tuple]) -> list[Any]:
         if not commands:
             return []
+        self.metrics.presence_round_trips.inc()
         pipe = self.registry.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
