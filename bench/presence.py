@@ -280,10 +280,6 @@ def main() -> int:
         results["script_read_ms"] = quantiles(script)
 
         step("one heartbeat interval with nothing else going on")
-        after = [metric(port, "streambridge_web_presence_scripts_total") for *_, port in webs]
-        results["presence_scripts_during_movers"] = [
-            a - b for a, b in zip(after, before, strict=True)
-        ]
         beats = 'streambridge_web_presence_scripts_total{kind="heartbeat"}'
         trips = "streambridge_web_presence_round_trips_total"
         marks = [(metric(port, beats), metric(port, trips)) for *_, port in webs]
