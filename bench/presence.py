@@ -1,7 +1,7 @@
 """Presence at scale: 2,000 connections in 200 rooms over two web servers.
 
     .venv/bin/python bench/presence.py                   # table, and bench/presence.json
-    .venv/bin/python bench/presence.py --watchers 200 --rooms 20 --json /tmp/p.json
+    .venv/bin/python bench/presence.py --quick --json /tmp/p.json     # a smoke run
 
 One private redis-server, two ``streambridge web`` processes (gevent). Each room has
 10 users, one connection each, half on each server, and every one of them watches the
@@ -183,7 +183,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="movers per second")
     parser.add_argument("--reads", type=int, default=1000)
     parser.add_argument("--json", default=str(ROOT / "bench" / "presence.json"))
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 100 in 10 rooms")
     args = parser.parse_args()
+    if args.quick:
+        args.watchers, args.rooms, args.reads = 100, 10, 50
     results: dict[str, Any] = {"machine": machine(), "args": vars(args)}
     tmp = Path(tempfile.mkdtemp(prefix="presence-bench-"))
     redis_server = RedisServer(tmp / "redis", appendfsync="everysec").start()

@@ -99,3 +99,14 @@ def test_quick_bridge_ceiling_runs(tmp_path):
     result = json.loads(out.read_text())
     assert result["read_ack_per_s"] > result["bridge_per_s"] > 0
     assert result["publish_each_per_s"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_quick_presence_benchmark_runs(tmp_path):
+    out = tmp_path / "presence.json"
+    stdout = run_quick("bench/presence.py", out)
+    result = json.loads(out.read_text())
+    # Every watcher of a room got every mover's join and leave.
+    assert result["join_delivery_ms"]["n"] == result["leave_delivery_ms"]["n"] == 100
+    assert result["heartbeat"]["presence_keys"] == 2 * 10
+    assert "join delivered to watchers" in stdout
