@@ -10,4 +10,5 @@ scripts/setup.sh --test
 .venv/bin/python -m pytest "$@"
 STREAMBRIDGE_TEST_ASYNC_MODE=eventlet exec .venv/bin/python -m pytest -q \
   tests/integration/test_end_to_end.py tests/integration/test_exact_recovery.py \
-  tests/integration/test_security.py tests/integration/test_subscriptions.py
+  tests/integration/test_security.py tests/integration/test_subscriptions.py \
+  tests/integration/test_presence.py
