@@ -25,11 +25,13 @@ _EXPORTS = {
     "publish_many": "streambridge.publisher",
     "StreamBridge": "streambridge.webapp.ext.extension",
     "PublishRefused": "streambridge.webapp.ext.extension",
+    "PresenceUnavailable": "streambridge.webapp.ext.presence_keeper",
     "run_app": "streambridge.webapp.ext.server",
 }
 __all__ = [
     "ContractError",
     "Event",
+    "PresenceUnavailable",
     "PublishRefused",
     "Publisher",
     "StreamBridge",
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from streambridge.contract import ContractError, Event
     from streambridge.publisher import Publisher, configure, emit_event, publish, publish_many
     from streambridge.webapp.ext.extension import PublishRefused, StreamBridge
+    from streambridge.webapp.ext.presence_keeper import PresenceUnavailable
     from streambridge.webapp.ext.server import run_app
 
 

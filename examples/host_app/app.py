@@ -26,7 +26,7 @@ from flask_login import (  # noqa: E402
     logout_user,
 )
 
-from streambridge import PublishRefused, StreamBridge  # noqa: E402
+from streambridge import PresenceUnavailable, PublishRefused, StreamBridge  # noqa: E402
 
 PASSWORD = os.environ.get("HOST_APP_PASSWORD", "wonderland-demo")
 TEAMS = {"alice": ["team:blue"], "bob": []}
@@ -108,7 +108,10 @@ def order_viewers(order: str):
     room = f"order:{order}"
     if not may_watch(current_user.id, room):
         return {"error": "not your order"}, 403
-    return {"room": room, "viewers": streambridge.presence(room)}
+    try:
+        return {"room": room, "viewers": streambridge.presence(room)}
+    except PresenceUnavailable as exc:
+        return {"error": str(exc)}, 503
 
 
 @app.post("/notify")

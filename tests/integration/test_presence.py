@@ -165,6 +165,7 @@ def test_an_unsubscribed_room_is_left_and_redis_losing_the_room_is_repaired(
     # who is connected, and the watchers are told.
     for key in redis_client.keys("*presence*"):
         redis_client.delete(key)
+    redis_client.script_flush()
     wait_until(lambda: changes(carol)[-1:] == [("join", "carol")], 5, "carol put back")
     session = a.login("carol")
     assert read(a, session).json()["users"] == {"carol": 1}

@@ -110,12 +110,43 @@ def test_pipelined_commands_give_the_same_answers(servers, redis_client):
     joined, read = pipe.execute()
     assert kinds(changes(joined)) == [(JOINED, "erin")]
     assert snapshot(read)[0].users == {"erin": 1}
-    reply = redis_client.pipeline(transaction=False)
-    reply.execute_command(*a.leave_command(*ROOM, "erin", "p-1"))
+
+
+@pytest.mark.parametrize("operation", ["join", "leave", "heartbeat", "read"])
+def test_a_redis_that_lost_the_script_is_given_it_again(servers, redis_client, operation):
+    a, _ = servers
+    a.join(*ROOM, "erin", "p-1")
+    command = {
+        "join": lambda: a.join_command(*ROOM, "frank", "p-2"),
+        "leave": lambda: a.leave_command(*ROOM, "erin", "p-1"),
+        "heartbeat": lambda: a.heartbeat_command(*ROOM, [("erin", "p-1")]),
+        "read": lambda: a.read_command(*ROOM),
+    }[operation]
+    command()  # its script loaded
     redis_client.script_flush()  # Redis restarted, failed over
-    (lost,) = reply.execute(raise_on_error=False)
-    assert a.unloaded(lost)  # loaded again on next use
-    assert kinds(a.leave(*ROOM, "erin", "p-1")) == [(LEFT, "erin")]
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.execute_command(*command())
+    (lost,) = pipe.execute(raise_on_error=False)
+    assert a.unloaded(lost)
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.execute_command(*command())  # loaded again, as the web server's writer does
+    (reply,) = pipe.execute(raise_on_error=False)
+    assert not isinstance(reply, Exception), reply
+
+
+@pytest.mark.parametrize("lost", ["connections", "users"])
+def test_one_key_lost_without_the_other_is_made_good_by_a_heartbeat(servers, redis_client, lost):
+    a, b = servers
+    a.join(*ROOM, "alice", "a-1")
+    b.join(*ROOM, "bob", "b-1")
+    connections, users = a.keys(*ROOM)
+    redis_client.delete(connections if lost == "connections" else users)  # evicted
+    made = a.heartbeat(*ROOM, [("alice", "a-1")]) + b.heartbeat(*ROOM, [("bob", "b-1")])
+    assert a.read(*ROOM)[0].users == {"alice": 1, "bob": 1}
+    if lost == "users":  # they were invisible: present again
+        assert sorted(kinds(made)) == [(JOINED, "alice"), (JOINED, "bob")]
+    assert kinds(a.leave(*ROOM, "alice", "a-1")) == [(LEFT, "alice")]  # counts right
+    assert a.read(*ROOM)[0].users == {"bob": 1}
 
 
 def test_rooms_and_namespaces_are_apart(servers):

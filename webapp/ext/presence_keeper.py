@@ -13,6 +13,9 @@ the rest.
 The changes a script reports are published once, on the queue channel, to every web
 server (``PRESENCE_METHOD``); each sends them to its clients that asked to watch that
 room (``watch``), numbered, so a client ignores what came before the room it read.
+Whatever may have gone unannounced (a round trip whose outcome is unknown, a publish
+that failed) is followed, once Redis answers again, by a ``stale`` notice for those
+rooms: their watchers read them again.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from typing import Any
 
 import redis
 from redis.backoff import EqualJitterBackoff
+from redis.exceptions import NoScriptError
 from streambridge.webapp.ext.metrics import WebMetrics
 
 from streambridge.contract import RESERVED_PREFIX
-from streambridge.presence import Change, Presence, Snapshot, changes, snapshot
+from streambridge.presence import JOINED, LEFT, Change, Presence, Snapshot, changes, snapshot
 from streambridge.redis_conn import ERRORS
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,8 @@ PRESENCE_EVENT = RESERVED_PREFIX + "presence"
 ``{"room", "type": "stale"}``: changes may have been missed, read the room again."""
 STALE = "stale"
 PRESENCE_METHOD = "streambridge.presence"
-"""Queue message: ``{"method", "changes": [[namespace, room, kind, user, seq], ...]}``."""
+"""Queue message: ``{"method", "changes": [[namespace, room, kind, user, seq], ...],
+"stale": [[namespace, room], ...]}``."""
 HEARTBEAT_CHUNK = 500  # connections per heartbeat script: Redis stays responsive
 PIPELINE_CHUNK = 1_000  # scripts per round trip
 READ_TIMEOUT_S = 5.0
@@ -52,12 +57,17 @@ class PresenceUnavailable(RuntimeError):
     """Redis did not answer a presence read in time."""
 
 
+class _ScriptLost(redis.RedisError):
+    """Redis lost the script (restart, failover, flush): the next round loads it."""
+
+
 @dataclass
 class _Read:
     room: Room
     done: threading.Event = field(default_factory=threading.Event)
     result: Snapshot | None = None
     error: str | None = None
+    again: bool = False  # Redis had lost the script: asked again in the next round
 
 
 class PresenceKeeper:
@@ -70,31 +80,42 @@ class PresenceKeeper:
         ttl_s: float,
         metrics: WebMetrics | None = None,
     ) -> None:
-        """``publish``: a message to every web server's queue listener; ``send(sid,
-        namespace, event, data)``: an event to one local client; ``start``: a green
-        thread."""
+        """``publish``: a message to every web server's queue listener (None back: it
+        failed); ``send(sid, namespace, event, data)``: an event to one local client;
+        ``start``: a green thread."""
         self.registry = registry
         self._publish = publish
         self._send = send
         self._start = start
         self.interval_s = ttl_s / 3
         self.metrics = metrics or WebMetrics()
-        self._lock = threading.Lock()  # the maps below, under the threading mode too
+        self._lock = threading.Lock()  # the state below, under the threading mode too
+        self._live: set[str] = set()  # connections between connect and disconnect
         self.local: dict[Room, dict[str, str]] = {}  # room -> connection -> user
         self._rooms_of: dict[str, set[Room]] = {}  # connection -> rooms
         self.watchers: dict[Room, set[str]] = {}  # room -> local connections watching
         self._dirty: dict[tuple[Room, str], str] = {}  # (room, connection) -> user
-        self._stored: set[tuple[Room, str]] = set()  # written to Redis (as far as known)
+        self._stored: set[tuple[Room, str]] = set()  # maybe in Redis: a leave is written
         self._reads: list[_Read] = []
+        self._stale: set[Room] = set()  # changes may have gone unannounced
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
         self._task: Any = None
+        self._closed = False
 
     # -- what the socket handlers note (no I/O) ------------------------------------------
+    def connected(self, sid: str) -> None:
+        with self._lock:
+            self._live.add(sid)
+
     def join(self, sid: str, namespace: str, room: str, user: str) -> None:
+        """``sid`` is in ``room`` (ignored once it has disconnected: a subscription
+        answered after its connection dropped must not leave it present)."""
         key = (namespace, room)
         with self._lock:
+            if sid not in self._live:
+                return
             conns = self.local.setdefault(key, {})
             if sid in conns:
                 return
@@ -116,6 +137,7 @@ class PresenceKeeper:
 
     def disconnected(self, sid: str) -> None:
         with self._lock:
+            self._live.discard(sid)
             for key in self._rooms_of.pop(sid, ()):
                 self._leave(sid, key)
         self._kick()
@@ -127,31 +149,34 @@ class PresenceKeeper:
             return
         if not conns:
             del self.local[key]
+        self._unwatch(sid, key)
+        self._dirty[(key, sid)] = user
+
+    # -- watching and reading --------------------------------------------------------------
+    def watch(self, sid: str, namespace: str, room: str) -> Snapshot | None:
+        """Send this client the room's changes from now on, and read the room; None if
+        the client is not in the room. Raises ``PresenceUnavailable``."""
+        key = (namespace, room)
+        with self._lock:
+            if sid not in self.local.get(key, ()):
+                return None
+            self.watchers.setdefault(key, set()).add(sid)
+        try:
+            return self.read(namespace, room)
+        except PresenceUnavailable:
+            self.unwatch(sid, namespace, room)
+            raise
+
+    def unwatch(self, sid: str, namespace: str, room: str) -> None:
+        with self._lock:
+            self._unwatch(sid, (namespace, room))
+
+    def _unwatch(self, sid: str, key: Room) -> None:
         watching = self.watchers.get(key)
         if watching is not None:
             watching.discard(sid)
             if not watching:
                 del self.watchers[key]
-        self._dirty[(key, sid)] = user
-
-    def tracks(self, sid: str, namespace: str, room: str) -> bool:
-        return sid in self.local.get((namespace, room), ())
-
-    # -- watching and reading --------------------------------------------------------------
-    def watch(self, sid: str, namespace: str, room: str) -> Snapshot:
-        """Send this client the room's changes from now on, and read the room. The caller
-        checked that the client is in it (``tracks``). Raises ``PresenceUnavailable``."""
-        with self._lock:
-            self.watchers.setdefault((namespace, room), set()).add(sid)
-        return self.read(namespace, room)
-
-    def unwatch(self, sid: str, namespace: str, room: str) -> None:
-        with self._lock:
-            watching = self.watchers.get((namespace, room))
-            if watching is not None:
-                watching.discard(sid)
-                if not watching:
-                    del self.watchers[(namespace, room)]
 
     def read(self, namespace: str, room: str, timeout_s: float = READ_TIMEOUT_S) -> Snapshot:
         """Who is in a room (after this server's changes noted so far are written).
@@ -183,22 +208,27 @@ class PresenceKeeper:
             sids = list(self._rooms_of)
         for sid in sids:
             self.disconnected(sid)
-        return self.flush(timeout_s)
+        written = self.flush(timeout_s)
+        self.close()
+        return written
+
+    def close(self) -> None:
+        """Stop the writer (after its round under way)."""
+        self._closed = True
+        self._wake.set()
 
     def on_gap(self) -> None:
         """The queue subscription was lost and is back: changes announced meanwhile never
         reached this server. Its watching clients are told to read their rooms again."""
-        for (namespace, room), watching in list(self.watchers.items()):
-            for sid in list(watching):
-                self._send(sid, namespace, PRESENCE_EVENT, [{"room": room, "type": STALE}])
+        with self._lock:
+            rooms = list(self.watchers)
+        self._tell_stale(rooms)
 
-    # -- the changes of other servers, from the queue listener ------------------------------
+    # -- the changes of every server, from the queue listener --------------------------------
     def deliver(self, message: dict) -> None:
         """Send announced changes to the local clients watching their rooms."""
         announced = message.get("changes")
-        if not isinstance(announced, list):
-            return
-        for change in announced:
+        for change in announced if isinstance(announced, list) else ():
             if not (
                 isinstance(change, list)
                 and len(change) == 5
@@ -207,32 +237,52 @@ class PresenceKeeper:
             ):
                 continue
             namespace, room, kind, user, seq = change
-            watching = self.watchers.get((namespace, room))
-            if not watching:
-                continue
             data = {"room": room, "type": kind, "user": user, "seq": seq}
-            for sid in list(watching):
+            for sid in self._watching((namespace, room)):
                 self._send(sid, namespace, PRESENCE_EVENT, [data])
+        stale = message.get("stale")
+        if isinstance(stale, list):
+            rooms = [
+                (r[0], r[1])
+                for r in stale
+                if isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r)
+            ]
+            self._tell_stale(rooms)
+
+    def _watching(self, key: Room) -> list[str]:
+        with self._lock:
+            return list(self.watchers.get(key, ()))
+
+    def _tell_stale(self, rooms: Iterable[Room]) -> None:
+        for namespace, room in rooms:
+            for sid in self._watching((namespace, room)):
+                self._send(sid, namespace, PRESENCE_EVENT, [{"room": room, "type": STALE}])
 
     # -- the writer -------------------------------------------------------------------------
     def _kick(self) -> None:
         if self._task is None:
-            self._task = self._start(self._run)
+            with self._lock:
+                if self._task is None:
+                    self._task = self._start(self._run)
         self._wake.set()
 
     def _run(self) -> None:
         next_beat = time.monotonic() + self.interval_s
         failures = 0
-        while True:
+        while not self._closed:
             self._wake.wait(max(0.0, next_beat - time.monotonic()))
+            if self._closed:
+                return
             self._wake.clear()
             self._idle.clear()
             try:
-                while self._dirty or self._reads:
+                if self._dirty or self._reads:
                     self._write()
                 if time.monotonic() >= next_beat:
+                    self._heartbeat()  # failed: tried again after the back-off
                     next_beat = time.monotonic() + self.interval_s
-                    self._heartbeat()
+                if self._stale:
+                    self._announce([])  # Redis answers again: the stale notices
                 failures = 0
             except Exception as exc:  # presence must outlive an outage or any one failure
                 failures += 1
@@ -243,111 +293,151 @@ class PresenceKeeper:
                 else:
                     log.exception("presence.failed", extra={"error": str(exc)})
                 self._idle.set()
-                time.sleep(RETRY_DELAY.compute(failures))
+                # A lost script is loaded by the next try: at once, the first time.
+                lost = isinstance(exc, _ScriptLost) and failures == 1
+                # Woken early by new work, which is tried at once (e.g. at shutdown).
+                self._wake.wait(0 if lost else RETRY_DELAY.compute(failures))
                 self._wake.set()  # what is still to write, at the next round
                 continue
+            if self._dirty or self._reads:
+                self._wake.set()  # more than one round's worth
             self._idle.set()
 
     def _write(self) -> None:
-        """Write the noted changes and answer the reads (they come after), in one round
-        trip; what fails is kept for the next try."""
+        """Write the noted changes, then answer the reads, in one round trip; what
+        fails is kept for the next try."""
         with self._lock:
             taken = dict(list(self._dirty.items())[:PIPELINE_CHUNK])
             for entry in taken:
                 del self._dirty[entry]
-            reads, self._reads = self._reads, []
+            reads: list[_Read] = []
+            if not self._dirty:  # a read comes after every change noted before it
+                reads, self._reads = self._reads, []
+                for r in reads:
+                    r.again = False
             ops: list[tuple[str, Room, str, str]] = []
             for (key, sid), user in taken.items():
                 if sid in self.local.get(key, ()):
-                    ops.append(("join", key, user, sid))
+                    ops.append((JOINED, key, user, sid))
+                    self._stored.add((key, sid))  # from now on maybe there
                 elif (key, sid) in self._stored:
-                    ops.append(("leave", key, user, sid))
-        commands = [self._command(*op) for op in ops]
-        commands += [self.registry.read_command(*r.room) for r in reads]
-        for kind, *_ in ops:
-            self.metrics.presence_scripts.labels(kind).inc()
-        if reads:
-            self.metrics.presence_scripts.labels("read").inc(len(reads))
+                    ops.append((LEFT, key, user, sid))
         try:
-            replies = self._execute(commands)
-        except ERRORS as exc:
+            commands = [self._command(*op) for op in ops]
+            commands += [self.registry.read_command(*r.room) for r in reads]
+            replies = self._execute(commands, [key for _, key, _, _ in ops])
+            failed = self._settle(ops, reads, replies)
+        except Exception as exc:
             with self._lock:
                 for entry, user in taken.items():
                     self._dirty.setdefault(entry, user)  # a newer note wins
             for r in reads:
                 r.error = str(exc)
-                r.done.set()
             raise
+        finally:
+            for r in reads:
+                if not r.again:
+                    r.done.set()
+        if failed is not None:
+            raise failed
+
+    def _settle(self, ops: list, reads: list[_Read], replies: list[Any]) -> Exception | None:
+        """What each reply says: written (its changes announced) or to try again; the
+        reads answered. Returns the first error to back off on, if any."""
         announced: list[list[Any]] = []
         failed = None
         for (kind, key, user, sid), reply in zip(ops, replies[: len(ops)], strict=True):
             if isinstance(reply, Exception):
-                failed = failed or reply
+                failed = failed or _as_error(reply)
                 with self._lock:
                     self._dirty.setdefault((key, sid), user)
                 continue
-            if kind == "join":
-                self._stored.add((key, sid))
-            else:
-                self._stored.discard((key, sid))
+            if kind == LEFT:
+                with self._lock:
+                    if (key, sid) not in self._dirty:
+                        self._stored.discard((key, sid))
             announced += _announced(key, changes(reply))
         for r, reply in zip(reads, replies[len(ops) :], strict=True):
-            if isinstance(reply, Exception):
+            if isinstance(reply, NoScriptError):
+                r.again = True
+                with self._lock:
+                    self._reads.append(r)
+                failed = failed or _as_error(reply)
+            elif isinstance(reply, Exception):
                 r.error = str(reply)
-                failed = failed or reply
+                failed = failed or _as_error(reply)
             else:
                 r.result, made = snapshot(reply)
                 announced += _announced(r.room, made)
-            r.done.set()
         self._announce(announced)
-        if failed is not None and not self.registry.unloaded(failed):
-            raise _as_error(failed)
+        return failed
 
     def _command(self, kind: str, key: Room, user: str, sid: str) -> tuple:
-        if kind == "join":
+        if kind == JOINED:
             return self.registry.join_command(*key, user, sid)
         return self.registry.leave_command(*key, user, sid)
 
     def _heartbeat(self) -> None:
-        """Refresh this server's connections in every room, a chunk per script."""
+        """Refresh this server's connections in every room, a chunk per script, and
+        announce each round trip's changes as it comes back."""
         with self._lock:
             rooms = [(key, list(conns.items())) for key, conns in self.local.items()]
-        commands, stored, keys = [], [], []
-        for key, conns in rooms:
-            for i in range(0, len(conns), HEARTBEAT_CHUNK):
-                chunk = conns[i : i + HEARTBEAT_CHUNK]
-                commands.append(
-                    self.registry.heartbeat_command(*key, [(u, sid) for sid, u in chunk])
-                )
-                keys.append(key)
-                stored += [(key, sid) for sid, _ in chunk]
-        self.metrics.presence_scripts.labels("heartbeat").inc(len(commands))
-        announced: list[list[Any]] = []
+        chunks = [
+            (key, conns[i : i + HEARTBEAT_CHUNK])
+            for key, conns in rooms
+            for i in range(0, len(conns), HEARTBEAT_CHUNK)
+        ]
+        self.metrics.presence_scripts.labels("heartbeat").inc(len(chunks))
         failed = None
-        for start in range(0, len(commands), PIPELINE_CHUNK):
-            replies = self._execute(commands[start : start + PIPELINE_CHUNK])
-            for key, reply in zip(keys[start : start + PIPELINE_CHUNK], replies, strict=True):
+        for start in range(0, len(chunks), PIPELINE_CHUNK):
+            batch = chunks[start : start + PIPELINE_CHUNK]
+            commands = [
+                self.registry.heartbeat_command(*key, [(u, sid) for sid, u in chunk])
+                for key, chunk in batch
+            ]
+            replies = self._execute(commands, [key for key, _ in batch])
+            announced: list[list[Any]] = []
+            for (key, _), reply in zip(batch, replies, strict=True):
                 if isinstance(reply, Exception):
-                    failed = failed or reply
+                    failed = failed or _as_error(reply)
                 else:
                     announced += _announced(key, changes(reply))
-        self._stored.update(stored)
-        self._announce(announced)
-        if failed is not None and not self.registry.unloaded(failed):
-            raise _as_error(failed)
+            self._announce(announced)
+        if failed is not None:
+            raise failed
 
-    def _execute(self, commands: list[tuple]) -> list[Any]:
+    def _execute(self, commands: list[tuple], rooms: list[Room]) -> list[Any]:
+        """One round trip. A lost script is loaded again by the next command made; a
+        round trip that fails may have run in part: its ``rooms`` are stale."""
         if not commands:
             return []
         self.metrics.presence_round_trips.inc()
         pipe = self.registry.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
-        return pipe.execute(raise_on_error=False)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except Exception:
+            with self._lock:
+                self._stale.update(rooms)
+            raise
+        for reply in replies:
+            if isinstance(reply, Exception):
+                self.registry.unloaded(reply)
+        return replies
 
     def _announce(self, announced: list[list[Any]]) -> None:
-        if announced:
-            self._publish({"method": PRESENCE_METHOD, "changes": announced})
+        with self._lock:
+            stale, self._stale = self._stale, set()
+        if not announced and not stale:
+            return
+        message: dict[str, Any] = {"method": PRESENCE_METHOD, "changes": announced}
+        if stale:
+            message["stale"] = [list(room) for room in stale]
+        if self._publish(message) is None:  # not sent: its rooms' watchers read again
+            with self._lock:
+                self._stale.update(stale)
+                self._stale.update((c[0], c[1]) for c in announced)
 
 
 def _announced(key: Room, made: Iterable[Change]) -> list[list[Any]]:
@@ -355,5 +445,8 @@ def _announced(key: Room, made: Iterable[Change]) -> list[list[Any]]:
 
 
 def _as_error(reply: Exception) -> Exception:
-    """A script's error reply, as what the writer backs off on."""
+    """A script's error reply, as what the writer backs off on (a lost script is not:
+    the next try loads it)."""
+    if isinstance(reply, NoScriptError):
+        return _ScriptLost(str(reply))
     return reply if isinstance(reply, ERRORS) else redis.RedisError(str(reply))

@@ -63,6 +63,7 @@ def register(
         for room in viewer.all_rooms:
             join_room(room)
         if presence is not None:
+            presence.connected(sid)
             for room in viewer.granted_rooms:
                 presence.join(sid, "/", room, viewer.name)
         log.info("socket.connected", extra={"user": viewer.name, "sid": sid})

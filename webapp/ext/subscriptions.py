@@ -158,14 +158,13 @@ class Subscriptions:
         if request.get("watch", True) is False:
             self.presence.unwatch(sid, client.namespace, room)
             return {"ok": True, "room": room, "watching": False}
-        if not self.presence.tracks(sid, client.namespace, room):
-            # Granted rooms and rooms subscribed on request have presence.
-            return self._refuse(client, room, "not subscribed to this room")
         try:
             seen = self.presence.watch(sid, client.namespace, room)
         except PresenceUnavailable as exc:
-            self.presence.unwatch(sid, client.namespace, room)
             return self._refuse(client, room, str(exc), retry=True)
+        if seen is None:
+            # Granted rooms and rooms subscribed on request have presence.
+            return self._refuse(client, room, "not subscribed to this room")
         return {"ok": True, "room": room, "users": seen.users, "seq": seen.seq}
 
     # -- the checks ---------------------------------------------------------------------
