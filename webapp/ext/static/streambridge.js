@@ -30,10 +30,11 @@
  * Presence: in a room it is in (granted, or subscribed), the page may watch who else
  * is. sb.presence(room) reads the room (and watches it from then on); sb.onPresence
  * calls its handler with {type: "sync", users} after each read (also after a
- * reconnect) and {type: "join" | "leave", user, users} as users come and go (users:
- * the names present now, sorted). Changes are numbered by the server: one already in
- * the last read is ignored, whatever order they arrive in. Unsubscribing from a room
- * or sb.unwatchPresence(room) stops it.
+ * reconnect), {type: "join" | "leave", user, users} as users come and go (users: the
+ * names present now, sorted), and {type: "refused", reason} when the room is not one
+ * the connection is in (it is asked again once the page subscribes to it). Changes
+ * are numbered by the server: one already in the last read is ignored, whatever order
+ * they arrive in. Unsubscribing from a room or sb.unwatchPresence(room) stops it.
  */
 (function (root) {
   "use strict";
@@ -158,6 +159,15 @@
         else delete subscriptions[room];  // refused (or revoked): not asked for again
         sub.waiters.splice(0).forEach(function (resolve) { resolve(answer); });
       }
+      // A room whose presence is watched (or was refused for want of it): read it now;
+      // refused, so is its presence.
+      var watching = presence[room];
+      if (watching && answer.retry !== true) {
+        if (answer.ok && (watching.asked || watching.handlers.length)) askPresence(room);
+        else if (!answer.ok && watching.asked) {
+          presenceAnswered(room, watching, {ok: false, room: room, reason: answer.reason});
+        }
+      }
       subscriptionHandlers.forEach(function (h) { call(h, [answer]); });
     }
     function ask(room) {
@@ -190,34 +200,33 @@
     }
 
     // Presence: room -> {users: name -> connections, floor: the last read's number (null
-    // until answered), seqOf: name -> number of its last change, early: changes that
-    // came before the answer, handlers, waiters, retries}.
+    // until one is answered), latest: the newest number in the view, seqOf: name -> number of its last change, reading: reads
+    // in flight, kept: changes received while any is (applied again over each answer),
+    // handlers, waiters, retries, asked: watching (asked again after a reconnect),
+    // connection: how many times the connection dropped (older answers are ignored)}.
     var presence = Object.create(null);
 
     function watched(room) {
       return presence[room] || (presence[room] = {
-        users: Object.create(null), floor: null, seqOf: Object.create(null), early: [],
-        handlers: [], waiters: [], retries: 0, asked: false
+        users: Object.create(null), floor: null, latest: 0, seqOf: Object.create(null), reading: 0,
+        kept: [], handlers: [], waiters: [], retries: 0, asked: false, connection: 0
       });
     }
     function names(p) { return Object.keys(p.users).sort(); }
+    function tell(p, event) { p.handlers.forEach(function (h) { call(h, [event]); }); }
     function askPresence(room) {
       var p = presence[room];
       var sub = subscriptions[room];
-      if (sub && !sub.acked) {
-        // Being subscribed: the server knows the room once that is answered.
-        sub.waiters.push(function (answer) {
-          if (presence[room] !== p) return;
-          if (answer.ok) askPresence(room);
-          else presenceAnswered(room, p, {ok: false, room: room, reason: answer.reason});
-        });
-        return;
-      }
-      p.floor = null;
       p.asked = true;
+      if (sub && !sub.acked) return;  // being subscribed: asked once that is answered
+      p.reading++;
+      var connection = p.connection;
       socket.timeout(ANSWER_TIMEOUT_MS).emit(PRESENCE, {room: room}, function (err, answer) {
-        if (presence[room] !== p || err) return;  // stopped, or no answer: asked on reconnect
-        presenceAnswered(room, p, answer);
+        // Stopped meanwhile, or asked on a connection that has dropped since.
+        if (presence[room] !== p || p.connection !== connection) return;
+        p.reading--;
+        if (!err) presenceAnswered(room, p, answer);  // no answer: asked again on reconnect
+        if (!p.reading) p.kept = [];
       });
     }
     function presenceAnswered(room, p, answer) {
@@ -231,34 +240,40 @@
           }, delay * (0.5 + Math.random() / 2));
           return;
         }
-        p.asked = false;  // refused: asked again only when the page asks
+        p.asked = false;  // refused: asked again when the room is subscribed
         if (!answer || typeof answer !== "object" || typeof answer.ok !== "boolean") {
           answer = {ok: false, room: room, reason: "malformed answer"};
         }
+        tell(p, {type: "refused", room: room, reason: answer.reason, users: names(p)});
         p.waiters.splice(0).forEach(function (resolve) { resolve(answer); });
         return;
       }
       p.retries = 0;
-      p.users = Object.create(null);
-      Object.keys(answer.users).forEach(function (name) {
-        var count = answer.users[name];
-        if (typeof count === "number" && count > 0) p.users[name] = count;
-      });
-      p.floor = answer.seq;
-      p.seqOf = Object.create(null);
-      var early = p.early.splice(0);
-      p.handlers.forEach(function (h) { call(h, [{type: "sync", room: room, users: names(p)}]); });
-      early.forEach(function (change) { applyPresence(room, p, change); });
+      // An answer older than the view (reads that crossed) changes nothing: what came
+      // after it is in the view already, or still to come as changes.
+      if (p.floor === null || answer.seq >= p.latest) {
+        p.users = Object.create(null);
+        Object.keys(answer.users).forEach(function (name) {
+          var count = answer.users[name];
+          if (typeof count === "number" && count > 0) p.users[name] = count;
+        });
+        p.floor = p.latest = answer.seq;
+        p.seqOf = Object.create(null);
+        tell(p, {type: "sync", room: room, users: names(p)});
+        p.kept.forEach(function (change) { applyPresence(room, p, change); });
+      }
       var users = Object.assign({}, p.users);
       p.waiters.splice(0).forEach(function (resolve) { resolve({ok: true, room: room, users: users}); });
     }
     function applyPresence(room, p, change) {
       if (change.seq <= p.floor || change.seq <= (p.seqOf[change.user] || 0)) return;
       p.seqOf[change.user] = change.seq;
-      if (change.type === "join") p.users[change.user] = p.users[change.user] || 1;
+      p.latest = Math.max(p.latest, change.seq);
+      var present = change.user in p.users;
+      if (change.type === "join" ? present : !present) return;  // nothing new
+      if (change.type === "join") p.users[change.user] = 1;
       else delete p.users[change.user];
-      var event = {type: change.type, room: room, user: change.user, users: names(p)};
-      p.handlers.forEach(function (h) { call(h, [event]); });
+      tell(p, {type: change.type, room: room, user: change.user, users: names(p)});
     }
     socket.on(PRESENCE, function (change) {
       if (arguments.length !== 1 || !change || typeof change !== "object" || typeof change.room !== "string") return;
@@ -270,8 +285,8 @@
       }
       if ((change.type !== "join" && change.type !== "leave") || typeof change.user !== "string" ||
           typeof change.seq !== "number") return;
-      if (p.floor === null) p.early.push(change);
-      else applyPresence(change.room, p, change);
+      if (p.reading) p.kept.push(change);  // applied again over the answer
+      if (p.floor !== null) applyPresence(change.room, p, change);
     });
 
     socket.on("connect", function () {
@@ -281,7 +296,13 @@
       Object.keys(presence).forEach(function (room) { if (presence[room].asked) askPresence(room); });
     });
     socket.on("disconnect", function (reason) {
-      Object.keys(presence).forEach(function (room) { presence[room].floor = null; presence[room].early = []; });
+      Object.keys(presence).forEach(function (room) {
+        var p = presence[room];
+        p.floor = null;  // changes missed meanwhile: the view waits for a new read
+        p.connection++;
+        p.reading = 0;
+        p.kept = [];
+      });
       resumeFrom = JSON.parse(JSON.stringify(position.shards));
       if (reason === "io client disconnect") status("offline", reason);
       else if (reason === "io server disconnect") status("offline", "closed by the server");
@@ -352,13 +373,14 @@
       unsubscribe: function (room) {
         var sub = subscriptions[room];
         delete subscriptions[room];
-        delete presence[room];  // the server stops too
         if (sub) sub.waiters.splice(0).forEach(function (resolve) {
           resolve({ok: false, room: room, reason: "unsubscribed"});
         });
         return new Promise(function (resolve) {
           if (!socket.connected) return resolve({ok: true, room: room});
           socket.timeout(ANSWER_TIMEOUT_MS).emit(UNSUBSCRIBE, {room: room}, function (err, answer) {
+            // Left: the server stops its presence too (a granted room is not left).
+            if (!err && answer && answer.ok === true && !subscriptions[room]) delete presence[room];
             resolve(err ? {ok: false, room: room, reason: "no answer"} : answer);
           });
         });
