@@ -99,6 +99,7 @@ class PresenceKeeper:
         self._reads: list[_Read] = []
         self._stale: set[Room] = set()  # changes may have gone unannounced
         self._wake = threading.Event()
+        self._hurry = threading.Event()  # set at shutdown: no more back-off
         self._idle = threading.Event()
         self._idle.set()
         self._task: Any = None
@@ -194,6 +195,7 @@ class PresenceKeeper:
     def flush(self, timeout_s: float) -> bool:
         """Wait until what was noted is written (at shutdown); False if not in time."""
         deadline = time.monotonic() + timeout_s
+        self._hurry.set()
         while self._dirty or self._reads or not self._idle.is_set():
             if time.monotonic() > deadline:
                 return False
@@ -295,8 +297,11 @@ class PresenceKeeper:
                 self._idle.set()
                 # A lost script is loaded by the next try: at once, the first time.
                 lost = isinstance(exc, _ScriptLost) and failures == 1
-                # Woken early by new work, which is tried at once (e.g. at shutdown).
-                self._wake.wait(0 if lost else RETRY_DELAY.compute(failures))
+                # Not woken by new work (every connect while Redis is down would make a
+                # try), only by a shutdown waiting for what is left.
+                delay = 0 if lost else RETRY_DELAY.compute(failures)
+                if self._hurry.wait(delay):  # shutting down: a try every 0.1 s
+                    time.sleep(min(delay, 0.1))
                 self._wake.set()  # what is still to write, at the next round
                 continue
             if self._dirty or self._reads:
