@@ -44,7 +44,8 @@ def run(args: Any) -> int:
     password = secrets.token_urlsafe(12)
     from streambridge.webapp.app.users import UserStore
 
-    UserStore(users_file).add(args.user, password)
+    # Its pages may subscribe to team rooms (and see who else is there).
+    UserStore(users_file).add(args.user, password, subscribe=["team:*"])
     env = {
         "REDIS_URL": redis_url,
         "STREAMBRIDGE_USERS_FILE": str(users_file.resolve()),
