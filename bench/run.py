@@ -709,12 +709,12 @@ def run(args: argparse.Namespace) -> int:
         "clients": 20 if quick else 200,
         "seconds": 1 if quick else 10,
         "saturation_rate": 1_000 if quick else 1_500,
-        "overload_seconds": 3 if quick else 30,
+        "overload_seconds": 1.5 if quick else 30,
         "overload_healthy": 18 if quick else 180,
         "overload_slow": 2 if quick else 20,
         "idle_connections": 200 if quick else 2_000,
         "missed": 1_000 if quick else 10_000,
-        "memory_entries": 50_000 if quick else 1_000_000,
+        "memory_entries": 20_000 if quick else 1_000_000,
         "memory_step": 10_000 if quick else 100_000,
     }
     results: dict[str, Any] = {"quick": quick, "sizes": sizes, "machine": machine()}

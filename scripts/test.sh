@@ -8,7 +8,14 @@ scripts/setup.sh --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"
+# Under eventlet: what the async server carries (sockets, catch-up, rooms, presence, and
+# the security tests at the socket level; the HTTP-only ones run under gevent above).
+security=tests/integration/test_security.py
 STREAMBRIDGE_TEST_ASYNC_MODE=eventlet exec .venv/bin/python -m pytest -q \
   tests/integration/test_end_to_end.py tests/integration/test_exact_recovery.py \
-  tests/integration/test_security.py tests/integration/test_subscriptions.py \
-  tests/integration/test_presence.py
+  tests/integration/test_subscriptions.py tests/integration/test_presence.py \
+  "$security::test_socket_from_another_origin_is_refused_even_with_a_valid_session" \
+  "$security::test_oversize_socketio_message_closes_only_that_connection" \
+  "$security::test_logout_disconnects_that_logins_sockets_within_a_second" \
+  "$security::test_a_client_cannot_join_another_users_room" \
+  "$security::test_json_that_trips_the_queue_listener_does_not_stop_delivery"
