@@ -29,6 +29,7 @@ from streambridge.bridge.metrics import BridgeMetrics
 from streambridge import history
 from streambridge.contract import ContractError, Event, shown
 from streambridge.keys import history as history_key
+from streambridge.keys import idempotency as idempotency_key
 from streambridge.log_context import Bound
 from streambridge.queue import (
     BATCH_TAIL,
@@ -119,7 +120,10 @@ class Bridge:
         self.stopping = threading.Event()
         self.refused: DuplicateConsumer | None = None
         self.epoch = ""
-        self.stats = {"read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0}
+        self.stats = {
+            "read": 0, "emitted": 0, "acked": 0, "dead": 0, "claimed": 0, "trimmed": 0,
+            "repeats": 0,
+        }  # fmt: skip
         self.metrics = metrics or BridgeMetrics()
         claim_every = settings.claim_idle_ms / 2000
         self._claim_every = min(CLAIM_EVERY_MAX_S, max(CLAIM_EVERY_MIN_S, claim_every))
@@ -536,10 +540,14 @@ class Bridge:
             ITEM_OPEN,
             ITEM_CLOSE,
             guard,
+            s.idempotency_window_s * 1000,
         ]
         for stream_id, event in valid:
             keys.append(history_key(s.stream, event.namespace, event.room))
-            args += (stream_id, item_tail(event, stream_id), item_place(event))
+            idem = event.idempotency_key
+            if idem is not None:
+                idem = idempotency_key(s.stream, event.namespace, event.room, idem)
+            args += (stream_id, item_tail(event, stream_id), item_place(event), idem or "")
         return [self._append.command(keys, args)]
 
     def _published(self, valid: list[tuple[str, Event]], replies: list[Any]) -> None:
@@ -554,9 +562,12 @@ class Bridge:
                 "bridge.publish_failed", extra={"first_id": valid[0][0], "error": str(reply)}
             )
             raise PublishFailed(f"{type(reply).__name__}: {reply}") from reply
-        handled, published, failure = reply
+        handled, published, failure, repeats = reply
         self._count("emitted", published)
-        self._count("acked", published)
+        self._count("acked", published + repeats)
+        if repeats:
+            self._count("repeats", repeats)
+            self.log.info("bridge.repeats_acked", extra={"count": repeats})
         if failure:
             # Entries before the failing one are published and acked; it and the rest
             # stay pending and go out again, in order.

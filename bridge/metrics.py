@@ -42,5 +42,5 @@ class BridgeMetrics:
         # Bound once: labels() per entry costs more than the increment.
         self.outcomes = {
             outcome: self.entries.labels(outcome)
-            for outcome in ("read", "emitted", "acked", "dead", "claimed", "trimmed")
+            for outcome in ("read", "emitted", "acked", "dead", "claimed", "trimmed", "repeats")
         }

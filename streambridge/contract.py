@@ -37,7 +37,9 @@ RESERVED_PREFIX = "streambridge:"
 """streambridge's own server events (``streambridge:recovery``): no producer's."""
 ROOM_MAX_CHARS = 256
 SENDER_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
-FIELDS = ("channel", "body", "room", "namespace", "from")
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,128}$"
+"""1-128 printable ASCII characters, no space (a UUID, a job id and attempt...)."""
+FIELDS = ("channel", "body", "room", "namespace", "from", "idempotency_key")
 MAX_BODY_DEPTH = 32
 """Arrays and objects nest at most this deep in a body: every JSON parser on the way
 (the web server's, the browser's) must take it without running out of stack."""
@@ -152,6 +154,12 @@ class Event(BaseModel):
         pattern=SENDER_PATTERN,
         description="Who published it, when a user did (POST /api/); None: the system.",
     )
+    idempotency_key: str | None = Field(
+        None,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Retried publishes carry the same key: delivered once per room within "
+        "STREAMBRIDGE_IDEMPOTENCY_WINDOW_S.",
+    )
 
     @field_validator("channel")
     @classmethod
@@ -191,6 +199,7 @@ class Event(BaseModel):
         namespace: str = "/",
         *,
         sender: str | None = None,
+        idempotency_key: str | None = None,
         max_body_bytes: int = defaults.MAX_BODY_BYTES,
     ) -> Event:
         """An event from a Python value for the body (serialized here, once)."""
@@ -201,6 +210,8 @@ class Event(BaseModel):
         fields = {"channel": channel, "body": text, "room": room, "namespace": namespace}
         if sender is not None:
             fields["from"] = sender
+        if idempotency_key is not None:
+            fields["idempotency_key"] = idempotency_key
         return cls.parse(fields, max_body_bytes=max_body_bytes)
 
     @classmethod
@@ -245,6 +256,8 @@ class Event(BaseModel):
             fields["namespace"] = self.namespace
         if self.sender is not None:
             fields["from"] = self.sender
+        if self.idempotency_key is not None:
+            fields["idempotency_key"] = self.idempotency_key
         return fields
 
     def shard(self, count: int) -> int:

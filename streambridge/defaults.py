@@ -109,4 +109,7 @@ HISTORY_SIZE = 1_000
 """Events kept per room for catch-up (at least this many: trimming is approximate)."""
 
 HISTORY_TTL_S = 86_400
+
+IDEMPOTENCY_WINDOW_S = 300
+"""Two events with the same idempotency key in one room within this time are one."""
 """A room's history is dropped this long (up to 9/8 of it) after its last event."""

@@ -46,11 +46,12 @@ local size, ttl = ARGV[5], tonumber(ARGV[6])
 local first, last = ARGV[7], ARGV[8]
 local head, tail, max_bytes = ARGV[9], ARGV[10], tonumber(ARGV[11])
 local open, close, guard = ARGV[12], ARGV[13], ARGV[14]
-local FIRST, STEP = 15, 3
+local window = ARGV[15]
+local FIRST, STEP = 16, 4
 -- The batch sent before this one stopped part-way if its last event is still pending
 -- here: publish nothing, or this batch would overtake the events it left.
 if guard ~= '' and #redis.call('XPENDING', stream, group, guard, guard, 1, consumer) > 0 then
-  return {0, 0, 'the batch before it stopped part-way'}
+  return {0, 0, 'the batch before it stopped part-way', 0}
 end
 -- The queue messages: the batch's events in order, several to a message, each message
 -- at most max_bytes (one event alone may be more). Each is assembled once, by
@@ -96,11 +97,24 @@ local function append(key, id, a, create)
   return redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', size, id, 'i', ARGV[a + 1])
 end
 local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
-local handled, done, touched, failure = 0, {}, {}, ''
+-- An event whose idempotency key another entry of its room took within the window:
+-- a retried publish, acked and counted, never published or kept.
+local function repeated(entry, idem)
+  if idem == '' then return false end
+  local first = redis.call('GET', idem)
+  if first then return first ~= entry end
+  redis.call('SET', idem, entry, 'PX', window)
+  return false
+end
+local handled, done, touched, failure, repeats = 0, {}, {}, '', 0
 for i = 3, #KEYS do
   local a = FIRST + (i - 3) * STEP
   local entry, key = ARGV[a], KEYS[i]
-  if mine[entry] then
+  if mine[entry] and repeated(entry, ARGV[a + 3]) then
+    mine[entry] = nil
+    done[#done + 1] = entry
+    repeats = repeats + 1
+  elseif mine[entry] then
     mine[entry] = nil
     local id = ms_dash .. (seq + 1)
     local added = append(key, id, a, false)
@@ -143,21 +157,26 @@ if #done > 0 then
   end
   redis.call('HSET', clock, 'last', ms_dash .. seq, 'since', string.format('%.0f', since))
 end
-return {handled, #done, failure}
+if repeats > 0 then redis.call('HINCRBY', clock, 'repeats', repeats) end
+return {handled, #done - repeats, failure, repeats}
 """
 """KEYS: the shard's stream, its clock, then each event's history key. ARGV: group,
 consumer, queue channel, PUBLISH or SPUBLISH, history size, history TTL in ms, the
 lowest and highest entry id of the batch, the batch message's head and tail and its size
 limit (``queue.batch_head``, ``BATCH_TAIL``, ``MAX_BATCH_BYTES``), what opens and closes
 an item (``queue.ITEM_OPEN``, ``ITEM_CLOSE``), the guard (an entry id: publish nothing
-while it is pending on this consumer; '' for none), then three per event: its entry id,
-its item's text after the position (``queue.item_tail``), which is also what its room's
-history keeps in the field ``i``, and the item's end (``queue.item_place``). Each event
+while it is pending on this consumer; '' for none), the idempotency window in ms, then
+four per event: its entry id, its item's text after the position (``queue.item_tail``),
+which is also what its room's history keeps in the field ``i``, the item's end
+(``queue.item_place``) and its idempotency key's name (``keys.idempotency``, in the
+stream's slot; '' for none): an event whose key holds another entry's id is a repeat,
+acked and counted in the clock's ``repeats`` but neither published nor kept. Each event
 still pending on this consumer is given the next position, kept in its room's history,
 published and acked, in order and atomically (an ack means "published"; nothing is
 published twice). Returns how many events it handled (published, or skipped as not
-pending: another bridge had claimed or published it), how many of them it published, and
-an error ('' for none) that stopped the batch at the next event."""
+pending: another bridge had claimed or published it), how many of them it published, an
+error ('' for none) that stopped the batch at the next event, and how many repeats it
+acked."""
 
 READ = """
 local position, count = ARGV[1], ARGV[2]

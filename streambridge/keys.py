@@ -46,6 +46,13 @@ def history(stream: str, namespace: str, room: str | None) -> str:
     return base if room is None else f"{base}:{room}"
 
 
+def idempotency(stream: str, namespace: str, room: str | None, key: str) -> str:
+    """The first entry id seen with an idempotency ``key`` in a room: in the stream's
+    slot, beside the room's history; lengths first, so no room and key read as another."""
+    where = "" if room is None else f"{len(room)}:{room}"
+    return f"{_slot_tagged(stream)}:idempotency:{len(namespace)}{namespace}:{where}:{key}"
+
+
 def history_clock(stream: str) -> str:
     """Hash of the shard's publication clock: the last position given (``last``) and
     when the clock started (``since``)."""

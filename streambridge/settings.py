@@ -66,6 +66,12 @@ class CommonSettings(BaseSettings):
         ge=1,
         description="A room's history is dropped this long (up to 9/8 of it) after its last event.",
     )
+    idempotency_window_s: int = Field(
+        defaults.IDEMPOTENCY_WINDOW_S,
+        ge=1,
+        description="Events with the same idempotency_key in one room within this time are "
+        "delivered once.",
+    )
     max_body_bytes: int = Field(defaults.MAX_BODY_BYTES, ge=1, description="Body size limit.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
     log_format: Literal["auto", "json", "console"] = Field(

@@ -200,6 +200,7 @@ def test_valid_entries_are_published_in_order_and_acked(bridge, rdb, queue):
         "dead": 0,
         "claimed": 0,
         "trimmed": 0,
+        "repeats": 0,
     }
 
 
