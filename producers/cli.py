@@ -13,11 +13,12 @@ from streambridge.publisher import PIPELINE_CHUNK, Publisher
 
 def run(args: Any, publisher: Publisher | None = None) -> int:
     """``args``: the command's arguments (``channel``, ``body``, ``room``, ``namespace``,
-    ``text``, ``stdin``). ``publisher``: by default one with settings from the environment."""
+    ``text``, ``key``, ``stdin``). ``publisher``: by default one with settings from the
+    environment."""
     publisher = publisher if publisher is not None else Publisher()
     if args.stdin:
-        if args.channel or args.body:
-            print("error: --stdin takes no CHANNEL or BODY", file=sys.stderr)
+        if args.channel or args.body or args.key:
+            print("error: --stdin takes no CHANNEL, BODY or --key", file=sys.stderr)
             return 2
         return publish_lines(publisher, sys.stdin, sys.stdout, sys.stderr)
     if args.channel is None or args.body is None:
@@ -25,18 +26,20 @@ def run(args: Any, publisher: Publisher | None = None) -> int:
         return 2
     try:
         if args.text:
-            event = publisher.event(args.channel, args.body, args.room, args.namespace)
+            event = publisher.event(
+                args.channel, args.body, args.room, args.namespace, idempotency_key=args.key
+            )
         else:
             check_json_text(args.body)
-            event = Event.parse(
-                {
-                    "channel": args.channel,
-                    "body": args.body,
-                    "room": args.room,
-                    "namespace": args.namespace,
-                },
-                max_body_bytes=publisher.settings.max_body_bytes,
-            )
+            fields = {
+                "channel": args.channel,
+                "body": args.body,
+                "room": args.room,
+                "namespace": args.namespace,
+            }
+            if args.key is not None:
+                fields["idempotency_key"] = args.key
+            event = Event.parse(fields, max_body_bytes=publisher.settings.max_body_bytes)
     except ValueError as exc:
         reason = exc.reason if isinstance(exc, ContractError) else f"BODY is not JSON: {exc}"
         print(f"error: {reason} (use --text to send plain text)", file=sys.stderr)

@@ -245,9 +245,16 @@ BODY     JSON text, e.g. '"hi"' or '{"n": 1}'
 )
 @click.option("--text", is_flag=True, help="send BODY as a JSON string instead of JSON text")
 @click.option(
+    "--key",
+    metavar="KEY",
+    help="idempotency key: run again with the same key (a retry) and the event is "
+    "delivered once; prints the first event's id",
+)
+@click.option(
     "--stdin",
     is_flag=True,
-    help='read NDJSON lines {"channel", "body", "room"?} from stdin and append them all',
+    help='read NDJSON lines {"channel", "body", "room"?, "idempotency_key"?} from stdin '
+    "and append them all",
 )
 @click.pass_context
 def publish(ctx: click.Context, **options: Any) -> NoReturn:

@@ -7,11 +7,25 @@ from typing import Any
 
 import redis
 
+from streambridge import keys
 from streambridge.contract import ContractError, Event, check_known_fields
+from streambridge.history import Script
 from streambridge.settings import ProducerSettings
 
 PIPELINE_CHUNK = 1_000
 """Entries sent per round trip by ``publish_many``."""
+
+ADD_ONCE = """
+local first = redis.call('GET', KEYS[2])
+if first then return first end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
+return id
+"""
+"""KEYS: the stream, the event's idempotency key (``keys.idempotency``). ARGV: maxlen,
+the window in ms, then the entry's fields. Appends the event unless its key is taken:
+returns the new entry's id, or the first one's (a repeat appends nothing). The bridge
+reads the same key: the entry it names is published, any other with the key is not."""
 
 
 class Publisher:
@@ -26,6 +40,7 @@ class Publisher:
         self.settings = settings or ProducerSettings()
         self.redis = client if client is not None else self.settings.connect()
         self.stream_keys = self.settings.stream_keys
+        self._add_once = Script(self.redis, ADD_ONCE)
 
     def event(
         self,
@@ -35,6 +50,7 @@ class Publisher:
         namespace: str = "/",
         *,
         sender: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Event:
         return Event.build(
             channel,
@@ -42,23 +58,35 @@ class Publisher:
             room,
             namespace,
             sender=sender,
+            idempotency_key=idempotency_key,
             max_body_bytes=self.settings.max_body_bytes,
         )
 
     def add(self, event: Event, pipe: Any = None) -> Any:
         target = pipe if pipe is not None else self.redis
-        return target.xadd(
-            self.stream_keys[event.shard(len(self.stream_keys))],
-            event.to_fields(),
-            maxlen=self.settings.maxlen,
-            approximate=True,
-        )
+        stream = self.stream_keys[event.shard(len(self.stream_keys))]
+        if event.idempotency_key is not None:
+            # Once per key and room: a retry answers the first publish's id.
+            key = keys.idempotency(stream, event.namespace, event.room, event.idempotency_key)
+            fields = [part for pair in event.to_fields().items() for part in pair]
+            args = [self.settings.maxlen, self.settings.idempotency_window_s * 1000, *fields]
+            return self._add_once([stream, key], args)  # not pipelined: see _flush
+        return target.xadd(stream, event.to_fields(), maxlen=self.settings.maxlen, approximate=True)
 
     def publish(
-        self, channel: str, body: Any, room: str | None = None, namespace: str = "/"
+        self,
+        channel: str,
+        body: Any,
+        room: str | None = None,
+        namespace: str = "/",
+        *,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Validate and append one event; returns its stream id."""
-        return _text(self.add(self.event(channel, body, room, namespace)))
+        """Validate and append one event; returns its stream id. With an
+        ``idempotency_key``, a repeat within the window (a retry after a timeout)
+        appends nothing and returns the first event's id."""
+        event = self.event(channel, body, room, namespace, idempotency_key=idempotency_key)
+        return _text(self.add(event))
 
     def publish_events(self, events: Iterable[Event]) -> list[str]:
         """Append already-validated events, pipelined; returns their ids in order."""
@@ -98,9 +126,14 @@ class Publisher:
             item.get("room"),
             item.get("namespace") or "/",
             sender=item.get("from"),
+            idempotency_key=item.get("idempotency_key"),
         )
 
     def _flush(self, events: list[Event]) -> list[str]:
+        if any(e.idempotency_key is not None for e in events):
+            # One by one, in order: the script's answer decides (and redis-py loads it
+            # again into a Redis that lost it, which a pipeline would not).
+            return [_text(self.add(event)) for event in events]
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
             self.add(event, pipe)
@@ -152,10 +185,15 @@ def publish(
     room: str | None = None,
     namespace: str = "/",
     *,
+    idempotency_key: str | None = None,
     publisher: Publisher | None = None,
 ) -> str:
-    """Append one event (body: any JSON-serializable value); returns the stream id."""
-    return (publisher or _publisher()).publish(channel, body, room, namespace)
+    """Append one event (body: any JSON-serializable value); returns the stream id.
+    ``idempotency_key``: retry with the same key and the event is delivered once (a
+    repeat returns the first id)."""
+    return (publisher or _publisher()).publish(
+        channel, body, room, namespace, idempotency_key=idempotency_key
+    )
 
 
 def publish_many(

@@ -171,7 +171,7 @@ def test_text_flag_sends_the_body_as_a_json_string(parser, use_fake):
 
 def test_run_works_from_a_plain_namespace(use_fake):
     args = argparse.Namespace(
-        channel="m", body="[1]", room=None, namespace="/", text=False, stdin=False
+        channel="m", body="[1]", room=None, namespace="/", text=False, stdin=False, key=None
     )
     assert cli.run(args) == 0
     assert [f for _, f in use_fake.xrange("events")] == [{"channel": "m", "body": "[1]"}]
@@ -201,7 +201,7 @@ def test_missing_body_exits_2(parser, use_fake, capsys):
 
 def test_stdin_with_positional_arguments_exits_2(parser, use_fake, capsys):
     assert cli.run(parser.parse_args(["--stdin", "message"])) == 2
-    assert "--stdin takes no CHANNEL or BODY" in capsys.readouterr().err
+    assert "--stdin takes no CHANNEL, BODY or --key" in capsys.readouterr().err
 
 
 def test_stdin_reads_ndjson(parser, use_fake, monkeypatch, capsys):

@@ -1,4 +1,5 @@
-"""``POST /api/``: a logged-in user appends an event to the stream (a producer).
+"""``POST /api/``: a logged-in user appends an event to the stream (a producer); with an
+``Idempotency-Key`` header, a retry answers the first event's id and nothing is added.
 ``GET /api/presence?room=``: who is connected to a room.
 
 The user may publish only where the users file lets it (by default: where it may
@@ -52,6 +53,10 @@ def post_event():
         return error(400, "from: set by the server to who is logged in")
     if data.get("namespace", "/") not in ("/", None):
         return error(400, "namespace: this app serves only /")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        # A retried POST: the same key answers the first event's id, delivered once.
+        data = {**data, "idempotency_key": key}
     sb = state()
     publisher: Publisher = sb.publisher
     try:
