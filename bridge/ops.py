@@ -28,6 +28,8 @@ def _stream_status(client: Any, settings: BridgeSettings) -> dict[str, Any]:
         "last_id": None,
         "groups": [],
         "dead_letters": client.xlen(settings.dead_stream),  # 0 when there is none
+        # Retried publishes acked without delivery (their idempotency key was taken).
+        "repeats": int(client.hget(settings.history_clock_key, "repeats") or 0),
         "epoch": client.get(settings.epoch_key),
     }
     cluster = as_cluster(client)
@@ -73,6 +75,7 @@ def format_status(data: dict[str, Any]) -> str:
         f"last id       {data['last_id'] or '-'}",
         f"epoch         {data['epoch'] or '-'}",
         f"dead letters  {data['dead_letters']}",
+        f"repeats       {data.get('repeats', 0)} (retried publishes delivered once)",
     ]
     if data.get("node"):
         lines.append(f"node          {data['node']}")

@@ -155,6 +155,8 @@ if #done > 0 then
   for j = 1, #done, 1000 do
     redis.call('XACK', stream, group, unpack(done, j, math.min(j + 999, #done)))
   end
+end
+if #done > repeats then  -- a position was given
   redis.call('HSET', clock, 'last', ms_dash .. seq, 'since', string.format('%.0f', since))
 end
 if repeats > 0 then redis.call('HINCRBY', clock, 'repeats', repeats) end

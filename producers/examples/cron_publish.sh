@@ -1,6 +1,7 @@
 #!/bin/sh
 # A complete producer for cron or any shell script: one XADD with redis-cli.
 #   REDIS_URL=redis://localhost:6379/0 ./cron_publish.sh message '{"text": "backup done"}' [room]
+#   IDEMPOTENCY_KEY=backup-2026-12-05 ./cron_publish.sh ...   # a retry is delivered once
 # The body is JSON text. MAXLEN ~ keeps the stream bounded, like publish() does.
 # Sharded streams (STREAMBRIDGE_SHARDS=N): the key is <stream>:{crc32(room) % N}, the
 # CRC-32 taken from gzip's trailer. On a Redis Cluster set STREAMBRIDGE_CLUSTER=1 and
@@ -31,8 +32,9 @@ if [ "$shards" -gt 1 ]; then
 fi
 cluster=
 case "${STREAMBRIDGE_CLUSTER:-0}" in 1|true|yes) cluster=-c ;; esac
-if [ -n "$room" ]; then
-  exec redis-cli $cluster -u "$url" XADD "$stream" MAXLEN '~' "$maxlen" '*' channel "$channel" body "$body" room "$room"
-else
-  exec redis-cli $cluster -u "$url" XADD "$stream" MAXLEN '~' "$maxlen" '*' channel "$channel" body "$body"
-fi
+set -- channel "$channel" body "$body"
+if [ -n "$room" ]; then set -- "$@" room "$room"; fi
+# IDEMPOTENCY_KEY (1-128 printable ASCII, no space): run again with the same key (a
+# retry after a timeout) and the event is delivered once.
+if [ -n "${IDEMPOTENCY_KEY:-}" ]; then set -- "$@" idempotency_key "$IDEMPOTENCY_KEY"; fi
+exec redis-cli $cluster -u "$url" XADD "$stream" MAXLEN '~' "$maxlen" '*' "$@"

@@ -393,3 +393,38 @@ def _ready(web: Web) -> bool:
         return requests.get(web.url + "/readyz", timeout=1).ok
     except requests.RequestException:
         return False
+
+
+def test_a_retried_publish_is_delivered_once_on_a_cluster(
+    cluster, cluster_env, tmp_path, processes, clients, publisher
+):
+    """The idempotency key lives in its shard's slot: the publish script and the bridge's
+    script reach it on whichever master holds the room's shard."""
+    web = start(processes, Web(cluster_env, tmp_path))
+    start(processes, Bridge(cluster_env, tmp_path))
+    dora = connect(clients, web, "dora")
+    rooms = ["user:dora", None]  # two shards (by room)
+    ids = {}
+    for n, room in enumerate(rooms):
+        for _ in range(2):
+            ids.setdefault(n, set()).add(
+                publisher.publish("tick", {"n": n}, room, idempotency_key=f"once-{n}")
+            )
+        # A producer in another language: the field, twice, straight to the shard.
+        shard = keys.shard("events", shard_for(room, SHARDS), SHARDS)
+        fields = {"channel": "tick", "body": json.dumps({"n": 10 + n}), "idempotency_key": "raw"}
+        if room is not None:
+            fields["room"] = room
+        for _ in range(2):
+            cluster.client().xadd(shard, fields)
+    assert all(len(i) == 1 for i in ids.values())
+    client = cluster.client()
+
+    def repeats() -> int:
+        clocks = [keys.history_clock(k) for k in keys.shards("events", SHARDS)]
+        return sum(int(client.hget(c, "repeats") or 0) for c in clocks)
+
+    # The raw second copies come after everything else of their shard.
+    wait_until(lambda: repeats() == 2, 20, "both raw repeats acked")
+    dora.wait_for(4, "tick", timeout=20)
+    assert sorted(b["n"] for b, _ in ticks(dora)) == [0, 1, 10, 11]

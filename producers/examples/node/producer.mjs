@@ -1,5 +1,6 @@
 // A Node.js producer: append one event to the stream with the `redis` npm package.
 //   REDIS_URL=redis://localhost:6379/0 node producer.mjs message '{"text": "hi"}' [room]
+//   IDEMPOTENCY_KEY=order-42-paid node producer.mjs ...   # a retry is delivered once
 // Prints the stream id. The body is JSON text; it is checked here before XADD.
 // Sharded streams (STREAMBRIDGE_SHARDS=N, Node >= 20.15): the key is
 // <stream>:{crc32(room) % N}. On a Redis Cluster set STREAMBRIDGE_CLUSTER=1 and
@@ -44,6 +45,16 @@ client.on("error", (err) => console.error("redis:", err.message));
 await client.connect();
 const fields = { channel, body };
 if (room) fields.room = room;
+// IDEMPOTENCY_KEY: run again with the same key (a retry after a timeout) and the event
+// is delivered once.
+const idempotencyKey = process.env.IDEMPOTENCY_KEY;
+if (idempotencyKey) {
+  if (!/^[!-~]{1,128}$/.test(idempotencyKey)) {
+    console.error("IDEMPOTENCY_KEY must be 1-128 printable ASCII characters, no space");
+    process.exit(2);
+  }
+  fields.idempotency_key = idempotencyKey;
+}
 const shards = Number(process.env.STREAMBRIDGE_SHARDS || 1);
 const stream = process.env.STREAMBRIDGE_STREAM || "events";
 let key = stream;
