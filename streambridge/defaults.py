@@ -110,6 +110,9 @@ HISTORY_SIZE = 1_000
 
 HISTORY_TTL_S = 86_400
 
+HISTORY_API_LIMIT = 100
+"""Most events one history request returns (the default page is 50)."""
+
 IDEMPOTENCY_WINDOW_S = 300
 """Two events with the same idempotency key in one room within this time are one."""
 """A room's history is dropped this long (up to 9/8 of it) after its last event."""

@@ -240,6 +240,12 @@ class WebSettings(CommonSettings, MetricsSettings):
     subscribe_burst: int = Field(
         defaults.SUBSCRIBE_BURST, ge=1, description="Requests one connection may make at once."
     )
+    history_api_limit: int = Field(
+        defaults.HISTORY_API_LIMIT,
+        ge=1,
+        le=10_000,
+        description="Most events one history request (GET /api/history) returns.",
+    )
     presence: bool = Field(
         True,
         description="Keep who is connected to the granted and subscribed rooms (presence).",

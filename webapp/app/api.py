@@ -1,6 +1,7 @@
 """``POST /api/``: a logged-in user appends an event to the stream (a producer); with an
 ``Idempotency-Key`` header, a retry answers the first event's id and nothing is added.
 ``GET /api/presence?room=``: who is connected to a room.
+``GET /api/history?room=&limit=&before=``: a room's newest events, newest first.
 
 The user may publish only where the users file lets it (by default: where it may
 receive), never with a reserved channel, and the event carries its name (``meta.from``).
@@ -67,6 +68,30 @@ def post_event():
     except PublishRefused as exc:
         return error(403, str(exc))
     return jsonify({"status": True, "id": stream_id})
+
+
+@bp.get("/api/history")
+def history():
+    viewer = current_viewer()
+    if viewer is None:
+        return error(401, "login required")
+    room = request.args.get("room") or None  # absent: the broadcast
+    if room is not None and (problem := room_error(room)) is not None:
+        return error(400, problem)
+    sb = state()
+    try:
+        limit = int(request.args.get("limit", "50"))
+    except ValueError:
+        return error(400, "limit: a whole number")
+    # As live delivery: the broadcast, its own room, granted rooms and those it may
+    # subscribe to; never another user's.
+    if room is not None and not sb.extension.may_subscribe(viewer, room):
+        return error(403, f"{viewer.name} may not see room {room!r}")
+    try:
+        page = sb.extension.history(room, limit, request.args.get("before"))
+    except ValueError as exc:
+        return error(400, str(exc))
+    return jsonify({"status": True, **page})
 
 
 @bp.get("/api/presence")

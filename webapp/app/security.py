@@ -101,7 +101,7 @@ def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -
             settings.login_rate_limit, methods=["POST"]
         )(auth.login)
     if settings.api_rate_limit:
-        for view in (api.post_event, api.presence):
+        for view in (api.post_event, api.presence, api.history):
             app.view_functions[f"api.{view.__name__}"] = limiter.limit(
                 settings.api_rate_limit, key_func=api.user_key
             )(view)

@@ -41,7 +41,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
-from streambridge.webapp.ext import sockets
+from streambridge.webapp.ext import room_history, sockets
 from streambridge.webapp.ext.catchup import CatchUp
 from streambridge.webapp.ext.identity import USER_ROOM_PREFIX, Viewer
 from streambridge.webapp.ext.metrics import WebMetrics
@@ -244,6 +244,27 @@ class StreamBridge:
         if keeper is None:
             raise RuntimeError("presence is off (STREAMBRIDGE_PRESENCE=false)")
         return keeper.read(namespace, room).users
+
+    def history(
+        self,
+        room: str | None,
+        limit: int = 50,
+        before: str | None = None,
+        namespace: str = "/",
+    ) -> dict[str, Any]:
+        """The newest events of ``room`` (None: the broadcast), newest first, from the
+        room's history: ``{"room", "events": [{"channel", "body", "meta"}, ...], "next"}``
+        (``next``: ``before`` for the next page, None at the end). At most
+        ``STREAMBRIDGE_HISTORY_API_LIMIT``. The app checks who may read the room (as
+        ``may_subscribe`` does for a user). ``ValueError`` for bad input."""
+        if room is not None and (error := room_error(room)) is not None:
+            raise ValueError(error)
+        sb = state()
+        if not 1 <= limit <= sb.settings.history_api_limit:
+            raise ValueError(f"limit: 1 to {sb.settings.history_api_limit}")
+        return room_history.recent(
+            sb.redis, sb.settings, room, limit=limit, before=before, namespace=namespace
+        )
 
     def current_viewer(self) -> Viewer | None:
         loaded = self._user_loader()
