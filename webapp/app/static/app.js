@@ -9,6 +9,7 @@
   var sendError = document.getElementById("send-error");
   var csrf = document.querySelector('meta[name="csrf-token"]');
   var compareIds = StreamBridge.compareIds;
+  var HISTORY_ON_LOAD = 20;  // events per room shown when the page opens
 
   function setStatus(state, detail) {
     var text = state;
@@ -58,7 +59,11 @@
     return li;
   }
 
+  var shown = new Set();  // shard/position: history and live may bring the same event
   function show(channel, body, meta) {
+    var key = (meta.shard || 0) + "/" + meta.id;
+    if (shown.has(key)) return;
+    shown.add(key);
     // Follow new messages only if the reader is already at the bottom.
     var atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     var li = render(channel, body, meta);
@@ -107,6 +112,24 @@
     });
   }
   granted.forEach(watchPresence);
+
+  // The page's first view: the last events of the broadcast, its own room and its
+  // granted rooms, from their history (live and replayed ones join them, each once).
+  function loadHistory(room) {
+    var url = script.dataset.historyUrl + "?limit=" + HISTORY_ON_LOAD +
+      (room ? "&room=" + encodeURIComponent(room) : "");
+    fetch(url, {credentials: "same-origin"}).then(function (res) {
+      return res.ok ? res.json() : null;
+    }).then(function (page) {
+      if (!page || !Array.isArray(page.events)) return;
+      page.events.forEach(function (e) {
+        if (e && e.meta && typeof e.meta.id === "string" && typeof e.channel === "string") {
+          show(e.channel, e.body, e.meta);
+        }
+      });
+    }).catch(function () { /* no history: live events still come */ });
+  }
+  [null, "user:" + script.dataset.user].concat(granted).forEach(loadHistory);
 
   function renderRooms() {
     roomList.textContent = "";
