@@ -546,7 +546,7 @@ class Bridge:
             keys.append(history_key(s.stream, event.namespace, event.room))
             idem = event.idempotency_key
             if idem is not None:
-                idem = idempotency_key(s.stream, event.namespace, event.room, idem)
+                idem = idempotency_key(s.stream, event.namespace, event.room, event.sender, idem)
             args += (stream_id, item_tail(event, stream_id), item_place(event), idem or "")
         return [self._append.command(keys, args)]
 
@@ -574,9 +574,10 @@ class Bridge:
             stuck = valid[handled][0]
             self.log.error("bridge.publish_failed", extra={"first_id": stuck, "error": failure})
             raise PublishFailed(failure)
-        if published < handled:
+        if published + repeats < handled:
             # Claimed or acked meanwhile by another bridge (which publishes them): not twice.
-            self.log.info("bridge.already_published", extra={"count": len(valid) - published})
+            count = handled - published - repeats
+            self.log.info("bridge.already_published", extra={"count": count})
 
     def _count(self, outcome: str, n: int = 1) -> None:
         self.stats[outcome] += n

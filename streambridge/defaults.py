@@ -109,10 +109,14 @@ HISTORY_SIZE = 1_000
 """Events kept per room for catch-up (at least this many: trimming is approximate)."""
 
 HISTORY_TTL_S = 86_400
+"""A room's history is dropped this long (up to 9/8 of it) after its last event."""
+
+HISTORY_PAGE = 50
+"""Events per history page when the caller does not say (at most HISTORY_API_LIMIT)."""
 
 HISTORY_API_LIMIT = 100
-"""Most events one history request returns (the default page is 50)."""
+"""Most events one history request returns (the default page is 50, or this if less)."""
 
 IDEMPOTENCY_WINDOW_S = 300
-"""Two events with the same idempotency key in one room within this time are one."""
-"""A room's history is dropped this long (up to 9/8 of it) after its last event."""
+"""Two events with the same idempotency key from one sender in one room, processed by the
+bridge within this time of each other, are one."""

@@ -46,11 +46,14 @@ def history(stream: str, namespace: str, room: str | None) -> str:
     return base if room is None else f"{base}:{room}"
 
 
-def idempotency(stream: str, namespace: str, room: str | None, key: str) -> str:
-    """The first entry id seen with an idempotency ``key`` in a room: in the stream's
-    slot, beside the room's history; lengths first, so no room and key read as another."""
+def idempotency(stream: str, namespace: str, room: str | None, sender: str | None, key: str) -> str:
+    """The first entry id seen with an idempotency ``key`` from ``sender`` (None: the
+    system) in a room: in the stream's slot, beside the room's history. Per sender, so one
+    user's key never stands for another's event; lengths first, so no room, sender and
+    key read as another."""
     where = "" if room is None else f"{len(room)}:{room}"
-    return f"{_slot_tagged(stream)}:idempotency:{len(namespace)}{namespace}:{where}:{key}"
+    who = "" if sender is None else f"{len(sender)}:{sender}"
+    return f"{_slot_tagged(stream)}:idempotency:{len(namespace)}{namespace}:{where}:{who}:{key}"
 
 
 def history_clock(stream: str) -> str:

@@ -67,7 +67,9 @@ class Publisher:
         stream = self.stream_keys[event.shard(len(self.stream_keys))]
         if event.idempotency_key is not None:
             # Once per key and room: a retry answers the first publish's id.
-            key = keys.idempotency(stream, event.namespace, event.room, event.idempotency_key)
+            key = keys.idempotency(
+                stream, event.namespace, event.room, event.sender, event.idempotency_key
+            )
             fields = [part for pair in event.to_fields().items() for part in pair]
             args = [self.settings.maxlen, self.settings.idempotency_window_s * 1000, *fields]
             return self._add_once([stream, key], args)  # not pipelined: see _flush

@@ -36,5 +36,11 @@ set -- channel "$channel" body "$body"
 if [ -n "$room" ]; then set -- "$@" room "$room"; fi
 # IDEMPOTENCY_KEY (1-128 printable ASCII, no space): run again with the same key (a
 # retry after a timeout) and the event is delivered once.
-if [ -n "${IDEMPOTENCY_KEY:-}" ]; then set -- "$@" idempotency_key "$IDEMPOTENCY_KEY"; fi
+if [ -n "${IDEMPOTENCY_KEY:-}" ]; then
+  if ! printf %s "$IDEMPOTENCY_KEY" | grep -Eqx '[!-~]{1,128}'; then
+    echo "cron_publish.sh: IDEMPOTENCY_KEY must be 1-128 printable ASCII characters, no space" >&2
+    exit 2
+  fi
+  set -- "$@" idempotency_key "$IDEMPOTENCY_KEY"
+fi
 exec redis-cli $cluster -u "$url" XADD "$stream" MAXLEN '~' "$maxlen" '*' "$@"

@@ -53,6 +53,7 @@ def test_only_rooms_the_user_could_receive_and_bounded_input(web, bridge, redis_
     assert history(web, alice, room="team:blue").status_code == 200  # her team:* pattern
     assert history(web, alice, room="user:alice", limit=101).status_code == 400
     assert history(web, alice, room="user:alice", limit="x").status_code == 400
-    assert history(web, alice, room="user:alice", before="yesterday").status_code == 400
+    for before in ("yesterday", "1-0\n", "\u0661-0", "99999999999999999999-0"):
+        assert history(web, alice, room="user:alice", before=before).status_code == 400
     assert history(web, alice, room="x" * 300).status_code == 400
     assert requests.get(f"{web.url}/api/history", timeout=5).status_code == 401

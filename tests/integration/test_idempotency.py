@@ -137,7 +137,7 @@ def test_the_window_lets_a_key_be_used_again_once_it_is_over(
     pub = publisher(redis_server, idempotency_window_s=1)
     first = pub.publish("tick", {"n": 1}, "user:alice", idempotency_key="nightly")
     assert pub.publish("tick", {"n": 1}, "user:alice", idempotency_key="nightly") == first
-    key = keys.idempotency("events", "/", "user:alice", "nightly")
+    key = keys.idempotency("events", "/", "user:alice", None, "nightly")
     wait_until(lambda: not redis_client.exists(key), 5, "the window to end")
     later = pub.publish("tick", {"n": 2}, "user:alice", idempotency_key="nightly")
     assert later != first
@@ -162,14 +162,32 @@ def test_the_api_and_the_cli_answer_a_repeat_with_the_first_id(
     first = post({"n": 1}, "form-42")
     assert first.status_code == 200
     assert post({"n": 1}, "form-42").json()["id"] == first.json()["id"]
+    # Another user's key is another key: bob's event is not taken for alice's.
+    bob = web.login("bob")
+    theirs = bob.post(
+        f"{web.url}/api/",
+        json={"channel": "tick", "body": {"n": "bob"}, "room": "user:bob"},
+        headers={"Idempotency-Key": "form-42"},
+        timeout=5,
+    )
+    mine_to_all = post({"n": "all"}, "same-key")
+    bobs_to_all = bob.post(
+        f"{web.url}/api/",
+        json={"channel": "tick", "body": {"n": "bob all"}},
+        headers={"Idempotency-Key": "same-key"},
+        timeout=5,
+    )
+    assert theirs.status_code == bobs_to_all.status_code == 200
+    assert bobs_to_all.json()["id"] != mine_to_all.json()["id"]
     assert post({"n": 1}, "bad key").status_code == 400  # spaces are not printable ASCII
     assert requests.post(f"{web.url}/api/", timeout=5).status_code == 401
     args = ("publish", "tick", '{"n": 2}', "--room", "user:alice", "--key", "cron-7")
     ids = {cli(env, *args, check=True).stdout.strip() for _ in range(2)}
     assert len(ids) == 1
-    alice.wait_for(2, "tick")
+    alice.wait_for(4, "tick")
     wait_until(lambda: all_published(redis_client), 10, "acks")
-    assert alice.bodies("tick") == [{"n": 1}, {"n": 2}]
+    bodies = alice.bodies("tick")
+    assert bodies == [{"n": 1}, {"n": "all"}, {"n": "bob all"}, {"n": 2}]
 
 
 def test_the_node_and_shell_examples_retry_safely(env, web, bridge, clients, redis_client):

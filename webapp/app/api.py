@@ -79,8 +79,9 @@ def history():
     if room is not None and (problem := room_error(room)) is not None:
         return error(400, problem)
     sb = state()
+    asked = request.args.get("limit")
     try:
-        limit = int(request.args.get("limit", "50"))
+        limit = None if asked is None else int(asked)
     except ValueError:
         return error(400, "limit: a whole number")
     # As live delivery: the broadcast, its own room, granted rooms and those it may

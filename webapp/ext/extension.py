@@ -50,6 +50,7 @@ from streambridge.webapp.ext.queue_manager import StreamQueueManager
 from streambridge.webapp.ext.request_bounds import RequestBounds
 from streambridge.webapp.ext.subscriptions import MaySubscribe, Subscriptions, with_time_limit
 
+from streambridge import defaults
 from streambridge.contract import Event, room_error
 from streambridge.presence import Presence
 from streambridge.publisher import Publisher
@@ -248,18 +249,21 @@ class StreamBridge:
     def history(
         self,
         room: str | None,
-        limit: int = 50,
+        limit: int | None = None,
         before: str | None = None,
         namespace: str = "/",
     ) -> dict[str, Any]:
         """The newest events of ``room`` (None: the broadcast), newest first, from the
         room's history: ``{"room", "events": [{"channel", "body", "meta"}, ...], "next"}``
-        (``next``: ``before`` for the next page, None at the end). At most
-        ``STREAMBRIDGE_HISTORY_API_LIMIT``. The app checks who may read the room (as
-        ``may_subscribe`` does for a user). ``ValueError`` for bad input."""
+        (``next``: ``before`` for the next page, None at the end). ``limit``: at most
+        ``STREAMBRIDGE_HISTORY_API_LIMIT`` (default 50, or that if less). The app checks
+        who may read the room (as ``may_subscribe`` does for a user). ``ValueError`` for
+        bad input."""
         if room is not None and (error := room_error(room)) is not None:
             raise ValueError(error)
         sb = state()
+        if limit is None:
+            limit = min(defaults.HISTORY_PAGE, sb.settings.history_api_limit)
         if not 1 <= limit <= sb.settings.history_api_limit:
             raise ValueError(f"limit: 1 to {sb.settings.history_api_limit}")
         return room_history.recent(

@@ -10,7 +10,8 @@ from streambridge import history, keys, queue
 from streambridge.contract import shard_for
 from streambridge.settings import WebSettings
 
-POSITION = re.compile(r"^\d{1,20}-\d{1,20}$")
+POSITION = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)
+MAX_PART = 2**64 - 1  # each part of a stream id
 
 
 def recent(
@@ -26,7 +27,9 @@ def recent(
     ``before`` (None: the newest), each ``{"channel", "body", "meta"}`` with the meta a
     live event has; ``next``: the ``before`` of the next page (None: no more). The
     caller checks who may read the room and bounds ``limit``."""
-    if before is not None and not POSITION.match(before):
+    if before is not None and not (
+        POSITION.fullmatch(before) and all(int(p) <= MAX_PART for p in before.split("-"))
+    ):
         raise ValueError("before: a position (meta.id), e.g. 1733412345123-0")
     shards = settings.shard_settings()
     shard = shard_for(room, len(shards))
