@@ -70,26 +70,36 @@ def post_event():
     return jsonify({"status": True, "id": stream_id})
 
 
+def unreadable(viewer, room: str | None):
+    """The answer refusing ``viewer`` the room (None: it may read it): a room name that
+    breaks the rules, or one it could not receive (as live delivery: the broadcast, its
+    own room, granted rooms and those it may subscribe to; never another user's)."""
+    if room is None:
+        return None  # the broadcast
+    problem = room_error(room)
+    if problem is not None:
+        return error(400, problem)
+    if not state().extension.may_subscribe(viewer, room):
+        return error(403, f"{viewer.name} may not see room {room!r}")
+    return None
+
+
 @bp.get("/api/history")
 def history():
     viewer = current_viewer()
     if viewer is None:
         return error(401, "login required")
     room = request.args.get("room") or None  # absent: the broadcast
-    if room is not None and (problem := room_error(room)) is not None:
-        return error(400, problem)
-    sb = state()
+    refused = unreadable(viewer, room)
+    if refused is not None:
+        return refused
     asked = request.args.get("limit")
     try:
         limit = None if asked is None else int(asked)
     except ValueError:
         return error(400, "limit: a whole number")
-    # As live delivery: the broadcast, its own room, granted rooms and those it may
-    # subscribe to; never another user's.
-    if room is not None and not sb.extension.may_subscribe(viewer, room):
-        return error(403, f"{viewer.name} may not see room {room!r}")
     try:
-        page = sb.extension.history(room, limit, request.args.get("before"))
+        page = state().extension.history(room, limit, request.args.get("before"))
     except ValueError as exc:
         return error(400, str(exc))
     return jsonify({"status": True, **page})
@@ -103,12 +113,10 @@ def presence():
     room = request.args.get("room")
     if room is None:
         return error(400, "room: say which room (?room=...)")
-    problem = room_error(room)
-    if problem is not None:
-        return error(400, problem)
+    refused = unreadable(viewer, room)
+    if refused is not None:
+        return refused
     sb = state()
-    if not sb.extension.may_subscribe(viewer, room):
-        return error(403, f"{viewer.name} may not see room {room!r}")
     if sb.presence is None:
         return error(404, "presence is off (STREAMBRIDGE_PRESENCE=false)")
     try:

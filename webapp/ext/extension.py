@@ -267,7 +267,7 @@ class StreamBridge:
         if not 1 <= limit <= sb.settings.history_api_limit:
             raise ValueError(f"limit: 1 to {sb.settings.history_api_limit}")
         return room_history.recent(
-            sb.redis, sb.settings, room, limit=limit, before=before, namespace=namespace
+            sb.redis, sb.catchup.shards, room, limit=limit, before=before, namespace=namespace
         )
 
     def current_viewer(self) -> Viewer | None:

@@ -4,11 +4,12 @@ one the bridge keeps for catch-up), newest first, paged by position."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from streambridge import history, keys, queue
 from streambridge.contract import shard_for
-from streambridge.settings import WebSettings
+from streambridge.settings import CommonSettings
 
 POSITION = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)
 MAX_PART = 2**64 - 1  # each part of a stream id
@@ -16,7 +17,7 @@ MAX_PART = 2**64 - 1  # each part of a stream id
 
 def recent(
     client: Any,
-    settings: WebSettings,
+    shards: Sequence[CommonSettings],
     room: str | None,
     *,
     limit: int,
@@ -26,12 +27,12 @@ def recent(
     """Up to ``limit`` events of ``room`` (None: the broadcast) older than the position
     ``before`` (None: the newest), each ``{"channel", "body", "meta"}`` with the meta a
     live event has; ``next``: the ``before`` of the next page (None: no more). The
-    caller checks who may read the room and bounds ``limit``."""
+    caller checks who may read the room and bounds ``limit``; ``shards``: each shard's
+    settings (``CatchUp.shards``)."""
     if before is not None and not (
         POSITION.fullmatch(before) and all(int(p) <= MAX_PART for p in before.split("-"))
     ):
         raise ValueError("before: a position (meta.id), e.g. 1733412345123-0")
-    shards = settings.shard_settings()
     shard = shard_for(room, len(shards))
     stream = shards[shard].stream
     pipe = client.pipeline(transaction=False)
