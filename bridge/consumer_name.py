@@ -23,7 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-TTL_S = 15
+from streambridge import defaults
+
+TTL_S = defaults.BRIDGE_ALIVE_TTL_S
 EVERY_S = 1.0
 
 Verdict = Literal["dead", "alive", "unknown"]

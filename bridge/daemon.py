@@ -22,12 +22,12 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException
 from streambridge.bridge import consumer_name
 from streambridge.bridge.consumer_name import ConsumerName, DuplicateConsumer
-from streambridge.bridge.deadletter import dead_fields
 from streambridge.bridge.link import Command, Link, Packed
 from streambridge.bridge.metrics import BridgeMetrics
 
 from streambridge import history
 from streambridge.contract import ContractError, Event, shown
+from streambridge.deadletter import dead_fields
 from streambridge.keys import history as history_key
 from streambridge.keys import idempotency as idempotency_key
 from streambridge.log_context import Bound

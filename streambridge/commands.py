@@ -276,7 +276,7 @@ def _ops(ctx: click.Context, action: Callable[..., int]) -> NoReturn:
     """Run ``action(ops, client, settings)`` with the bridge's view of Redis."""
 
     def work() -> int:
-        from streambridge.bridge import ops
+        from streambridge import ops
         from streambridge.settings import BridgeSettings
 
         settings = BridgeSettings(**_values(ctx))
@@ -418,6 +418,7 @@ def user() -> None:
     metavar="PATTERN",
     help="rooms its pages may subscribe to on request (fnmatch pattern, e.g. 'team:*')",
 )
+@click.option("--admin", is_flag=True, help="it may see the operator dashboard")
 @click.pass_context
 def user_add(
     ctx: click.Context,
@@ -427,6 +428,7 @@ def user_add(
     publish_rooms: tuple[str, ...],
     no_broadcast: bool,
     subscribe_patterns: tuple[str, ...],
+    admin: bool,
 ) -> NoReturn:
     def work() -> int:
         from streambridge.settings import WebSettings
@@ -447,6 +449,7 @@ def user_add(
                 publish=list(publish_rooms) or None,
                 broadcast=not no_broadcast,
                 subscribe=list(subscribe_patterns),
+                admin=admin,
             )
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -120,3 +120,16 @@ HISTORY_API_LIMIT = 100
 IDEMPOTENCY_WINDOW_S = 300
 """Two events with the same idempotency key from one sender in one room, processed by the
 bridge within this time of each other, are one."""
+
+BRIDGE_ALIVE_TTL_S = 15
+"""A running bridge refreshes its liveness key (which holds its consumer name) every
+second with this TTL: a dead one's expires within it."""
+
+DASHBOARD_PATH = "/streambridge/dashboard"
+"""Where the operator dashboard is served (admins only)."""
+
+DASHBOARD_SAMPLE_S = 5.0
+"""How often each web server samples the dashboard's charts into Redis."""
+
+DASHBOARD_WINDOW_S = 15 * 60
+"""How far back the dashboard's charts go (the samples kept)."""

@@ -44,8 +44,9 @@ def run(args: Any) -> int:
     password = secrets.token_urlsafe(12)
     from streambridge.webapp.app.users import UserStore
 
-    # Its pages may subscribe to team rooms (and see who else is there).
-    UserStore(users_file).add(args.user, password, subscribe=["team:*"])
+    # Its pages may subscribe to team rooms (and see who else is there); it is the
+    # operator of this machine's system, so it sees the dashboard.
+    UserStore(users_file).add(args.user, password, subscribe=["team:*"], admin=True)
     env = {
         "REDIS_URL": redis_url,
         "STREAMBRIDGE_USERS_FILE": str(users_file.resolve()),
@@ -75,6 +76,7 @@ def run(args: Any) -> int:
             print(
                 f"\n  streambridge is running: {url}\n"
                 f"  user: {args.user}\n  password: {password}\n"
+                f"  dashboard: {url.rstrip('/')}{web_defaults.dashboard_path or ' (off)'}\n"
                 f"  redis: {redis_url}\n"
                 f"  try: streambridge publish message '\"hello\"'  (with REDIS_URL={redis_url})\n"
                 "  Ctrl-C stops everything.\n",

@@ -74,3 +74,8 @@ def presence(stream: str, namespace: str, room: str) -> tuple[str, str]:
     rooms spread over the cluster."""
     tag = f"{{{stream}:presence:{len(namespace)}{namespace}:{room}}}"
     return f"{tag}:connections", f"{tag}:users"
+
+
+def dashboard_samples(stream: str) -> str:
+    """Stream of the web servers' samples for the dashboard's charts (one for all shards)."""
+    return f"{stream}:dashboard-samples"

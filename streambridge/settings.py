@@ -257,6 +257,16 @@ class WebSettings(CommonSettings, MetricsSettings):
         description="Presence heartbeat every third of this; a dead server's connections "
         "leave within this plus a third.",
     )
+    dashboard_path: str = Field(
+        defaults.DASHBOARD_PATH,
+        description="Where the operator dashboard is served (admins only; empty: off).",
+    )
+    dashboard_sample_s: float = Field(
+        defaults.DASHBOARD_SAMPLE_S,
+        ge=0.1,
+        le=60,
+        description="How often each web server samples the dashboard's charts.",
+    )
     authorize_timeout_s: float = Field(
         defaults.AUTHORIZE_TIMEOUT_S,
         gt=0,
@@ -331,6 +341,11 @@ class WebSettings(CommonSettings, MetricsSettings):
         if isinstance(value, str):
             return [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("dashboard_path")
+    @classmethod
+    def _path_or_off(cls, value: str) -> str:
+        return value if value == "" else cls._leading_slash(value)
 
     @field_validator("socketio_path", "client_script_url")
     @classmethod

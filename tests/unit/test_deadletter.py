@@ -1,9 +1,10 @@
-"""Dead-letter fields (bridge/deadletter.py): what was written, plus why and where."""
+"""Dead-letter fields (streambridge/deadletter.py): what was written, plus why and where."""
 
 from __future__ import annotations
 
 import pytest
-from streambridge.bridge.deadletter import (
+
+from streambridge.deadletter import (
     CONSUMER,
     META_FIELDS,
     ORIGINAL_ID,

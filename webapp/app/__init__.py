@@ -74,6 +74,11 @@ def create_app(
         user = users.get(user_id)
         return user is not None and user.may_subscribe(room)
 
+    @ext.authorize_admin
+    def users_file_admins(user_id: str) -> bool:
+        user = users.get(user_id)
+        return user is not None and user.admin
+
     registry = LoginRegistry(state(app).redis, settings.session_lifetime_s)
     app.extensions["streambridge.logins"] = registry
     state(app).logins_alive = registry.alive

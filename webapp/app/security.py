@@ -70,6 +70,9 @@ def protect(app: Flask, settings: WebSettings, *, memory_limits: bool = False) -
 
     csrf.init_app(app)
     csrf.exempt(api.bp)  # checked in the view, after the login check
+    dashboard = app.blueprints.get("streambridge_dashboard")
+    if dashboard is not None:
+        csrf.exempt(dashboard)  # checked in the view too, after the admin check
     app.extensions["streambridge.csrf"] = csrf
 
     @app.errorhandler(CSRFError)

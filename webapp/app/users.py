@@ -1,12 +1,12 @@
 """The users file: JSON of name -> werkzeug password hash.
 
 A value may also be an object ``{"password": <hash>, "rooms": [...], "publish": [...],
-"broadcast": false, "subscribe": [...]}``: ``rooms`` grants extra rooms to receive;
+"broadcast": false, "subscribe": [...], "admin": true}``: ``rooms`` grants extra rooms to receive;
 ``publish`` narrows the rooms the user may publish to through ``POST /api/`` (default:
 every room it may receive); ``broadcast: false`` stops it publishing to everyone;
 ``subscribe`` lists patterns (``fnmatch``: ``team:*``, ``order:1?``) of rooms its pages
-may ask for (``sb.subscribe``; default none). Another user's ``user:`` room never
-matches. The file is re-read when
+may ask for (``sb.subscribe``; default none); ``admin: true`` lets it see the operator
+dashboard. Another user's ``user:`` room never matches. The file is re-read when
 it changes, so ``streambridge user add`` takes effect without a restart.
 """
 
@@ -37,6 +37,7 @@ class User:
     publish: tuple[str, ...] | None = None  # None: every room it may receive
     broadcast: bool = True
     subscribe: tuple[str, ...] = field(default_factory=tuple)  # fnmatch patterns
+    admin: bool = False  # sees the operator dashboard
 
     def viewer(self, login_id: str | None = None) -> Viewer:
         return Viewer(self.name, frozenset(self.rooms), login_id)
@@ -102,6 +103,7 @@ class UserStore:
         publish: list[str] | None = None,
         broadcast: bool = True,
         subscribe: list[str] | None = None,
+        admin: bool = False,
     ) -> None:
         """Create or replace a user; the file is rewritten atomically, mode 0600."""
         if not NAME_PATTERN.fullmatch(name):
@@ -118,6 +120,8 @@ class UserStore:
             entry["broadcast"] = False
         if subscribe:
             entry["subscribe"] = sorted(set(subscribe))
+        if admin:
+            entry["admin"] = True
         raw[name] = entry if len(entry) > 1 else entry["password"]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
@@ -140,12 +144,15 @@ def parse(text: str) -> dict[str, User]:
             publish = value.get("publish")
             broadcast = value.get("broadcast", True)
             subscribe = value.get("subscribe", [])
+            admin = value.get("admin", False)
             if not (publish is None or isinstance(publish, list)) or not isinstance(
                 broadcast, bool
             ):
                 raise ValueError(f"users file: bad publish rules for {name!r}")
             if not isinstance(subscribe, list):
                 raise ValueError(f"users file: subscribe of {name!r} must be a list")
+            if not isinstance(admin, bool):
+                raise ValueError(f"users file: admin of {name!r} must be true or false")
             users[name] = User(
                 name,
                 value["password"],
@@ -153,6 +160,7 @@ def parse(text: str) -> dict[str, User]:
                 None if publish is None else tuple(str(r) for r in publish),
                 broadcast,
                 tuple(str(p) for p in subscribe),
+                admin,
             )
         else:
             raise ValueError(f"users file: bad entry for {name!r}")

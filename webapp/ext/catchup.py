@@ -333,9 +333,10 @@ class CatchUp:
                 # room too) releases the client once it has replayed what was lost.
                 log.info("catchup.subscribe_left_to_resync", extra={"sid": client.sid})
             else:
-                self.ledger.release(
+                released = self.ledger.release(
                     client.sid, client.namespace, covered={}, start={}, room_replay=room_replay
                 )
+                self.metrics.live_deliveries.inc(released)
         self.metrics.replayed.inc(replayed)
         answer: dict[str, Any] = {"recovered": plan is None or plan.recovered, "replayed": replayed}
         if plan is not None and plan.reason:
@@ -466,6 +467,7 @@ class CatchUp:
         released = self.ledger.release(
             client.sid, client.namespace, covered=plan.covered(), start=plan.start()
         )
+        self.metrics.live_deliveries.inc(released)  # held back during the replay
         if notify:
             info = plan.info(replayed, self.ledger.positions_of(client.sid))
             self.manager.send_to(client.sid, client.namespace, RECOVERY_EVENT, [info])

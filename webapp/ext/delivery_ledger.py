@@ -85,13 +85,14 @@ class DeliveryLedger:
         event: str,
         data: list[Any],
         room: str | None = None,
-    ) -> None:
+    ) -> int:
         """One live stream event (sent to ``room``) to its recipients ``(sid, eio_sid)``:
         sent, held back, dropped as a repeat, or, for a client too far behind, the reason
-        to shed it."""
+        to shed it. Returns to how many it was sent now."""
         courier = self._courier
         limit = self._max_client_queue
         packets = None
+        sent = 0
         with self._lock:
             for sid, eio_sid in recipients:
                 if sid in self._shedding:
@@ -116,9 +117,11 @@ class DeliveryLedger:
                 if packets is None:
                     packets = courier.encode(event, data, namespace)
                 courier.send_packets(eio_sid, packets)
+                sent += 1
                 positions = self._positions.setdefault(sid, {})
                 if positions.get(shard, ZERO) < stream_id:
                     positions[shard] = stream_id
+        return sent
 
     def _shed(self, sid: str, eio_sid: str) -> None:
         """A client that cannot keep up: it gets nothing more, and its connection is

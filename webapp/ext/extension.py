@@ -19,6 +19,10 @@
     def may_subscribe(user_id, room):   # optional: rooms a page may ask for (sb.subscribe)
         return room.startswith("order:") and owns(user_id, room)
 
+    @bridge.authorize_admin
+    def is_admin(user_id):              # optional: who sees the operator dashboard
+        return user_id in ADMINS
+
     bridge.presence("order:123")        # who is connected there: {"alice": 2, ...}
 
 It sets up Flask-SocketIO on ``STREAMBRIDGE_SOCKETIO_PATH`` with the Redis queue,
@@ -41,10 +45,12 @@ from typing import Any
 import redis
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_socketio import SocketIO
-from streambridge.webapp.ext import room_history, sockets
+from streambridge.webapp.ext import dashboard_views, room_history, sockets
 from streambridge.webapp.ext.catchup import CatchUp
+from streambridge.webapp.ext.dashboard import Dashboard
+from streambridge.webapp.ext.dashboard_samples import Samples
 from streambridge.webapp.ext.identity import USER_ROOM_PREFIX, Viewer
-from streambridge.webapp.ext.metrics import WebMetrics
+from streambridge.webapp.ext.metrics import LATENCY_BUCKETS, WebMetrics
 from streambridge.webapp.ext.presence_keeper import PresenceKeeper
 from streambridge.webapp.ext.queue_manager import StreamQueueManager
 from streambridge.webapp.ext.request_bounds import RequestBounds
@@ -67,6 +73,7 @@ UserLoader = Callable[[], Any]
 RoomsLoader = Callable[[str], Iterable[str]]
 PublishAuthorizer = Callable[[str, str | None], bool]
 RoomAuthorizer = Callable[[str, str], bool]
+AdminAuthorizer = Callable[[str], bool]
 LoginsAlive = Callable[[Iterable[str]], set[str]]
 LOGIN_CHECK_EVERY_S = 0.5
 
@@ -89,6 +96,14 @@ class State:
     extension: StreamBridge
     logins_alive: LoginsAlive | None = None
     presence: PresenceKeeper | None = None  # None: STREAMBRIDGE_PRESENCE is off
+    dashboard: Dashboard | None = None  # None: STREAMBRIDGE_DASHBOARD_PATH is empty
+
+    def start_background(self) -> None:
+        """This server's own tasks, once it serves: the login watcher and the
+        dashboard's sampler."""
+        self.socketio.start_background_task(self.watch_sockets)
+        if self.dashboard is not None:
+            self.socketio.start_background_task(self.dashboard.run, self.socketio.sleep)
 
     def watch_sockets(self) -> None:
         """Every half second: disconnect sockets whose login has ended (logout, expiry)
@@ -183,6 +198,7 @@ class StreamBridge:
         self._rooms_loader = rooms_loader
         self._authorize_publish: PublishAuthorizer | None = None
         self._authorize_room: RoomAuthorizer | None = None
+        self._authorize_admin: AdminAuthorizer | None = None
         self._may_subscribe: MaySubscribe | None = None  # the hook with its time limit
         self._settings = settings
         self._redis_client = redis_client
@@ -222,6 +238,24 @@ class StreamBridge:
         counts as no. Without one, no room can be subscribed on request."""
         self._authorize_room = fn
         return fn
+
+    def authorize_admin(self, fn: AdminAuthorizer) -> AdminAuthorizer:
+        """Register the function that says whether a user id is an admin: it may see the
+        operator dashboard (``STREAMBRIDGE_DASHBOARD_PATH``) and act on dead letters. An
+        exception or anything but ``True`` counts as no; without one, nobody is."""
+        self._authorize_admin = fn
+        return fn
+
+    def is_admin(self, viewer: Viewer) -> bool:
+        if self._authorize_admin is None:
+            return False
+        try:
+            return self._authorize_admin(viewer.name) is True
+        except Exception as exc:  # a failing hook refuses; it never lets through
+            log.warning(
+                "dashboard.authorize_failed", extra={"user": viewer.name, "error": str(exc)[:200]}
+            )
+            return False
 
     def may_subscribe(self, viewer: Viewer, room: str) -> bool:
         """Whether a user may have ``room``: its own or a granted room, or one
@@ -349,6 +383,19 @@ class StreamBridge:
                 presence.on_gap()
 
         manager.gaps.set_handler(on_gap)
+        dashboard = None
+        if settings.dashboard_path:
+            dashboard = Dashboard(
+                client,
+                settings,
+                Samples(
+                    client, settings, metrics.figures, LATENCY_BUCKETS, defaults.DASHBOARD_WINDOW_S
+                ),
+                viewer_of=lambda sid: c.user if (c := catchup.clients.get(sid)) else None,
+                is_admin=self.is_admin,
+                is_connected=lambda sid: manager.is_connected(sid, "/"),
+                send=manager.send_to,
+            )
         state = State(
             settings,
             client,
@@ -360,14 +407,21 @@ class StreamBridge:
             self,
             self._logins_alive,
             presence,
+            dashboard,
         )
         app.extensions[EXTENSION_KEY] = state
         self._may_subscribe = self._room_authorizer(app, socketio, settings)
         subscriptions = Subscriptions(catchup, settings, self._may_subscribe, presence)
-        sockets.register(socketio, catchup, self.current_viewer, subscriptions, presence)
+        sockets.register(socketio, catchup, self.current_viewer, subscriptions, presence, dashboard)
         metrics.connected.set_function(lambda: len(catchup.clients))
         app.register_blueprint(_client_blueprint(settings.client_script_url))
         app.register_blueprint(_ops_blueprint())
+        if dashboard is not None:
+            app.register_blueprint(
+                dashboard_views.blueprint(
+                    settings.dashboard_path, settings.client_script_url, settings.socketio_path
+                )
+            )
         missing = [str(p) for p in CLIENT_PARTS if not p.exists()]
         if missing:
             log.warning(

@@ -216,7 +216,9 @@ class StreamQueueManager(socketio.RedisManager):
         if self.newest_handled.get(shard, ZERO) < stream_id:
             self.newest_handled[shard] = stream_id
         recipients = self.get_participants(namespace, room)
-        self.ledger.deliver(recipients, namespace, shard, stream_id, event, data, room)
+        sent = self.ledger.deliver(recipients, namespace, shard, stream_id, event, data, room)
+        if sent and self.metrics is not None:
+            self.metrics.delivered(sent, stream_id)
 
     def queue_length(self, sid: str, namespace: str) -> int:
         eio_sid = self.eio_sid_from_sid(sid, namespace)

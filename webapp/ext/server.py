@@ -261,4 +261,4 @@ def start_queue_listener(app: Flask) -> None:
         server.manager.initialize()
     while not sb.manager.wait_subscribed(sb.settings.queue_ready_timeout_s):
         log.warning("web.waiting_for_queue", extra={"redis": redacted(sb.settings.redis_url)})
-    sb.socketio.start_background_task(sb.watch_sockets)
+    sb.start_background()

@@ -24,6 +24,7 @@ import structlog
 from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from streambridge.webapp.ext.catchup import CatchUp
+from streambridge.webapp.ext.dashboard import DASHBOARD_EVENT, Dashboard
 from streambridge.webapp.ext.identity import Viewer
 from streambridge.webapp.ext.pings import share_pings
 from streambridge.webapp.ext.presence_keeper import PRESENCE_EVENT, PresenceKeeper
@@ -45,6 +46,7 @@ def register(
     current_viewer: Callable[[], Viewer | None],
     subscriptions: Subscriptions,
     presence: PresenceKeeper | None = None,
+    dashboard: Dashboard | None = None,
 ) -> None:
     refuse_reserved_events(socketio.server)
     disconnect_without_waiting(socketio.server.eio)
@@ -82,6 +84,12 @@ def register(
     @socketio.on(PRESENCE_EVENT)
     def on_presence(*args):
         return subscriptions.watch_presence(request.sid, args[0] if len(args) == 1 else None)
+
+    if dashboard is not None:
+
+        @socketio.on(DASHBOARD_EVENT)
+        def on_dashboard(*args):
+            return dashboard.request(request.sid, args[0] if len(args) == 1 else None)
 
     @socketio.on("disconnect")
     def on_disconnect(reason=None):

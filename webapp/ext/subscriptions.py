@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streambridge.webapp.ext.catchup import CatchUp, Client
+from streambridge.webapp.ext.dashboard import DASHBOARD_EVENT
 from streambridge.webapp.ext.identity import USER_ROOM_PREFIX, Viewer
 from streambridge.webapp.ext.presence_keeper import (
     PRESENCE_EVENT,
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBE_EVENT = RESERVED_PREFIX + "subscribe"
 UNSUBSCRIBE_EVENT = RESERVED_PREFIX + "unsubscribe"
-CLIENT_EVENTS = frozenset({SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT, PRESENCE_EVENT})
+CLIENT_EVENTS = frozenset({SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT, PRESENCE_EVENT, DASHBOARD_EVENT})
 """The only events a client may send."""
 NOT_ALLOWED = "not allowed"
 BUSY_WAIT_S = 40.0  # longer than a connect catch-up may retry (catchup.RETRY_S)

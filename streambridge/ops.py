@@ -1,0 +1,266 @@
+"""Operator views and actions: ``streambridge status``, ``streambridge dead`` and the
+dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from streambridge import defaults, keys
+from streambridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fields, raw
+from streambridge.ids import StreamId
+from streambridge.redis_conn import as_cluster
+from streambridge.settings import CommonSettings
+
+# A live bridge whose last read brought entries longer ago than this is idle (before
+# Redis 7.2 a read that brings nothing does not reset a consumer's idle time).
+BUSY_WITHIN_MS = 10_000
+
+
+def status(client: Any, settings: CommonSettings) -> dict[str, Any]:
+    """Per stream (one, or each shard): length and ends, each group's lag and pending
+    entries per consumer, and on a cluster the node that holds it."""
+    if settings.shards == 1:
+        return _stream_status(client, settings)
+    return {"shards": [_stream_status(client, shard) for shard in settings.shard_settings()]}
+
+
+def _stream_status(client: Any, settings: CommonSettings) -> dict[str, Any]:
+    kind = client.type(settings.stream)  # "none" when there is no such key
+    out: dict[str, Any] = {
+        "stream": settings.stream,
+        "exists": kind != "none",
+        "length": 0,
+        "first_id": None,
+        "last_id": None,
+        "groups": [],
+        "dead_letters": client.xlen(settings.dead_stream),  # 0 when there is none
+        # Retried publishes acked without delivery (their idempotency key was taken).
+        "repeats": int(client.hget(settings.history_clock_key, "repeats") or 0),
+        "epoch": client.get(settings.epoch_key),
+    }
+    cluster = as_cluster(client)
+    if cluster is not None:
+        out["node"] = cluster.get_node_from_key(settings.stream).name
+    if not out["exists"]:
+        return out
+    if kind != "stream":
+        out["error"] = f"key holds a {kind}, not a stream"
+        return out
+    info = client.xinfo_stream(settings.stream)
+    out["length"] = info["length"]
+    out["first_id"] = info["first-entry"][0] if info.get("first-entry") else None
+    out["last_id"] = info["last-generated-id"]
+    out["entries_added"] = info.get("entries-added")  # Redis >= 7.0
+    now_ms = _redis_time_ms(client)
+    for group in client.xinfo_groups(settings.stream):
+        consumers = [
+            _consumer(client, settings.stream, group["name"], c)
+            for c in client.xinfo_consumers(settings.stream, group["name"])
+        ]
+        oldest = None
+        if group["pending"]:
+            summary = client.xpending(settings.stream, group["name"])
+            if summary.get("min"):
+                # Since it was appended: how long the oldest undelivered event has waited.
+                oldest = max(0, now_ms - StreamId.parse(summary["min"]).ms) / 1000
+        out["groups"].append(
+            {
+                "name": group["name"],
+                "pending": group["pending"],
+                "last_delivered_id": group["last-delivered-id"],
+                "lag": group.get("lag"),  # Redis >= 7.0
+                "oldest_pending_age_s": oldest,
+                "consumers": consumers,
+            }
+        )
+    return out
+
+
+def _consumer(client: Any, stream: str, group: str, info: dict) -> dict[str, Any]:
+    """A consumer of the group (a bridge): ``alive`` while it refreshes its liveness key
+    (every second) and has read entries within ``BUSY_WITHIN_MS``, ``idle`` when it
+    refreshes the key with nothing to read, ``gone`` once the key has expired (stopped
+    or dead; the others claim its pending entries). ``last_seen_s``: since its last
+    refresh, or, once gone, since it last read."""
+    ttl_ms = client.pttl(keys.alive(stream, group, info["name"]))  # < 0: no key
+    if ttl_ms < 0:
+        state, seen_ms = "gone", info["idle"]
+    else:
+        state = "alive" if info["idle"] <= BUSY_WITHIN_MS else "idle"
+        seen_ms = max(0, defaults.BRIDGE_ALIVE_TTL_S * 1000 - ttl_ms)
+    return {
+        "name": info["name"],
+        "pending": info["pending"],
+        "idle_ms": info["idle"],
+        "state": state,
+        "last_seen_s": seen_ms / 1000,
+    }
+
+
+def _redis_time_ms(client: Any) -> int:
+    # Redis's clock, the one stream ids are made from.
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def format_status(data: dict[str, Any]) -> str:
+    if "shards" in data:
+        return "\n\n".join(format_status(shard) for shard in data["shards"])
+    lines = [
+        f"stream        {data['stream']}" + ("" if data["exists"] else " (does not exist)"),
+        f"length        {data['length']}",
+        f"first id      {data['first_id'] or '-'}",
+        f"last id       {data['last_id'] or '-'}",
+        f"epoch         {data['epoch'] or '-'}",
+        f"dead letters  {data['dead_letters']}",
+        f"repeats       {data.get('repeats', 0)} (retried publishes delivered once)",
+    ]
+    if data.get("node"):
+        lines.append(f"node          {data['node']}")
+    if data.get("error"):
+        lines.append(f"error         {data['error']}")
+    for group in data["groups"]:
+        lag = "?" if group["lag"] is None else group["lag"]
+        lines.append("")
+        oldest = group.get("oldest_pending_age_s")
+        lines.append(
+            f"group {group['name']}: lag {lag}, pending {group['pending']}, "
+            f"last delivered {group['last_delivered_id']}"
+            + ("" if oldest is None else f", oldest pending {oldest:.1f}s old")
+        )
+        if group["consumers"]:
+            lines.append(f"  {'consumer':<32} {'pending':>8} {'idle':>10}  state, last seen")
+            for c in group["consumers"]:
+                lines.append(
+                    f"  {c['name']:<32} {c['pending']:>8} {c['idle_ms'] / 1000:>9.1f}s"
+                    f"  {c['state']}, {c['last_seen_s']:.1f}s ago"
+                )
+    return "\n".join(lines)
+
+
+def dead_letters(client: Any, settings: CommonSettings, count: int) -> list[dict]:
+    """The oldest ``count`` dead letters of each shard."""
+    return [
+        _letter(shard.stream, dead_id, fields)
+        for shard in settings.shard_settings()
+        for dead_id, fields in client.xrange(shard.dead_stream, "-", "+", count=count)
+    ]
+
+
+def dead_letter(client: Any, settings: CommonSettings, stream: str, dead_id: str) -> dict | None:
+    """One dead letter of ``stream`` (a shard's stream key), or None."""
+    found = _one(client, _shard(settings, stream), dead_id)
+    return None if found is None else _letter(stream, *found)
+
+
+def _letter(stream: str, dead_id: str, fields: dict) -> dict[str, Any]:
+    return {
+        "id": dead_id,
+        "stream": stream,
+        "original_id": fields.get(ORIGINAL_ID),
+        "reason": fields.get(REASON),
+        "consumer": fields.get(CONSUMER),
+        "fields": original_fields(fields),
+    }
+
+
+def _shard(settings: CommonSettings, stream: str) -> CommonSettings:
+    for shard in settings.shard_settings():
+        if shard.stream == stream:
+            return shard
+    raise ValueError(f"no stream {stream!r} here")
+
+
+def _scope(settings: CommonSettings, stream: str | None) -> list[CommonSettings]:
+    return settings.shard_settings() if stream is None else [_shard(settings, stream)]
+
+
+def _found(
+    client: Any, shards: list[CommonSettings], ids: list[str]
+) -> list[tuple[CommonSettings, list[tuple[str, dict]]]]:
+    """Each letter looked up once, all of them before anything is changed; KeyError
+    names the first id that is nowhere."""
+    found = [(shard, [_one(client, shard, i) for i in ids]) for shard in shards]
+    present = {letter[0] for _, letters in found for letter in letters if letter}
+    missing = [i for i in ids if i not in present]
+    if missing:
+        raise KeyError(missing[0])
+    return [(shard, [letter for letter in letters if letter]) for shard, letters in found]
+
+
+def requeue(
+    client: Any, settings: CommonSettings, ids: list[str] | None, stream: str | None = None
+) -> list[tuple[str, str]]:
+    """Append dead letters back to the stream they came from (as new entries) and
+    delete them from the dead-letter stream, each in one transaction (the two keys
+    share a cluster slot). ``ids=None``: all of them; ``stream``: only that shard's.
+    Returns (dead id, new id) pairs."""
+    shards = _scope(settings, stream)
+    if ids is None:
+        work = [(shard, _all_dead(client, shard)) for shard in shards]
+    else:
+        work = [(shard, [letters]) for shard, letters in _found(client, shards, ids)]
+    moved: list[tuple[str, str]] = []
+    for shard, batches in work:
+        moved.extend(_requeue(client, shard, batches))
+    return moved
+
+
+def delete_dead(
+    client: Any, settings: CommonSettings, ids: list[str] | None, stream: str | None = None
+) -> int:
+    """Delete dead letters for good (``ids=None``: all of those there now; letters
+    dead-lettered meanwhile stay). Returns how many were deleted."""
+    shards = _scope(settings, stream)
+    if ids is None:
+        # Lazy: each page is deleted before the next is read.
+        work: Iterable = ((shard, page) for shard in shards for page in _all_dead(client, shard))
+    else:
+        work = _found(client, shards, ids)
+    deleted = 0
+    for shard, letters in work:
+        if letters:
+            deleted += client.xdel(shard.dead_stream, *[dead_id for dead_id, _ in letters])
+    return deleted
+
+
+def _requeue(client: Any, settings: CommonSettings, batches: Any) -> list[tuple[str, str]]:
+    moved: list[tuple[str, str]] = []
+    # MULTI needs both keys in one cluster slot: true of a shard (its hash tag covers
+    # its dead letters), not of a single unsharded stream on a cluster.
+    cluster = as_cluster(client)
+    atomic = cluster is None or cluster.keyslot(settings.stream) == cluster.keyslot(
+        settings.dead_stream
+    )
+    for batch in batches:
+        for dead_id, fields in batch:
+            pipe = client.pipeline(transaction=atomic)
+            pipe.xadd(
+                settings.stream,
+                {raw(k): raw(v) for k, v in original_fields(fields).items()},
+                maxlen=settings.maxlen,
+                approximate=True,
+            )
+            pipe.xdel(settings.dead_stream, dead_id)
+            new_id, _ = pipe.execute()
+            moved.append((dead_id, new_id))
+    return moved
+
+
+def _one(client: Any, settings: CommonSettings, dead_id: str) -> tuple[str, dict] | None:
+    found = client.xrange(settings.dead_stream, dead_id, dead_id, count=1)
+    return found[0] if found else None
+
+
+def _all_dead(client: Any, settings: CommonSettings):
+    # Snapshot the end first, so entries dead-lettered again meanwhile are not looped on.
+    last = client.xrevrange(settings.dead_stream, "+", "-", count=1)
+    if not last:
+        return
+    end = last[0][0]
+    while True:
+        page = client.xrange(settings.dead_stream, "-", end, count=500)
+        if not page:
+            return
+        yield page
