@@ -148,6 +148,10 @@ def dead_letters(client: Any, settings: CommonSettings, count: int) -> list[dict
     ]
 
 
+def dead_letter_count(client: Any, settings: CommonSettings) -> int:
+    return sum(client.xlen(shard.dead_stream) for shard in settings.shard_settings())
+
+
 def dead_letter(client: Any, settings: CommonSettings, stream: str, dead_id: str) -> dict | None:
     """One dead letter of ``stream`` (a shard's stream key), or None."""
     found = _one(client, _shard(settings, stream), dead_id)

@@ -25,7 +25,12 @@ from streambridge.ids import StreamId
 
 ROOT = Path(__file__).resolve().parents[2]
 SOCKETIO_PATH = "/ws/socket.io"
-PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
+PASSWORDS = {
+    "alice": "alice-password",
+    "bob": "bob-password",
+    "carol": "carol-password",
+    "dora": "dora-password",  # an admin, where a test makes her one
+}
 RECOVERY = RECOVERY_EVENT  # the server's recovery notice, as clients see it
 
 

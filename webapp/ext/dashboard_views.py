@@ -2,7 +2,7 @@
 
 * ``GET  <path>``                   the page (its charts are refreshed over the socket)
 * ``GET  <path>/overview``          shards, bridges and the charts' series (JSON)
-* ``GET  <path>/dead?count=``       the oldest dead letters of each shard
+* ``GET  <path>/dead?count=``       the oldest dead letters of each shard, and the total
 * ``GET  <path>/dead/one?stream=&id=``  one dead letter, all its fields
 * ``POST <path>/dead/requeue``      ``{"stream", "id"}`` or ``{"all": true}``
 * ``POST <path>/dead/delete``       the same
@@ -106,7 +106,8 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
             return error(400, f"count: 1 to {MAX_LIST}")
         sb = state()
         letters = ops.dead_letters(sb.redis, sb.settings, count)
-        return jsonify({"status": True, "dead_letters": letters})
+        total = ops.dead_letter_count(sb.redis, sb.settings)
+        return jsonify({"status": True, "dead_letters": letters, "total": total})
 
     @bp.get("/dead/one")
     @admins_only

@@ -72,7 +72,8 @@
         spanGaps: false,
         scales: { y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } } },
         series: [{}].concat(CHARTS[name].map(function (s) {
-          return { label: s[1], stroke: s[2], width: 1.5, points: { show: false } };
+          // Points too: a value between two gaps (one sample) has no line to show it.
+          return { label: s[1], stroke: s[2], fill: s[2] + "14", width: 1.5, points: { show: true, size: 3 } };
         })),
         axes: [{}, { size: 50 }],
       };
@@ -207,10 +208,10 @@
         tr.append(id, stream, el("td", d.original_id), el("td", d.reason), fields, acts);
         body.append(tr);
       });
-      var total = Number(document.getElementById("now-dead_letters").textContent);
-      deadShown = isNaN(total) ? letters.length : total;
+      deadShown = data.total;
+      document.getElementById("now-dead_letters").textContent = data.total;
       document.getElementById("dead-count").textContent =
-        "(" + letters.length + (deadShown > letters.length ? " of " + deadShown : "") + ")";
+        "(" + letters.length + (data.total > letters.length ? " of " + data.total : "") + ")";
       document.getElementById("dead-empty").hidden = letters.length > 0;
       document.getElementById("dead").hidden = letters.length === 0;
       document.body.dataset.deadLoaded = String(Number(document.body.dataset.deadLoaded || 0) + 1);
