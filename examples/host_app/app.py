@@ -31,6 +31,7 @@ from streambridge import PresenceUnavailable, PublishRefused, StreamBridge  # no
 PASSWORD = os.environ.get("HOST_APP_PASSWORD", "wonderland-demo")
 TEAMS = {"alice": ["team:blue"], "bob": []}
 ORDERS = {"alice": ["1001", "1002"], "bob": ["2002"]}  # whose orders are whose
+ADMINS = {"alice"}  # who sees the operator dashboard (/streambridge/dashboard)
 
 
 class User(UserMixin):
@@ -74,6 +75,11 @@ def may_watch(user_id: str, room: str) -> bool:
     # open; asked again after every reconnect, so a revoked order stops.
     kind, _, order = room.partition(":")
     return kind == "order" and order in ORDERS.get(user_id, [])
+
+
+@streambridge.authorize_admin
+def is_admin(user_id: str) -> bool:
+    return user_id in ADMINS
 
 
 @app.route("/login", methods=["GET", "POST"])

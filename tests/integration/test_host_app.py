@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 import socketio
 
-from tests.support import Client, HostApp
+from tests.support import Client, HostApp, csrf_token, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +74,22 @@ def test_client_script_is_served_in_one_file(host):
         timeout=5,
     )
     assert again.status_code == 304
+
+
+def test_host_dashboard_for_its_admins_with_its_own_csrf(host, bridge, redis_client):
+    # The host app has no Flask-WTF set-up of its own: the dashboard's token still works.
+    redis_client.xadd("events", {"channel": "connect", "body": "1"})  # dead-lettered
+    wait_until(lambda: redis_client.xlen("events:dead") == 1, 10, "a dead letter")
+    bob = host.login("bob")
+    assert bob.get(host.url + "/streambridge/dashboard", timeout=5).status_code == 403
+    alice = host.login("alice")
+    page = alice.get(host.url + "/streambridge/dashboard", timeout=5)
+    assert page.status_code == 200
+    token = csrf_token(page.text)
+    url = host.url + "/streambridge/dashboard/dead/delete"
+    body = json.dumps({"all": True})
+    json_type = {"Content-Type": "application/json"}
+    assert alice.post(url, data=body, headers=json_type, timeout=5).status_code == 400
+    done = alice.post(url, data=body, headers={**json_type, "X-CSRFToken": token}, timeout=5)
+    assert done.json() == {"status": True, "count": 1}
+    assert redis_client.xlen("events:dead") == 0

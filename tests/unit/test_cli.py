@@ -259,7 +259,11 @@ def test_user_add_and_list(tmp_path, monkeypatch, configured):
 
     dave = UserStore(tmp_path / "users.json").get("dave")
     assert (dave.rooms, dave.publish, dave.broadcast) == (("team:red",), ("team:red",), False)
+    assert not dave.admin
     assert run("user", "list")[1].split() == ["dave"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a-long-password\n"))
+    assert run("user", "add", "ops", "--password-stdin", "--admin")[0] == 0
+    assert UserStore(tmp_path / "users.json").get("ops").admin
 
 
 # -- the progress bar is optional ---------------------------------------------------------

@@ -270,3 +270,12 @@ def test_no_patterns_means_no_room_on_request():
 def test_subscribe_must_be_a_list():
     with pytest.raises(ValueError, match="subscribe"):
         parse(json.dumps({"erin": {"password": "h", "subscribe": "team:*"}}))
+
+
+def test_admin_flag_is_stored_and_must_be_a_boolean(store):
+    store.add("ops", "long-enough", admin=True)
+    store.add("erin", "long-enough")
+    assert store.get("ops").admin and not store.get("erin").admin
+    assert json.loads(store.path.read_text())["ops"]["admin"] is True
+    with pytest.raises(ValueError, match="admin"):
+        parse(json.dumps({"ops": {"password": "h", "admin": "yes"}}))
