@@ -9,6 +9,7 @@ import pytest
 import requests
 from streambridge.webapp.app.users import UserStore
 
+from streambridge.embedded_redis import RedisServer
 from tests.support import (
     PASSWORDS,
     RECOVERY,
@@ -210,6 +211,24 @@ def test_dead_letters_listed_inspected_requeued_and_deleted(web, bridge, clients
     wait_until(lambda: redis_client.xlen("events:dead") == 1, 10, "dead-lettered again")
     assert post(web, dora, "delete", {"all": True}).json()["count"] == 1
     assert redis_client.xlen("events:dead") == 0
+
+
+def test_the_sampler_rides_out_a_redis_outage(admin_env, tmp_path, processes, clients):
+    server = RedisServer(tmp_path / "redis").start()  # persistent: the login survives
+    try:
+        web = start_web(dict(admin_env, REDIS_URL=server.url), tmp_path, processes, "web")
+        dora = open_socket(clients, web, admin(web))
+        watch(dora)
+        dora.wait_for(2, EVENT)
+        server.stop()
+        web.wait_log("dashboard.sample_failed")
+        server = RedisServer(tmp_path / "redis", port=server.port).start()
+        at_restart = len(pushes(dora))
+        wait_until(lambda: len(pushes(dora)) >= at_restart + 2, 15, "pushes again")
+        web.wait_log("dashboard.sampling_again")
+        assert web.alive() and web.output().count("dashboard.sample_failed") == 1
+    finally:
+        server.stop()
 
 
 def test_csrf_token_of_the_page_is_what_actions_take(web, bridge):
