@@ -13,6 +13,7 @@ from streambridge.embedded_redis import RedisServer
 from tests.support import (
     PASSWORDS,
     RECOVERY,
+    Bridge,
     all_published,
     csrf_token,
     open_socket,
@@ -211,6 +212,31 @@ def test_dead_letters_listed_inspected_requeued_and_deleted(web, bridge, clients
     wait_until(lambda: redis_client.xlen("events:dead") == 1, 10, "dead-lettered again")
     assert post(web, dora, "delete", {"all": True}).json()["count"] == 1
     assert redis_client.xlen("events:dead") == 0
+
+
+def test_each_shard_shown_and_acted_on_by_its_stream(admin_env, tmp_path, processes, redis_client):
+    sharded = dict(admin_env, STREAMBRIDGE_SHARDS="2")
+    web = start_web(sharded, tmp_path, processes, "web")
+    bridge = Bridge(sharded, tmp_path)
+    processes.append(bridge)
+    bridge.start()
+    redis_client.xadd("events:{1}", {"channel": "connect", "body": "1"})
+    wait_until(lambda: redis_client.xlen("events:{1}:dead") == 1, 10, "shard 1's dead letter")
+    dora = admin(web)
+    overview = dora.get(f"{web.url}{PATH}/overview", timeout=5).json()
+    assert [s["stream"] for s in overview["shards"]] == ["events:{0}", "events:{1}"]
+    assert overview["dead_letters"] == 1
+    assert {c["state"] for s in overview["shards"] for c in s["groups"][0]["consumers"]} == {
+        "alive"
+    }
+    [letter] = dora.get(f"{web.url}{PATH}/dead", timeout=5).json()["dead_letters"]
+    assert letter["stream"] == "events:{1}"
+    elsewhere = {"stream": "events:{0}", "id": letter["id"]}
+    assert post(web, dora, "delete", elsewhere).status_code == 404
+    assert post(web, dora, "delete", {"stream": "events", "id": letter["id"]}).status_code == 404
+    assert (
+        post(web, dora, "delete", {"stream": "events:{1}", "id": letter["id"]}).json()["count"] == 1
+    )
 
 
 def test_the_sampler_rides_out_a_redis_outage(admin_env, tmp_path, processes, clients):
