@@ -139,23 +139,101 @@ def format_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def dead_letters(client: Any, settings: CommonSettings, count: int) -> list[dict]:
-    """The oldest ``count`` dead letters of each shard."""
-    return [
-        _letter(shard.stream, dead_id, fields)
-        for shard in settings.shard_settings()
-        for dead_id, fields in client.xrange(shard.dead_stream, "-", "+", count=count)
-    ]
+# Dead letters as a page shows them: each field's value cut to ``preview`` bytes in
+# Redis, so a letter with a huge body never crosses the network whole. Returns, per
+# entry: id, then name, value, full size, ... .
+PREVIEW = """
+local out = {}
+local limit = tonumber(ARGV[4])
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+for _, entry in ipairs(entries) do
+  local row = {entry[1]}
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    row[#row + 1] = string.sub(fields[i], 1, limit)
+    row[#row + 1] = string.sub(fields[i + 1], 1, limit)
+    row[#row + 1] = #fields[i + 1]
+  end
+  out[#out + 1] = row
+end
+return out
+"""
+
+
+def dead_letters(
+    client: Any, settings: CommonSettings, count: int, preview: int | None = None
+) -> list[dict]:
+    """The oldest ``count`` dead letters of each shard. ``preview``: each field cut to
+    that many bytes (``truncated`` then gives the full sizes of those cut)."""
+    letters = []
+    for shard in settings.shard_settings():
+        if preview is None:
+            for dead_id, fields in client.xrange(shard.dead_stream, "-", "+", count=count):
+                letters.append(_letter(shard.stream, dead_id, fields))
+            continue
+        rows = client.register_script(PREVIEW)(
+            keys=[shard.dead_stream], args=["-", "+", count, preview]
+        )
+        for row in rows:
+            letters.append(_previewed(shard.stream, row, preview))
+    return letters
+
+
+def _previewed(stream: str, row: list, limit: int) -> dict[str, Any]:
+    dead_id, flat = _text(row[0]), row[1:]
+    fields, truncated = {}, {}
+    for i in range(0, len(flat), 3):
+        name, value, size = _text(flat[i]), flat[i + 1], int(flat[i + 2])
+        if size > limit:
+            # Cut mid-character, perhaps: the partial character goes.
+            value = _text(value).encode("utf-8", "surrogateescape").decode("utf-8", "ignore")
+            truncated[name] = size
+        fields[name] = _text(value)
+    letter = _letter(stream, dead_id, fields)
+    letter["truncated"] = {
+        original: truncated[name]
+        for name in truncated
+        if (original := _original_name(name)) is not None
+    }
+    return letter
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def _original_name(name: str) -> str | None:
+    """A dead letter's field name as the producer wrote it; None for the meta fields."""
+    return next(iter(original_fields({name: ""})), None)
 
 
 def dead_letter_count(client: Any, settings: CommonSettings) -> int:
     return sum(client.xlen(shard.dead_stream) for shard in settings.shard_settings())
 
 
-def dead_letter(client: Any, settings: CommonSettings, stream: str, dead_id: str) -> dict | None:
+def newest_dead(client: Any, settings: CommonSettings) -> dict[str, str]:
+    """Per shard stream with dead letters: the id of its newest (``through`` for
+    ``requeue`` and ``delete_dead``: what a page showed)."""
+    out = {}
+    for shard in settings.shard_settings():
+        last = client.xrevrange(shard.dead_stream, "+", "-", count=1)
+        if last:
+            out[shard.stream] = last[0][0]
+    return out
+
+
+def dead_letter(
+    client: Any, settings: CommonSettings, stream: str, dead_id: str, preview: int | None = None
+) -> dict | None:
     """One dead letter of ``stream`` (a shard's stream key), or None."""
-    found = _one(client, _shard(settings, stream), dead_id)
-    return None if found is None else _letter(stream, *found)
+    shard = _shard(settings, stream)
+    if preview is None:
+        found = _one(client, shard, dead_id)
+        return None if found is None else _letter(stream, *found)
+    rows = client.register_script(PREVIEW)(
+        keys=[shard.dead_stream], args=[dead_id, dead_id, 1, preview]
+    )
+    return _previewed(stream, rows[0], preview) if rows else None
 
 
 def _letter(stream: str, dead_id: str, fields: dict) -> dict[str, Any]:
@@ -193,16 +271,29 @@ def _found(
     return [(shard, [letter for letter in letters if letter]) for shard, letters in found]
 
 
+# Requeue one letter only if it is still there: two operators (or a retried request)
+# never put it back twice.
+REQUEUE = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+"""
+
+
 def requeue(
-    client: Any, settings: CommonSettings, ids: list[str] | None, stream: str | None = None
+    client: Any,
+    settings: CommonSettings,
+    ids: list[str] | None,
+    stream: str | None = None,
+    through: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """Append dead letters back to the stream they came from (as new entries) and
-    delete them from the dead-letter stream, each in one transaction (the two keys
-    share a cluster slot). ``ids=None``: all of them; ``stream``: only that shard's.
-    Returns (dead id, new id) pairs."""
+    delete them from the dead-letter stream, each atomically and only if it is still
+    there (a letter requeued by someone else meanwhile is skipped). ``ids=None``: all of
+    them (``through``: per stream, only up to that id; a stream not in it is left);
+    ``stream``: only that shard's. Returns (dead id, new id) pairs."""
     shards = _scope(settings, stream)
     if ids is None:
-        work = [(shard, _all_dead(client, shard)) for shard in shards]
+        work = [(shard, _all_dead(client, shard, through)) for shard in shards]
     else:
         work = [(shard, [letters]) for shard, letters in _found(client, shards, ids)]
     moved: list[tuple[str, str]] = []
@@ -212,14 +303,21 @@ def requeue(
 
 
 def delete_dead(
-    client: Any, settings: CommonSettings, ids: list[str] | None, stream: str | None = None
+    client: Any,
+    settings: CommonSettings,
+    ids: list[str] | None,
+    stream: str | None = None,
+    through: dict[str, str] | None = None,
 ) -> int:
-    """Delete dead letters for good (``ids=None``: all of those there now; letters
-    dead-lettered meanwhile stay). Returns how many were deleted."""
+    """Delete dead letters for good (``ids=None``: all of those there now, or up to
+    ``through`` as for ``requeue``; letters dead-lettered meanwhile stay). Returns how
+    many were deleted."""
     shards = _scope(settings, stream)
     if ids is None:
         # Lazy: each page is deleted before the next is read.
-        work: Iterable = ((shard, page) for shard in shards for page in _all_dead(client, shard))
+        work: Iterable = (
+            (shard, page) for shard in shards for page in _all_dead(client, shard, through)
+        )
     else:
         work = _found(client, shards, ids)
     deleted = 0
@@ -231,24 +329,33 @@ def delete_dead(
 
 def _requeue(client: Any, settings: CommonSettings, batches: Any) -> list[tuple[str, str]]:
     moved: list[tuple[str, str]] = []
-    # MULTI needs both keys in one cluster slot: true of a shard (its hash tag covers
-    # its dead letters), not of a single unsharded stream on a cluster.
+    # One script needs both keys in one cluster slot: true of a shard (its hash tag
+    # covers its dead letters), not of a single unsharded stream on a cluster, where
+    # the letter is deleted first and appended only if that deleted it.
     cluster = as_cluster(client)
     atomic = cluster is None or cluster.keyslot(settings.stream) == cluster.keyslot(
         settings.dead_stream
     )
+    script = client.register_script(REQUEUE) if atomic else None
     for batch in batches:
         for dead_id, fields in batch:
-            pipe = client.pipeline(transaction=atomic)
-            pipe.xadd(
-                settings.stream,
-                {raw(k): raw(v) for k, v in original_fields(fields).items()},
-                maxlen=settings.maxlen,
-                approximate=True,
-            )
-            pipe.xdel(settings.dead_stream, dead_id)
-            new_id, _ = pipe.execute()
-            moved.append((dead_id, new_id))
+            flat = [raw(x) for pair in original_fields(fields).items() for x in pair]
+            if script is not None:
+                new_id = script(
+                    keys=[settings.dead_stream, settings.stream],
+                    args=[dead_id, settings.maxlen, *flat],
+                )
+            elif client.xdel(settings.dead_stream, dead_id):
+                new_id = client.xadd(
+                    settings.stream,
+                    dict(zip(flat[::2], flat[1::2], strict=True)),
+                    maxlen=settings.maxlen,
+                    approximate=True,
+                )
+            else:
+                new_id = None
+            if new_id:
+                moved.append((dead_id, _text(new_id)))
     return moved
 
 
@@ -257,12 +364,20 @@ def _one(client: Any, settings: CommonSettings, dead_id: str) -> tuple[str, dict
     return found[0] if found else None
 
 
-def _all_dead(client: Any, settings: CommonSettings):
-    # Snapshot the end first, so entries dead-lettered again meanwhile are not looped on.
-    last = client.xrevrange(settings.dead_stream, "+", "-", count=1)
-    if not last:
-        return
-    end = last[0][0]
+def _all_dead(client: Any, settings: CommonSettings, through: dict[str, str] | None = None):
+    """Pages of the dead letters there now (up to ``through[stream]`` if given), each
+    read after the one before was dealt with (requeued or deleted)."""
+    if through is not None:
+        end = through.get(settings.stream)
+        if end is None:
+            return  # nothing of this stream was seen
+    else:
+        # Snapshot the end first, so entries dead-lettered again meanwhile are not
+        # looped on.
+        last = client.xrevrange(settings.dead_stream, "+", "-", count=1)
+        if not last:
+            return
+        end = last[0][0]
     while True:
         page = client.xrange(settings.dead_stream, "-", end, count=500)
         if not page:

@@ -263,7 +263,7 @@ class WebSettings(CommonSettings, MetricsSettings):
     )
     dashboard_sample_s: float = Field(
         defaults.DASHBOARD_SAMPLE_S,
-        ge=0.1,
+        ge=0.5,
         le=60,
         description="How often each web server samples the dashboard's charts.",
     )

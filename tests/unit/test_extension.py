@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import fakeredis
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from streambridge.webapp.ext.compat import register_ws
 from streambridge.webapp.ext.extension import PublishRefused, StreamBridge, state
 from streambridge.webapp.ext.identity import Viewer
@@ -147,3 +150,23 @@ def test_publish_as_refuses_reserved_channels_before_the_hook(fake):
     with app.app_context(), pytest.raises(ContractError, match="is reserved"):
         ext.publish_as("alice", "disconnect", 1)
     assert not fake.exists("events")
+
+
+def test_admin_hook_runs_in_the_app_context_with_a_time_limit_for_the_sampler(fake):
+    app = make_app(ADMINS=["alice"], STREAMBRIDGE_AUTHORIZE_TIMEOUT_S=0.3)
+    ext = StreamBridge(app, redis_client=fake)
+    slow = threading.Event()
+
+    @ext.authorize_admin
+    def admins(user_id):
+        if slow.is_set():
+            time.sleep(5)
+        return user_id in current_app.config["ADMINS"]  # needs the app's context
+
+    is_admin = state(app).dashboard.is_admin  # as the sampler calls it: no request
+    assert is_admin(Viewer("alice", frozenset())) is True
+    assert is_admin(Viewer("bob", frozenset())) is False
+    slow.set()
+    started = time.monotonic()
+    assert is_admin(Viewer("alice", frozenset())) is False  # too late counts as no
+    assert time.monotonic() - started < 2

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DASHBOARD_EVENT = RESERVED_PREFIX + "dashboard"
 NAMESPACE = "/"
+ADMIN_RECHECK_S = 10.0  # how often a watcher's admin right is asked again
 
 
 class Dashboard:
@@ -41,8 +42,9 @@ class Dashboard:
         is_connected: Callable[[str], bool],
         send: Callable[[str, str, str, list[Any]], None],
     ) -> None:
-        """``viewer_of(sid)``: who a socket is; ``send(sid, namespace, event, data)``:
-        to this server's own socket."""
+        """``viewer_of(sid)``: who a socket is; ``is_admin(viewer)``: the app's answer,
+        with its time limit; ``send(sid, namespace, event, data)``: to this server's own
+        socket."""
         self.client = client
         self.settings = settings
         self.samples = samples
@@ -50,7 +52,7 @@ class Dashboard:
         self.is_admin = is_admin
         self.is_connected = is_connected
         self.send = send
-        self._watchers: set[str] = set()
+        self._watchers: dict[str, float] = {}  # sid -> when its admin right was checked
         self._lock = threading.Lock()
 
     # -- what it shows ------------------------------------------------------------------
@@ -64,7 +66,7 @@ class Dashboard:
             "shards": shards,
             "dead_letters": sum(s["dead_letters"] for s in shards),
             "series": self.samples.series(),
-            "step_s": self.settings.dashboard_sample_s,
+            "step_s": self.samples.step_s(),
         }
 
     # -- who watches ----------------------------------------------------------------------
@@ -81,10 +83,10 @@ class Dashboard:
             return {"ok": False, "error": "send {watch: true} or {watch: false}"}
         if data.get("watch", True) is False:
             with self._lock:
-                self._watchers.discard(sid)
+                self._watchers.pop(sid, None)
             return {"ok": True, "watching": False}
         with self._lock:
-            self._watchers.add(sid)
+            self._watchers[sid] = time.monotonic()
         try:
             return {"ok": True, "watching": True, **self.overview()}
         except ERRORS as exc:
@@ -92,19 +94,30 @@ class Dashboard:
             return {"ok": True, "watching": True, "error": f"redis: {exc}"}
 
     def watchers(self) -> list[str]:
-        """The sockets to send to now: still connected, and still admins (a flag taken
-        away counts from the next sample on)."""
+        """The sockets to send to now: still connected, and still admins (asked again
+        every ``ADMIN_RECHECK_S``: a right taken away counts within that)."""
         with self._lock:
-            current = list(self._watchers)
-        keep = [
-            sid
-            for sid in current
-            if self.is_connected(sid)
-            and (viewer := self.viewer_of(sid)) is not None
-            and self._admin(viewer)
-        ]
+            current = dict(self._watchers)
+        now = time.monotonic()
+        keep, gone, checked = [], [], {}
+        for sid, since in current.items():
+            viewer = self.viewer_of(sid) if self.is_connected(sid) else None
+            if viewer is None:
+                gone.append(sid)
+            elif now - since < ADMIN_RECHECK_S:
+                keep.append(sid)
+            elif self._admin(viewer):
+                keep.append(sid)
+                checked[sid] = now
+            else:
+                log.info("dashboard.watcher_no_longer_admin", extra={"user": viewer.name})
+                gone.append(sid)
         with self._lock:
-            self._watchers -= set(current) - set(keep)
+            for sid in gone:
+                self._watchers.pop(sid, None)
+            for sid, at in checked.items():
+                if sid in self._watchers:
+                    self._watchers[sid] = at
         return keep
 
     def _admin(self, viewer: Viewer) -> bool:
@@ -119,8 +132,11 @@ class Dashboard:
         """Forever: sample, then send the overview to this server's watchers. Through a
         Redis outage it keeps trying at the same pace and says so once."""
         failing = False
+        step = self.samples.settings.dashboard_sample_s
         while True:
-            sleep(self.settings.dashboard_sample_s)
+            # In the middle of each step: every server samples once per step, whatever
+            # its work took and a clock a little off from Redis's.
+            sleep(step - (time.time() - step / 2) % step)
             try:
                 self.tick()
             except ERRORS as exc:

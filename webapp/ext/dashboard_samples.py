@@ -2,20 +2,25 @@
 (the last ``DASHBOARD_WINDOW_S`` kept), so any server draws the whole deployment's
 last 15 minutes, across restarts.
 
-A sample holds totals (events appended to the stream, events sent to clients, the
-latency histogram's cumulative counts) and gauges (clients connected, dead letters).
-The series are drawn per time step (the sampling interval): rates from the differences
-between one server's consecutive samples, summed over servers; the connected clients
-of each server's latest sample in the step, summed; the stream's figures (the same for
-every server) from the latest sample in the step.
+A sample holds totals (events appended to each shard's stream, events sent to clients,
+the latency histogram's cumulative counts) and gauges (clients connected, dead
+letters); its time is its entry id's, Redis's clock, the same for every server. The
+series are drawn per time step of the window (the sampling interval, or longer so
+that there are at most ``MAX_POINTS``), from completed steps only:
+
+* a total's growth between two consecutive samples (one server's, or any two for the
+  streams, which every server reads alike) is spread evenly over the steps between
+  them, so a late sample never makes a spike and the counts add up exactly; a total
+  that fell (a restart, a recreated stream) counts nothing;
+* connected clients: each server's latest sample in the step, summed;
+* dead letters: the latest sample in the step.
 """
 
 from __future__ import annotations
 
-import logging
+import math
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,8 +30,8 @@ import orjson
 from streambridge import keys
 from streambridge.settings import WebSettings
 
-log = logging.getLogger(__name__)
 FIELD = "s"
+MAX_POINTS = 300
 
 
 def server_id() -> str:
@@ -53,57 +58,75 @@ class Samples:
         self.window_s = window_s
         self.server = server or server_id()
         self.key = keys.dashboard_samples(settings.stream)
+        self._last_ms: int | None = None  # Redis's time at the last sample
 
-    def stream_figures(self) -> tuple[int, int]:
-        """(events ever appended, dead letters now), over every shard."""
+    def stream_figures(self) -> tuple[dict[str, int] | None, int | None]:
+        """(per shard stream, the events ever appended to it; the dead letters now, over
+        every shard). A shard that could not be read is left out of the first, and makes
+        the second None: never counted as zero. Appended events need Redis >= 7.0
+        (``entries-added``); before, the first is None."""
         shards = self.settings.shard_settings()
         pipe = self.client.pipeline(transaction=False)
         for shard in shards:
             pipe.xinfo_stream(shard.stream)
             pipe.xlen(shard.dead_stream)
         replies = pipe.execute(raise_on_error=False)
-        added = dead = 0
-        for info, dead_count in zip(replies[::2], replies[1::2], strict=True):
-            if isinstance(info, dict):
-                # entries-added counts trimmed entries too (Redis >= 7.0).
-                added += int(info.get("entries-added") or info.get("length") or 0)
-            if isinstance(dead_count, int):
-                dead += dead_count
-        return added, dead
+        added: dict[str, int] = {}
+        dead: int | None = 0
+        for shard, info, dead_count in zip(shards, replies[::2], replies[1::2], strict=True):
+            if isinstance(info, dict) and isinstance(info.get("entries-added"), int):
+                added[shard.stream] = info["entries-added"]
+            elif isinstance(info, Exception) and "no such key" in str(info).lower():
+                added[shard.stream] = 0  # not made yet: nothing appended
+            dead = dead + dead_count if isinstance(dead_count, int) and dead is not None else None
+        return added or None, dead
 
-    def take(self, now: float | None = None) -> dict[str, Any]:
+    def take(self) -> dict[str, Any]:
         """Sample now and store it; returns the sample."""
-        now = time.time() if now is None else now
         added, dead = self.stream_figures()
-        sample = {"t": round(now, 3), "server": self.server, "added": added, "dead": dead}
+        sample: dict[str, Any] = {"server": self.server, "added": added, "dead": dead}
         sample.update(self.figures())
-        oldest_ms = int((now - self.window_s - 2 * self.settings.dashboard_sample_s) * 1000)
-        self.client.xadd(
-            self.key,
-            {FIELD: orjson.dumps(sample)},
-            minid=max(oldest_ms, 0),
-            approximate=True,
-        )
+        # Trimmed by Redis's clock (the ids'), as of the last sample: a web server
+        # whose clock is off never trims the others' samples.
+        options: dict[str, Any] = {}
+        if self._last_ms is not None:
+            oldest = self._last_ms - int(
+                (self.window_s + 2 * self.settings.dashboard_sample_s) * 1000
+            )
+            options = {"minid": max(oldest, 0), "approximate": True}
+        entry_id = self.client.xadd(self.key, {FIELD: orjson.dumps(sample)}, **options)
+        self._last_ms = _ms(entry_id)
+        sample["t"] = self._last_ms / 1000
         return sample
 
-    def read(self, now: float | None = None) -> list[dict[str, Any]]:
-        now = time.time() if now is None else now
-        start_ms = int((now - self.window_s) * 1000)
+    def read(self, now: float) -> list[dict[str, Any]]:
+        """The samples of the window ending at ``now`` (Redis's time), each with its
+        time ``t``."""
+        start_ms = int((now - self.window_s - self.step_s()) * 1000)
         samples = []
-        for _id, fields in self.client.xrange(self.key, min=str(max(start_ms, 0)), max="+"):
+        for entry_id, fields in self.client.xrange(self.key, min=str(max(start_ms, 0)), max="+"):
             try:
                 sample = orjson.loads(fields[FIELD])
             except (KeyError, orjson.JSONDecodeError):
                 continue
             if isinstance(sample, dict):
+                sample["t"] = _ms(entry_id) / 1000
                 samples.append(sample)
         return samples
 
-    def series(self, now: float | None = None) -> dict[str, list]:
-        now = time.time() if now is None else now
-        return draw(
-            self.read(now), now, self.settings.dashboard_sample_s, self.window_s, self.bounds
-        )
+    def step_s(self) -> float:
+        """The charts' step: the sampling interval, or longer for ``MAX_POINTS``."""
+        return max(self.settings.dashboard_sample_s, self.window_s / MAX_POINTS)
+
+    def series(self) -> dict[str, list]:
+        seconds, micros = self.client.time()
+        now = int(seconds) + int(micros) / 1_000_000
+        return draw(self.read(now), now, self.step_s(), self.window_s, self.bounds)
+
+
+def _ms(entry_id: Any) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return int(text.split("-", 1)[0])
 
 
 def draw(
@@ -113,53 +136,71 @@ def draw(
     window_s: float,
     bounds: Sequence[float],
 ) -> dict[str, list]:
-    """The charts' series, one point per step of the window ending at ``now``: ``t``
-    (seconds), ``events_in`` and ``deliveries`` (per second), ``p50_ms`` and ``p99_ms``
-    (delivery latency), ``connected``, ``dead_letters``; None where nothing was
-    sampled."""
-    steps = max(1, round(window_s / step_s))
-    last = int(now // step_s)
-    first = last - steps + 1
-    size = steps
+    """The charts' series, one point per completed step of the window ending at ``now``:
+    ``t`` (the step's start, seconds), ``events_in`` and ``deliveries`` (per second),
+    ``p50_ms`` and ``p99_ms`` (delivery latency), ``connected``, ``dead_letters``; None
+    where nothing was sampled."""
+    size = max(1, round(window_s / step_s))
+    first = math.floor(now / step_s) - size  # the current step is not drawn yet
+
+    def index(t: float) -> int:
+        return math.floor(t / step_s) - first
+
+    def spread(into: list[float | None], t0: float, t1: float, amount: float) -> None:
+        """``amount``, which grew between ``t0`` and ``t1``, over the steps in between,
+        in proportion to the time of each."""
+        if t1 <= t0:
+            if 0 <= index(t1) < size:
+                into[index(t1)] = (into[index(t1)] or 0) + amount
+            return
+        for i in range(max(index(t0), 0), min(index(t1), size - 1) + 1):
+            start, end = (first + i) * step_s, (first + i + 1) * step_s
+            share = (min(t1, end) - max(t0, start)) / (t1 - t0)
+            if share > 0:
+                into[i] = (into[i] or 0) + amount * share
+
+    events: list[float | None] = [None] * size
     delivered: list[float | None] = [None] * size
     latency: list[list[int] | None] = [None] * size
     connected: list[dict[str, int]] = [{} for _ in range(size)]
-    added: list[int | None] = [None] * size
     dead: list[int | None] = [None] * size
     previous: dict[str, dict[str, Any]] = {}
+    streams_before: dict[str, Any] | None = None
     for sample in sorted(samples, key=lambda s: _number(s.get("t"))):
-        index = int(_number(sample.get("t")) // step_s) - first
+        t = _number(sample.get("t"))
+        i = index(t)
+        added = sample.get("added")
+        if isinstance(added, dict):
+            if streams_before is not None:
+                grown = sum(
+                    max(0.0, _number(n) - _number(streams_before["added"][name]))
+                    for name, n in added.items()
+                    if name in streams_before["added"]
+                )
+                spread(events, _number(streams_before.get("t")), t, grown)
+            streams_before = sample
         server = str(sample.get("server"))
         before = previous.get(server)
         previous[server] = sample
-        if not 0 <= index < size:
-            continue
-        connected[index][server] = int(_number(sample.get("connected")))
-        added[index] = _latest(added[index], sample.get("added"))
-        dead[index] = _latest(dead[index], sample.get("dead"))
+        if 0 <= i < size:
+            connected[i][server] = int(_number(sample.get("connected")))
+            dead[i] = _latest(dead[i], sample.get("dead"))
         if before is None:
             continue  # a server's first sample: its totals are no rate yet
+        t0 = _number(before.get("t"))
         sent = _number(sample.get("delivered")) - _number(before.get("delivered"))
         if sent >= 0:
-            delivered[index] = (delivered[index] or 0) + sent
+            spread(delivered, t0, t, sent)
         counts = _difference(sample.get("latency"), before.get("latency"), len(bounds) + 1)
-        if counts is not None:
-            merged = latency[index]
-            latency[index] = (
+        if counts is not None and 0 <= i < size:
+            merged = latency[i]
+            latency[i] = (
                 counts if merged is None else [a + b for a, b in zip(merged, counts, strict=True)]
             )
-    events_in: list[float | None] = [None] * size
-    known, known_at = None, 0
-    for i, total in enumerate(added):
-        if total is None:
-            continue
-        if known is not None and total >= known:
-            events_in[i] = (total - known) / (step_s * (i - known_at))
-        known, known_at = total, i
     return {
         "t": [round((first + i) * step_s, 3) for i in range(size)],
-        "events_in": events_in,
-        "deliveries": [None if d is None else d / step_s for d in delivered],
+        "events_in": [None if e is None else round(e / step_s, 6) for e in events],
+        "deliveries": [None if d is None else round(d / step_s, 6) for d in delivered],
         "p50_ms": [_quantile(c, 0.50, bounds) for c in latency],
         "p99_ms": [_quantile(c, 0.99, bounds) for c in latency],
         "connected": [sum(c.values()) if c else None for c in connected],

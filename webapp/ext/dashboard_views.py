@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from streambridge.webapp.ext.identity import Viewer
 from wtforms import ValidationError
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 BLUEPRINT = "streambridge_dashboard"
 MAX_LIST = 500
+PREVIEW_BYTES = 300  # of each field, in the list
+INSPECT_BYTES = 256 * 1024  # of each field, when one letter is inspected
 
 
 def error(status: int, message: str):
@@ -56,20 +58,23 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             sb = state()
-            viewer: Viewer | None = sb.extension.current_viewer()
-            if viewer is None:
-                return error(401, "login required")
-            if not sb.extension.is_admin(viewer):
-                log.warning("dashboard.refused", extra={"user": viewer.name, "path": request.path})
-                return error(403, f"{viewer.name} is not an admin")
-            if request.method == "POST":
-                try:
-                    validate_csrf(request.headers.get("X-CSRFToken"))
-                except ValidationError as exc:  # missing, expired or not this session's
-                    return error(400, f"CSRF: {exc}")
-                if request.mimetype != "application/json":
-                    return error(415, "send JSON (Content-Type: application/json)")
             try:
+                viewer: Viewer | None = sb.extension.current_viewer()  # may read Redis
+                if viewer is None:
+                    login = _login_url() if request.endpoint == f"{BLUEPRINT}.page" else None
+                    return redirect(login) if login else error(401, "login required")
+                if not sb.extension.is_admin(viewer):
+                    log.warning(
+                        "dashboard.refused", extra={"user": viewer.name, "path": request.path}
+                    )
+                    return error(403, f"{viewer.name} is not an admin")
+                if request.method == "POST":
+                    try:
+                        validate_csrf(request.headers.get("X-CSRFToken"), time_limit=_csrf_age())
+                    except ValidationError as exc:  # missing, expired or not this session's
+                        return error(400, f"CSRF: {exc}")
+                    if request.mimetype != "application/json":
+                        return error(415, "send JSON (Content-Type: application/json)")
                 return view(*args, **kwargs)
             except ERRORS as exc:
                 log.warning("dashboard.redis_failed", extra={"error": str(exc)})
@@ -105,9 +110,11 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
         if not 1 <= count <= MAX_LIST:
             return error(400, f"count: 1 to {MAX_LIST}")
         sb = state()
-        letters = ops.dead_letters(sb.redis, sb.settings, count)
+        # The newest first: what "all" may act on is what the page was shown the end of.
+        newest = ops.newest_dead(sb.redis, sb.settings)
+        letters = ops.dead_letters(sb.redis, sb.settings, count, preview=PREVIEW_BYTES)
         total = ops.dead_letter_count(sb.redis, sb.settings)
-        return jsonify({"status": True, "dead_letters": letters, "total": total})
+        return jsonify({"status": True, "dead_letters": letters, "total": total, "through": newest})
 
     @bp.get("/dead/one")
     @admins_only
@@ -117,7 +124,7 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
             return problem
         sb = state()
         try:
-            letter = ops.dead_letter(sb.redis, sb.settings, stream, dead_id)
+            letter = ops.dead_letter(sb.redis, sb.settings, stream, dead_id, INSPECT_BYTES)
         except ValueError as exc:
             return error(404, str(exc))
         if letter is None:
@@ -140,12 +147,19 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
             return error(400, 'send {"stream": ..., "id": ...} or {"all": true}')
         sb = state()
         viewer = sb.extension.current_viewer()
+        through = None
         if data.get("all") is True:
             if "id" in data:
                 return error(400, 'give "id" or "all", not both')
             stream = data.get("stream")
             if stream is not None and not isinstance(stream, str):
                 return error(400, "stream: a stream key")
+            through = data.get("through")
+            if through is not None and not (
+                isinstance(through, dict)
+                and all(isinstance(k, str) and _exact_id(v) for k, v in through.items())
+            ):
+                return error(400, "through: per stream, the newest dead-letter id shown")
             ids = None
         else:
             stream, dead_id, problem = _letter_named(data)
@@ -153,7 +167,7 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
                 return problem
             ids = [dead_id]
         try:
-            result = action(sb.redis, sb.settings, ids, stream)
+            result = action(sb.redis, sb.settings, ids, stream, through)
         except ValueError as exc:
             return error(404, str(exc))
         except KeyError as exc:
@@ -174,10 +188,32 @@ def _letter_named(source: Any) -> tuple[str, str, Any]:
         return "", "", error(400, "stream: the dead letter's stream key")
     if not isinstance(dead_id, str):
         return "", "", error(400, "id: the dead letter's id")
-    try:
-        exact = str(StreamId.parse(dead_id)) == dead_id  # "5" would be a range
-    except ValueError:
-        exact = False
-    if not exact:
+    if not _exact_id(dead_id):
         return "", "", error(400, f"id: {dead_id[:40]!r} is not a stream id (ms-seq)")
     return stream, dead_id, None
+
+
+def _exact_id(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and str(StreamId.parse(value)) == value  # "5": a range
+    except ValueError:
+        return False
+
+
+def _login_url() -> str | None:
+    """The app's login page, when it says where it is (Flask-Login's ``login_view``, or
+    the standalone app's)."""
+    manager = getattr(current_app, "login_manager", None)
+    for endpoint in (getattr(manager, "login_view", None), "auth.login"):
+        if isinstance(endpoint, str) and endpoint in current_app.view_functions:
+            return url_for(endpoint)
+    return None
+
+
+def _csrf_age() -> int | None:
+    """How old a page's token may be: the app's ``WTF_CSRF_TIME_LIMIT`` if it sets one
+    (None: no limit), else as long as a session lasts, so a dashboard left open stays
+    usable (Flask-WTF's own default is an hour)."""
+    if "WTF_CSRF_TIME_LIMIT" in current_app.config:
+        return current_app.config["WTF_CSRF_TIME_LIMIT"]
+    return int(current_app.permanent_session_lifetime.total_seconds())

@@ -392,7 +392,7 @@ class StreamBridge:
                     client, settings, metrics.figures, LATENCY_BUCKETS, defaults.DASHBOARD_WINDOW_S
                 ),
                 viewer_of=lambda sid: c.user if (c := catchup.clients.get(sid)) else None,
-                is_admin=self.is_admin,
+                is_admin=self._admin_check(app, socketio, settings),
                 is_connected=lambda sid: manager.is_connected(sid, "/"),
                 send=manager.send_to,
             )
@@ -430,6 +430,20 @@ class StreamBridge:
             )
         self.socketio = socketio
         return state
+
+    def _admin_check(
+        self, app: Flask, socketio: SocketIO, settings: WebSettings
+    ) -> Callable[[Viewer], bool]:
+        """``authorize_admin`` for sockets and the sampler, outside any request: in the
+        app's context, with the room hook's time limit."""
+
+        def ask(user_id: str, _room: str) -> Any:
+            return self._authorize_admin is not None and self._authorize_admin(user_id)
+
+        timed = with_time_limit(
+            ask, settings.authorize_timeout_s, socketio.start_background_task, app.app_context
+        )
+        return lambda viewer: timed(viewer, "dashboard")
 
     def _room_authorizer(
         self, app: Flask, socketio: SocketIO, settings: WebSettings

@@ -10,6 +10,10 @@
   var notice = document.getElementById("notice");
   var charts = {};
   var deadShown = null;  // the dead-letter total the list was last read at
+  var through = {};  // per stream, the newest dead letter when the list was read
+  var deadTotal = 0;
+  var loading = null;  // the list's read in flight
+  var again = false;  // asked for while one was in flight
 
   function setStatus(state, text) {
     statusEl.textContent = text || state;
@@ -172,10 +176,37 @@
     });
   }
 
+  function bytes(n) {
+    if (n < 1024) return n + " B";
+    if (n < 1024 * 1024) return (n / 1024).toFixed(1) + " KB";
+    return (n / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  function cutNote(d) {
+    var names = Object.keys(d.truncated || {});
+    return names.map(function (n) { return n + ": " + bytes(d.truncated[n]) + ", cut"; }).join("; ");
+  }
+
+  // One read at a time; one asked for meanwhile runs after it, so the list is never
+  // older than the last request and never fetched twice at once.
   function loadDead() {
+    if (loading) {
+      again = true;
+      return loading;
+    }
+    loading = readDead().then(function () {
+      loading = null;
+      if (again) {
+        again = false;
+        return loadDead();
+      }
+    });
+    return loading;
+  }
+
+  function readDead() {
     return call("GET", "/dead?count=100").then(function (data) {
       var letters = data.dead_letters;
-      deadShown = null;
       var body = document.querySelector("#dead tbody");
       body.replaceChildren();
       letters.forEach(function (d) {
@@ -184,6 +215,8 @@
         tr.dataset.stream = d.stream;
         var fields = el("td", null, "fields");
         fields.append(el("code", JSON.stringify(d.fields)));
+        var note = cutNote(d);
+        if (note) fields.append(el("div", note, "muted"));
         var acts = el("td", null, "acts");
         var inspect = el("button", "Inspect");
         inspect.type = "button";
@@ -209,6 +242,8 @@
         body.append(tr);
       });
       deadShown = data.total;
+      deadTotal = data.total;
+      through = data.through;
       document.getElementById("now-dead_letters").textContent = data.total;
       document.getElementById("dead-count").textContent =
         "(" + letters.length + (data.total > letters.length ? " of " + data.total : "") + ")";
@@ -222,7 +257,9 @@
     call("GET", "/dead/one?stream=" + encodeURIComponent(d.stream) + "&id=" + encodeURIComponent(d.id))
       .then(function (data) {
         document.getElementById("inspect-title").textContent = "Dead letter " + d.id;
-        document.getElementById("inspect-body").textContent = JSON.stringify(data.dead_letter, null, 2);
+        var note = cutNote(data.dead_letter);
+        document.getElementById("inspect-body").textContent =
+          (note ? "(" + note + ")\n" : "") + JSON.stringify(data.dead_letter, null, 2);
         document.getElementById("inspect").showModal();
       })
       .catch(function (e) { say("Inspect: " + e.message); });
@@ -253,11 +290,15 @@
     });
   }
 
+  // "All" is all those there when the list was last read: letters that arrived since
+  // stay until the operator has seen them.
   document.getElementById("requeue-all").addEventListener("click", function () {
-    act("requeue", { all: true }, "Requeue every dead letter to its stream?");
+    act("requeue", { all: true, through: through },
+      "Requeue all " + deadTotal + " dead letters (those there when the list was read) to their streams?");
   });
   document.getElementById("delete-all").addEventListener("click", function () {
-    act("delete", { all: true }, "Delete every dead letter for good?");
+    act("delete", { all: true, through: through },
+      "Delete all " + deadTotal + " dead letters (those there when the list was read) for good?");
   });
   document.getElementById("dead-refresh").addEventListener("click", loadDead);
 
