@@ -96,7 +96,7 @@ def main() -> None:
                     sample = {
                         "t": t,
                         "server": f"web-{s}",
-                        "added": i * 50,
+                        "added": {shard.stream: i * 50 for shard in settings.shard_settings()},
                         "dead": 1,
                         "delivered": i * 900,
                         "connected": 2500,

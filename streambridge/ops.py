@@ -26,7 +26,18 @@ def status(client: Any, settings: CommonSettings) -> dict[str, Any]:
 
 
 def _stream_status(client: Any, settings: CommonSettings) -> dict[str, Any]:
-    kind = client.type(settings.stream)  # "none" when there is no such key
+    # Three round trips per stream, whatever its groups and consumers.
+    pipe = client.pipeline(transaction=False)
+    pipe.type(settings.stream)  # "none" when there is no such key
+    pipe.xlen(settings.dead_stream)  # 0 when there is none
+    pipe.hget(settings.history_clock_key, "repeats")
+    pipe.get(settings.epoch_key)
+    pipe.xinfo_stream(settings.stream)
+    pipe.xinfo_groups(settings.stream)
+    kind, dead, repeats, epoch, info, groups = pipe.execute(raise_on_error=False)
+    for reply in (kind, dead, repeats, epoch):
+        if isinstance(reply, Exception):
+            raise reply
     out: dict[str, Any] = {
         "stream": settings.stream,
         "exists": kind != "none",
@@ -34,10 +45,10 @@ def _stream_status(client: Any, settings: CommonSettings) -> dict[str, Any]:
         "first_id": None,
         "last_id": None,
         "groups": [],
-        "dead_letters": client.xlen(settings.dead_stream),  # 0 when there is none
+        "dead_letters": dead,
         # Retried publishes acked without delivery (their idempotency key was taken).
-        "repeats": int(client.hget(settings.history_clock_key, "repeats") or 0),
-        "epoch": client.get(settings.epoch_key),
+        "repeats": int(repeats or 0),
+        "epoch": epoch,
     }
     cluster = as_cluster(client)
     if cluster is not None:
@@ -47,23 +58,30 @@ def _stream_status(client: Any, settings: CommonSettings) -> dict[str, Any]:
     if kind != "stream":
         out["error"] = f"key holds a {kind}, not a stream"
         return out
-    info = client.xinfo_stream(settings.stream)
+    for reply in (info, groups):
+        if isinstance(reply, Exception):
+            raise reply  # the stream went away in between: as Redis said
     out["length"] = info["length"]
     out["first_id"] = info["first-entry"][0] if info.get("first-entry") else None
     out["last_id"] = info["last-generated-id"]
     out["entries_added"] = info.get("entries-added")  # Redis >= 7.0
-    now_ms = _redis_time_ms(client)
-    for group in client.xinfo_groups(settings.stream):
-        consumers = [
-            _consumer(client, settings.stream, group["name"], c)
-            for c in client.xinfo_consumers(settings.stream, group["name"])
-        ]
+    pipe = client.pipeline(transaction=False)
+    for group in groups:
+        pipe.xinfo_consumers(settings.stream, group["name"])
+        pipe.xpending(settings.stream, group["name"])
+    replies = pipe.execute()
+    consumers_of = replies[::2]
+    pipe = client.pipeline(transaction=False)
+    for group, consumers in zip(groups, consumers_of, strict=True):
+        for c in consumers:
+            pipe.pttl(keys.alive(settings.stream, group["name"], c["name"]))  # < 0: no key
+    ttls = iter(pipe.execute())
+    now_ms = _redis_time_ms(client) if any(g["pending"] for g in groups) else 0
+    for group, consumers, summary in zip(groups, consumers_of, replies[1::2], strict=True):
         oldest = None
-        if group["pending"]:
-            summary = client.xpending(settings.stream, group["name"])
-            if summary.get("min"):
-                # Since it was appended: how long the oldest undelivered event has waited.
-                oldest = max(0, now_ms - StreamId.parse(summary["min"]).ms) / 1000
+        if group["pending"] and summary.get("min"):
+            # Since it was appended: how long the oldest undelivered event has waited.
+            oldest = max(0, now_ms - StreamId.parse(summary["min"]).ms) / 1000
         out["groups"].append(
             {
                 "name": group["name"],
@@ -71,19 +89,18 @@ def _stream_status(client: Any, settings: CommonSettings) -> dict[str, Any]:
                 "last_delivered_id": group["last-delivered-id"],
                 "lag": group.get("lag"),  # Redis >= 7.0
                 "oldest_pending_age_s": oldest,
-                "consumers": consumers,
+                "consumers": [_consumer(c, next(ttls)) for c in consumers],
             }
         )
     return out
 
 
-def _consumer(client: Any, stream: str, group: str, info: dict) -> dict[str, Any]:
+def _consumer(info: dict, ttl_ms: int) -> dict[str, Any]:
     """A consumer of the group (a bridge): ``alive`` while it refreshes its liveness key
-    (every second) and has read entries within ``BUSY_WITHIN_MS``, ``idle`` when it
-    refreshes the key with nothing to read, ``gone`` once the key has expired (stopped
-    or dead; the others claim its pending entries). ``last_seen_s``: since its last
-    refresh, or, once gone, since it last read."""
-    ttl_ms = client.pttl(keys.alive(stream, group, info["name"]))  # < 0: no key
+    (every second; ``ttl_ms`` is the key's, < 0 without one) and has read entries within
+    ``BUSY_WITHIN_MS``, ``idle`` when it refreshes the key with nothing to read, ``gone``
+    once the key has expired (stopped or dead; the others claim its pending entries).
+    ``last_seen_s``: since its last refresh, or, once gone, since it last read."""
     if ttl_ms < 0:
         state, seen_ms = "gone", info["idle"]
     else:

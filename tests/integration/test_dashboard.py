@@ -249,11 +249,14 @@ def test_the_sampler_rides_out_a_redis_outage(admin_env, tmp_path, processes, cl
     server = RedisServer(tmp_path / "redis").start()  # persistent: the login survives
     try:
         web = start_web(dict(admin_env, REDIS_URL=server.url), tmp_path, processes, "web")
-        dora = open_socket(clients, web, admin(web))
+        session = admin(web)
+        dora = open_socket(clients, web, session)
         watch(dora)
         dora.wait_for(2, EVENT)
         server.stop()
         web.wait_log("dashboard.sample_failed")
+        down = session.get(f"{web.url}{PATH}/dead", timeout=10)
+        assert down.status_code == 503 and down.json()["error"].startswith("redis")
         server = RedisServer(tmp_path / "redis", port=server.port).start()
         at_restart = len(pushes(dora))
         wait_until(lambda: len(pushes(dora)) >= at_restart + 2, 15, "pushes again")
