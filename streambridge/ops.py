@@ -3,6 +3,8 @@ dashboard."""
 
 from __future__ import annotations
 
+import codecs
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +13,8 @@ from streambridge.deadletter import CONSUMER, ORIGINAL_ID, REASON, original_fiel
 from streambridge.ids import StreamId
 from streambridge.redis_conn import as_cluster
 from streambridge.settings import CommonSettings
+
+log = logging.getLogger(__name__)
 
 # A live bridge whose last read brought entries longer ago than this is idle (before
 # Redis 7.2 a read that brings nothing does not reset a consumer's idle time).
@@ -188,11 +192,16 @@ def dead_letters(
             for dead_id, fields in client.xrange(shard.dead_stream, "-", "+", count=count):
                 letters.append(_letter(shard.stream, dead_id, fields))
             continue
-        rows = client.register_script(PREVIEW)(
-            keys=[shard.dead_stream], args=["-", "+", count, preview]
-        )
-        for row in rows:
-            letters.append(_previewed(shard.stream, row, preview))
+        script = client.register_script(PREVIEW)
+        start, left = "-", count
+        while left > 0:
+            batch = min(left, PREVIEW_BATCH)
+            rows = script(keys=[shard.dead_stream], args=[start, "+", batch, preview])
+            letters.extend(_previewed(shard.stream, row, preview) for row in rows)
+            if len(rows) < batch:
+                break
+            left -= len(rows)
+            start = "(" + _text(rows[-1][0])  # after the last one read
     return letters
 
 
@@ -201,27 +210,33 @@ def _previewed(stream: str, row: list, limit: int) -> dict[str, Any]:
     fields, truncated = {}, {}
     for i in range(0, len(flat), 3):
         name, value, size = _text(flat[i]), flat[i + 1], int(flat[i + 2])
+        if len(name.encode("utf-8", "surrogateescape")) >= limit:
+            name = _cut(name)  # perhaps cut by the script too
+        while name in fields:  # two long names cut to the same start: both kept
+            name += "~"
         if size > limit:
-            # Cut mid-character, perhaps: the partial character goes.
-            value = _text(value).encode("utf-8", "surrogateescape").decode("utf-8", "ignore")
-            truncated[name] = size
+            value = _cut(value)
+            truncated[_original_name(name)] = size
         fields[name] = _text(value)
     letter = _letter(stream, dead_id, fields)
-    letter["truncated"] = {
-        original: truncated[name]
-        for name in truncated
-        if (original := _original_name(name)) is not None
-    }
+    letter["truncated"] = truncated  # by the names shown: fields, or reason, ...
     return letter
+
+
+def _cut(value: Any) -> str:
+    """Text of bytes cut at a limit: a character cut in two at the end goes; bytes that
+    are not UTF-8 elsewhere stay (as surrogate escapes)."""
+    data = value if isinstance(value, bytes) else _text(value).encode("utf-8", "surrogateescape")
+    return codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(data, final=False)
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
-def _original_name(name: str) -> str | None:
-    """A dead letter's field name as the producer wrote it; None for the meta fields."""
-    return next(iter(original_fields({name: ""})), None)
+def _original_name(name: str) -> str:
+    """A dead letter's field name as shown: the producer's, or a meta field's."""
+    return next(iter(original_fields({name: ""})), name)
 
 
 def dead_letter_count(client: Any, settings: CommonSettings) -> int:
@@ -289,11 +304,18 @@ def _found(
 
 
 # Requeue one letter only if it is still there: two operators (or a retried request)
-# never put it back twice.
+# never put it back twice. The writes come last: a failing XADD (a key of another type)
+# changes nothing, so the letter is never lost.
 REQUEUE = """
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
 """
+# Lua passes at most about 8,000 values to a command: a letter with more fields than
+# this (it broke the contract anyway) is left where it is.
+MAX_REQUEUE_FIELDS = 3_000
+PREVIEW_BATCH = 5  # letters per preview script: Redis is never held long by one
 
 
 def requeue(
@@ -356,24 +378,43 @@ def _requeue(client: Any, settings: CommonSettings, batches: Any) -> list[tuple[
     script = client.register_script(REQUEUE) if atomic else None
     for batch in batches:
         for dead_id, fields in batch:
-            flat = [raw(x) for pair in original_fields(fields).items() for x in pair]
+            original = original_fields(fields)
+            if len(original) > MAX_REQUEUE_FIELDS:
+                log.warning(
+                    "dead.requeue_skipped",
+                    extra={"id": dead_id, "fields": len(original), "why": "too many fields"},
+                )
+                continue
+            flat = [raw(x) for pair in original.items() for x in pair]
             if script is not None:
                 new_id = script(
                     keys=[settings.dead_stream, settings.stream],
                     args=[dead_id, settings.maxlen, *flat],
                 )
-            elif client.xdel(settings.dead_stream, dead_id):
-                new_id = client.xadd(
-                    settings.stream,
-                    dict(zip(flat[::2], flat[1::2], strict=True)),
-                    maxlen=settings.maxlen,
-                    approximate=True,
-                )
             else:
-                new_id = None
+                new_id = _requeue_in_two_steps(client, settings, dead_id, fields, flat)
             if new_id:
                 moved.append((dead_id, _text(new_id)))
     return moved
+
+
+def _requeue_in_two_steps(
+    client: Any, settings: CommonSettings, dead_id: str, fields: dict, flat: list
+) -> Any:
+    """Where the two keys are in different cluster slots: delete first (only one
+    requeue can), then append; if the append fails, the letter goes back."""
+    if not client.xdel(settings.dead_stream, dead_id):
+        return None
+    try:
+        return client.xadd(
+            settings.stream,
+            dict(zip(flat[::2], flat[1::2], strict=True)),
+            maxlen=settings.maxlen,
+            approximate=True,
+        )
+    except Exception:
+        client.xadd(settings.dead_stream, {raw(k): raw(v) for k, v in fields.items()})
+        raise
 
 
 def _one(client: Any, settings: CommonSettings, dead_id: str) -> tuple[str, dict] | None:
@@ -395,8 +436,12 @@ def _all_dead(client: Any, settings: CommonSettings, through: dict[str, str] | N
         if not last:
             return
         end = last[0][0]
+    start = "-"
     while True:
-        page = client.xrange(settings.dead_stream, "-", end, count=500)
+        page = client.xrange(settings.dead_stream, start, end, count=500)
         if not page:
             return
         yield page
+        # After this page, whatever became of it: a letter left there (one that cannot
+        # be requeued) is not read again.
+        start = "(" + page[-1][0]

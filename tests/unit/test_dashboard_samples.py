@@ -73,14 +73,36 @@ def test_a_late_sample_makes_no_spike_and_a_restart_counts_nothing_negative():
     assert at(series, "deliveries", LAST) == pytest.approx(1 / STEP)  # half of a2's 2
 
 
-def test_a_stream_that_was_not_read_or_was_recreated_counts_nothing():
+def test_a_shard_not_read_is_no_zero_and_a_recreated_stream_counts_nothing():
     samples = [
         sample(LAST - 10 + 2.5, added={"events:{0}": 100, "events:{1}": 50}),
         sample(LAST - 5 + 2.5, added={"events:{0}": 110}),  # shard 1 not read
-        sample(LAST + 2.5, added={"events:{0}": 3, "events:{1}": 1_000_050}),  # recreated
+        sample(LAST + 2.5, added={"events:{0}": 3, "events:{1}": 60}),  # 0 recreated
     ]
-    series = draw(samples, NOW, STEP, WINDOW, BOUNDS)
-    assert sum(v for v in series["events_in"] if v) * STEP == pytest.approx(10)
+    series = draw(samples, NOW + STEP, STEP, WINDOW, BOUNDS)
+    assert sum(v for v in series["events_in"] if v) * STEP == pytest.approx(10 + 10)
+
+
+def test_a_read_stored_after_a_later_one_is_not_counted_twice():
+    samples = [
+        sample(LAST - 5 + 2.5, "a", added=100),
+        sample(LAST - 5 + 2.6, "b", added=100),
+        sample(LAST + 2.5, "a", added=150),  # b read before a, stored after
+        sample(LAST + 2.6, "b", added=140),
+        sample(LAST + 5 + 2.5, "a", added=160),
+    ]
+    series = draw(samples, NOW + STEP, STEP, WINDOW, BOUNDS)
+    assert sum(v for v in series["events_in"] if v) * STEP == pytest.approx(60)
+
+
+def test_a_step_is_drawn_once_every_server_has_sampled_after_it():
+    samples = [sample(LAST - 5 + 2.5, "a", delivered=0), sample(LAST + 2.5, "a", delivered=50)]
+    # Half a step after the sample at LAST + 2.5, the step [LAST, LAST + 5) has not
+    # ended, and a sampling interval later it has not settled: not drawn either way.
+    early = draw(samples, LAST + 3, STEP, WINDOW, BOUNDS, settle_s=1.25 * STEP)
+    assert early["t"][-1] == LAST - 2 * STEP
+    settled = draw(samples, LAST + STEP + 1.25 * STEP, STEP, WINDOW, BOUNDS, settle_s=1.25 * STEP)
+    assert settled["t"][-1] == LAST
 
 
 def test_connected_is_each_servers_latest_in_the_step_summed():

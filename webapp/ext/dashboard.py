@@ -52,7 +52,7 @@ class Dashboard:
         self.is_admin = is_admin
         self.is_connected = is_connected
         self.send = send
-        self._watchers: dict[str, float] = {}  # sid -> when its admin right was checked
+        self._watchers: dict[str, float] = {}  # sid -> when it asked
         self._lock = threading.Lock()
 
     # -- what it shows ------------------------------------------------------------------
@@ -94,31 +94,35 @@ class Dashboard:
             return {"ok": True, "watching": True, "error": f"redis: {exc}"}
 
     def watchers(self) -> list[str]:
-        """The sockets to send to now: still connected, and still admins (asked again
-        every ``ADMIN_RECHECK_S``: a right taken away counts within that)."""
+        """The sockets to send to now: those still connected (``recheck_admins`` drops
+        those no longer admins)."""
         with self._lock:
-            current = dict(self._watchers)
-        now = time.monotonic()
-        keep, gone, checked = [], [], {}
-        for sid, since in current.items():
-            viewer = self.viewer_of(sid) if self.is_connected(sid) else None
-            if viewer is None:
-                gone.append(sid)
-            elif now - since < ADMIN_RECHECK_S:
-                keep.append(sid)
-            elif self._admin(viewer):
-                keep.append(sid)
-                checked[sid] = now
-            else:
-                log.info("dashboard.watcher_no_longer_admin", extra={"user": viewer.name})
-                gone.append(sid)
+            current = list(self._watchers)
+        gone = [sid for sid in current if not self.is_connected(sid)]
         with self._lock:
             for sid in gone:
                 self._watchers.pop(sid, None)
-            for sid, at in checked.items():
-                if sid in self._watchers:
-                    self._watchers[sid] = at
-        return keep
+        return [sid for sid in current if sid not in gone]
+
+    def recheck_admins(self, start: Callable[..., Any], sleep: Callable[[float], None]) -> None:
+        """Forever, every ``ADMIN_RECHECK_S``: ask the app again whether each watcher is
+        still an admin, all at once, off the sampler (a slow hook never holds it up);
+        a right taken away stops the pushes within that time."""
+        while True:
+            sleep(ADMIN_RECHECK_S)
+            with self._lock:
+                current = list(self._watchers)
+            for sid in current:
+                start(self._recheck, sid)
+
+    def _recheck(self, sid: str) -> None:
+        viewer = self.viewer_of(sid)
+        if viewer is not None and self._admin(viewer):
+            return
+        with self._lock:
+            self._watchers.pop(sid, None)
+        if viewer is not None:
+            log.info("dashboard.watcher_no_longer_admin", extra={"user": viewer.name})
 
     def _admin(self, viewer: Viewer) -> bool:
         try:

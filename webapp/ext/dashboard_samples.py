@@ -100,9 +100,10 @@ class Samples:
         return sample
 
     def read(self, now: float) -> list[dict[str, Any]]:
-        """The samples of the window ending at ``now`` (Redis's time), each with its
-        time ``t``."""
-        start_ms = int((now - self.window_s - self.step_s()) * 1000)
+        """The samples of the window ending at ``now`` (Redis's time), and those just
+        before it (the growth into its first step), each with its time ``t``."""
+        sample_s = self.settings.dashboard_sample_s
+        start_ms = int((now - self.window_s - self.step_s() - 3 * sample_s) * 1000)
         samples = []
         for entry_id, fields in self.client.xrange(self.key, min=str(max(start_ms, 0)), max="+"):
             try:
@@ -121,7 +122,14 @@ class Samples:
     def series(self) -> dict[str, list]:
         seconds, micros = self.client.time()
         now = int(seconds) + int(micros) / 1_000_000
-        return draw(self.read(now), now, self.step_s(), self.window_s, self.bounds)
+        return draw(
+            self.read(now),
+            now,
+            self.step_s(),
+            self.window_s,
+            self.bounds,
+            settle_s=1.25 * self.settings.dashboard_sample_s,
+        )
 
 
 def _ms(entry_id: Any) -> int:
@@ -135,13 +143,15 @@ def draw(
     step_s: float,
     window_s: float,
     bounds: Sequence[float],
+    settle_s: float = 0.0,
 ) -> dict[str, list]:
     """The charts' series, one point per completed step of the window ending at ``now``:
     ``t`` (the step's start, seconds), ``events_in`` and ``deliveries`` (per second),
     ``p50_ms`` and ``p99_ms`` (delivery latency), ``connected``, ``dead_letters``; None
-    where nothing was sampled."""
+    where nothing was sampled. A step is drawn once ``settle_s`` has passed since its
+    end: every server has sampled after it by then, so its growth is all known."""
     size = max(1, round(window_s / step_s))
-    first = math.floor(now / step_s) - size  # the current step is not drawn yet
+    first = math.floor((now - settle_s) / step_s) - size  # steps not settled: not drawn
 
     def index(t: float) -> int:
         return math.floor(t / step_s) - first
@@ -165,21 +175,33 @@ def draw(
     connected: list[dict[str, int]] = [{} for _ in range(size)]
     dead: list[int | None] = [None] * size
     previous: dict[str, dict[str, Any]] = {}
-    streams_before: dict[str, Any] | None = None
+    # Per shard stream, the most appended seen so far: servers read the streams at
+    # about the same time, and one that read earlier may store its sample later. Less
+    # than the same server read before: the stream was recreated, counting starts again.
+    appended: dict[str, float] = {}
+    appended_at: float | None = None
+    read_by: dict[str, dict[str, float]] = {}
     for sample in sorted(samples, key=lambda s: _number(s.get("t"))):
         t = _number(sample.get("t"))
         i = index(t)
         added = sample.get("added")
-        if isinstance(added, dict):
-            if streams_before is not None:
-                grown = sum(
-                    max(0.0, _number(n) - _number(streams_before["added"][name]))
-                    for name, n in added.items()
-                    if name in streams_before["added"]
-                )
-                spread(events, _number(streams_before.get("t")), t, grown)
-            streams_before = sample
         server = str(sample.get("server"))
+        if isinstance(added, dict):
+            grown = 0.0
+            mine = read_by.setdefault(server, {})
+            for name, value in added.items():
+                n = _number(value)
+                if n < mine.get(name, 0.0):
+                    appended[name] = n  # recreated
+                elif name in appended:
+                    grown += max(0.0, n - appended[name])
+                    appended[name] = max(appended[name], n)
+                else:
+                    appended[name] = n
+                mine[name] = n
+            if appended_at is not None:
+                spread(events, appended_at, t, grown)
+            appended_at = t
         before = previous.get(server)
         previous[server] = sample
         if 0 <= i < size:

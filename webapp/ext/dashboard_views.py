@@ -110,10 +110,11 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
         if not 1 <= count <= MAX_LIST:
             return error(400, f"count: 1 to {MAX_LIST}")
         sb = state()
-        # The newest first: what "all" may act on is what the page was shown the end of.
+        # The count, then the newest ids ("all" acts up to those): the count a page
+        # confirms is never more than what "all" then covers.
+        total = ops.dead_letter_count(sb.redis, sb.settings)
         newest = ops.newest_dead(sb.redis, sb.settings)
         letters = ops.dead_letters(sb.redis, sb.settings, count, preview=PREVIEW_BYTES)
-        total = ops.dead_letter_count(sb.redis, sb.settings)
         return jsonify({"status": True, "dead_letters": letters, "total": total, "through": newest})
 
     @bp.get("/dead/one")

@@ -103,7 +103,9 @@ class State:
         dashboard's sampler."""
         self.socketio.start_background_task(self.watch_sockets)
         if self.dashboard is not None:
-            self.socketio.start_background_task(self.dashboard.run, self.socketio.sleep)
+            start, sleep = self.socketio.start_background_task, self.socketio.sleep
+            start(self.dashboard.run, sleep)
+            start(self.dashboard.recheck_admins, start, sleep)
 
     def watch_sockets(self) -> None:
         """Every half second: disconnect sockets whose login has ended (logout, expiry)
