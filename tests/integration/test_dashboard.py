@@ -4,6 +4,8 @@ figures it shows across two web servers, and its dead-letter actions."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,6 +16,7 @@ from streambridge.embedded_redis import RedisServer
 from tests.support import (
     PASSWORDS,
     RECOVERY,
+    ROOT,
     Bridge,
     all_published,
     csrf_token,
@@ -327,3 +330,16 @@ def test_all_means_those_the_page_was_shown(web, redis_client):
     assert left["body"] == '"arrived after"'
     assert post(web, dora, "delete", {"all": True, "through": {"events": "x"}}).status_code == 400
     assert post(web, dora, "delete", {"all": True, "through": {}}).json()["count"] == 0
+
+
+def test_the_dashboard_benchmark_runs():
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench/dashboard.py"), "--quick", "--shards", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert figures["shards"] == 2 and figures["samples_kept"] == 720
+    assert figures["overview_json_bytes"] > 1000 and figures["commands_per_sample"] > 0
