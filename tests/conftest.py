@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import functools
+import json
 import shutil
+from unittest import mock
 
 import pytest
+from streambridge.webapp.app import users as users_module
 from streambridge.webapp.app.users import UserStore
+from werkzeug.security import generate_password_hash
 
 from streambridge.embedded_redis import RedisServer
-from tests.support import PASSWORDS, REPORTS, Bridge, Web, clean_env
+from tests.support import PASSWORDS, REPORTS, Bridge, Proc, Web, clean_env
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +31,26 @@ def redis_client(redis_server):
 
 @pytest.fixture(scope="session")
 def users_template(tmp_path_factory):
-    # Hashing a password takes a fifth of a second: hash once, copy per test.
+    # Hashing a password takes a fifth of a second: hash once, copy per test. So does
+    # checking one, which a web server does at every login (hundreds in a run): these
+    # users get a cheap hash, as the storm test's do (what a hash costs is not what the
+    # tests are about; the server checks any werkzeug hash the same way). Users a test
+    # adds itself, and unknown names (checked against the server's own dummy hash), keep
+    # the default.
+    cheap = functools.partial(generate_password_hash, method="pbkdf2:sha256:1000")
     path = tmp_path_factory.mktemp("users") / "users.json"
     store = UserStore(path)
-    store.add("alice", PASSWORDS["alice"], subscribe=["team:*", "order:1*"])
-    store.add("bob", PASSWORDS["bob"])
-    store.add("carol", PASSWORDS["carol"], rooms=["team:blue"])
+    with mock.patch.object(users_module, "generate_password_hash", cheap):
+        store.add("alice", PASSWORDS["alice"], subscribe=["team:*", "order:1*"])
+        store.add("bob", PASSWORDS["bob"])
+        store.add("carol", PASSWORDS["carol"], rooms=["team:blue"])
+    assert all(h.startswith("pbkdf2:sha256:1000$") for h in _hashes(path))
     return path
+
+
+def _hashes(path):
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return [v if isinstance(v, str) else v["password"] for v in raw.values()]
 
 
 @pytest.fixture
@@ -64,17 +82,38 @@ def processes():
 
 
 @pytest.fixture
-def web(env, tmp_path, processes):
+def web(env, tmp_path, processes, request):
     proc = Web(env, tmp_path)
     processes.append(proc)
-    return proc.start()
+    Proc.start(proc)
+    if "bridge" in request.fixturenames:
+        request.getfixturevalue("bridge")  # starting meanwhile: see below
+    return proc.wait_healthy()
+
+
+STARTING: list[Bridge] = []
+"""Bridges of the current test started by the fixture, not yet waited for."""
 
 
 @pytest.fixture
 def bridge(env, tmp_path, processes):
+    # Its start-up (mostly imports) overlaps with the test's other fixtures, a web
+    # server's above all (two processes, two cores); it is ready before the test runs.
     proc = Bridge(env, tmp_path)
     processes.append(proc)
-    return proc.start()
+    STARTING.append(proc.start(wait=False))
+    return proc
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    STARTING.clear()  # of a test whose set-up failed
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    while STARTING:
+        STARTING.pop(0).wait_log('"bridge.all_ready"')
 
 
 @pytest.fixture

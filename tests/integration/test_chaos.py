@@ -24,6 +24,7 @@ from tests.support import (
     all_published,
     clean_env,
     report,
+    start_together,
     wait_until,
 )
 
@@ -162,8 +163,7 @@ def test_chaos_loses_nothing_and_leaks_nothing(tmp_path, users_file):
     )
     bridges = [Bridge(env, tmp_path, name=f"bridge-{i}") for i in range(2)]
     webs = [Web(env, tmp_path, name=f"web-{i}") for i in range(2)]
-    for proc in (*bridges, *webs):
-        proc.start()
+    start_together(*bridges, *webs)
     pages = [
         Page(u, webs, random.Random(rng.random()))
         for u in ("alice", "alice", "bob", "carol", "carol")

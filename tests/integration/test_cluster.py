@@ -31,6 +31,7 @@ from tests.support import (
     clean_env,
     cli,
     report,
+    start_together,
     wait_until,
 )
 from tests.support.topologies import LocalCluster
@@ -98,6 +99,12 @@ def start(processes, proc):
     return proc.start()
 
 
+def start_web_and_bridge(processes, web: Web, bridge: Bridge) -> Web:
+    processes.extend([web, bridge])
+    start_together(web, bridge)
+    return web
+
+
 def login(web: Web, user: str):
     return web.login(user, "dora-password" if user == "dora" else None)
 
@@ -148,8 +155,7 @@ def test_shards_land_on_every_master(cluster):
 def test_sharded_delivery_and_catch_up_on_a_cluster(
     cluster, cluster_env, tmp_path, processes, clients, publisher
 ):
-    web = start(processes, Web(cluster_env, tmp_path))
-    start(processes, Bridge(cluster_env, tmp_path))
+    web = start_web_and_bridge(processes, Web(cluster_env, tmp_path), Bridge(cluster_env, tmp_path))
     # The web server listens with SSUBSCRIBE on the node that owns the channel's slot.
     channel_node = cluster.client().get_node_from_key("flask-socketio")
     node = cluster.client().get_redis_connection(channel_node)
@@ -203,8 +209,8 @@ def test_sharded_delivery_and_catch_up_on_a_cluster(
 def test_bridge_killed_on_a_cluster_loses_nothing(
     cluster, cluster_env, tmp_path, processes, clients, publisher
 ):
-    web = start(processes, Web(cluster_env, tmp_path))
-    bridge = start(processes, Bridge(cluster_env, tmp_path, name="bridge-k"))
+    bridge = Bridge(cluster_env, tmp_path, name="bridge-k")
+    web = start_web_and_bridge(processes, Web(cluster_env, tmp_path), bridge)
     dora = connect(clients, web, "dora")
     produced: list[dict] = []
 
@@ -275,8 +281,7 @@ def test_a_shard_resharded_to_another_master_mid_run(cluster, cluster_env, tmp_p
     while events flow, keys and all, as an operator's reshard does: Redis ends the web
     server's subscription (SUNSUBSCRIBE) and redirects the bridge's script. Both find
     the new node; the client misses nothing, and a reconnect recovers from there."""
-    web = start(processes, Web(cluster_env, tmp_path))
-    start(processes, Bridge(cluster_env, tmp_path))
+    web = start_web_and_bridge(processes, Web(cluster_env, tmp_path), Bridge(cluster_env, tmp_path))
     dora = connect(clients, web, "dora")
     first = publish(publisher, 0, 300)
     dora.wait_for(len(visible_to("dora", first)), "tick", timeout=20)
@@ -341,8 +346,7 @@ def test_a_cluster_with_a_password_end_to_end(tmp_path, processes, clients):
     secured = LocalCluster(tmp_path / "secured", password="s3cret-Pw").start()
     try:
         env = sharded_env(secured.url, tmp_path, STREAMBRIDGE_LOGIN_RATE_LIMIT="100 per minute")
-        web = start(processes, Web(env, tmp_path))
-        start(processes, Bridge(env, tmp_path))
+        web = start_web_and_bridge(processes, Web(env, tmp_path), Bridge(env, tmp_path))
         alice = connect(clients, web, "alice")
         node_url = f"redis://:s3cret-Pw@127.0.0.1:{secured.nodes[1].port}/0"
         for room in ("user:alice", ""):  # alice's shard and shard 0
@@ -400,8 +404,7 @@ def test_a_retried_publish_is_delivered_once_on_a_cluster(
 ):
     """The idempotency key lives in its shard's slot: the publish script and the bridge's
     script reach it on whichever master holds the room's shard."""
-    web = start(processes, Web(cluster_env, tmp_path))
-    start(processes, Bridge(cluster_env, tmp_path))
+    web = start_web_and_bridge(processes, Web(cluster_env, tmp_path), Bridge(cluster_env, tmp_path))
     dora = connect(clients, web, "dora")
     rooms = ["user:dora", None]  # two shards (by room)
     ids = {}

@@ -19,6 +19,7 @@ from tests.support import (
     all_published,
     cli,
     positions_of,
+    start_together,
     wait_until,
 )
 
@@ -149,8 +150,7 @@ def test_redis_restart_midrun_client_stays_connected_and_gets_everything(
         web = Web(env, tmp_path, name="web-r")
         bridge = Bridge(env, tmp_path, name="bridge-r")
         processes.extend([web, bridge])
-        web.start()
-        bridge.start()
+        start_together(web, bridge)
         alice = connect(clients, web, "alice")
         rc = server.client()
         before = produce(rc, 200)

@@ -22,6 +22,7 @@ from tests.support import (
     Web,
     all_published,
     report,
+    start_together,
     wait_until,
 )
 
@@ -121,8 +122,7 @@ def test_a_quiet_room_expires_and_a_position_older_than_its_ttl_is_refused(
     web = Web(short, tmp_path, name="web-ttl")
     bridge = Bridge(short, tmp_path, name="bridge-ttl")
     processes.extend([web, bridge])
-    web.start()
-    bridge.start()
+    start_together(web, bridge)
     alice = connect(clients, web, "alice")
     recovery(alice)
     redis_client.xadd("events", {"channel": "m", "body": '"one"', "room": "user:alice"})
@@ -152,8 +152,7 @@ def test_a_room_trimmed_past_a_position_is_refused_without_a_partial_replay(
     web = Web(small, tmp_path, name="web-small")
     bridge = Bridge(small, tmp_path, name="bridge-small")
     processes.extend([web, bridge])
-    web.start()
-    bridge.start()
+    start_together(web, bridge)
     alice = connect(clients, web, "alice")
     recovery(alice)
     redis_client.xadd("events", {"channel": "m", "body": "0", "room": "user:alice"})
@@ -311,8 +310,7 @@ def test_a_sigkilled_web_server_loses_nobody_who_reconnects_elsewhere(
     one = Web(env, tmp_path, name="web-one")
     two = Web(env, tmp_path, name="web-two")
     processes.extend([one, two])
-    one.start()
-    two.start()
+    start_together(one, two)
     session = one.login("alice")
     alice = connect(clients, one, "alice", session=session)
     recovery(alice)

@@ -14,7 +14,7 @@ import yaml
 
 from streambridge.embedded_redis import RedisServer, free_port
 from streambridge.ids import StreamId
-from tests.support import ROOT, Bridge, Client, Web, cli, wait_until
+from tests.support import ROOT, Bridge, Client, Web, cli, start_together, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -134,8 +134,7 @@ def test_scale_out_two_webs_two_bridges_one_of_each_stopped(
     webs = [Web(env, tmp_path, name=f"web-{i}") for i in (1, 2)]
     bridges = [Bridge(env, tmp_path, name=f"bridge-{i}") for i in (1, 2)]
     processes.extend(webs + bridges)
-    for proc in webs + bridges:
-        proc.start()
+    start_together(*webs, *bridges)
     on_1 = [Client().connect(webs[0], webs[0].login(u)) for u in ("alice", "bob")]
     on_2 = [Client().connect(webs[1], webs[1].login(u)) for u in ("alice", "bob")]
     clients.extend(on_1 + on_2)

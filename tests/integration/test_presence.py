@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.support import RECOVERY, open_socket, report, start_web, wait_until
+from tests.support import RECOVERY, Web, open_socket, report, start_together, start_web, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +25,11 @@ BOUND_S = TTL_S + TTL_S / 3  # the documented bound: ttl, plus a heartbeat to no
 
 @pytest.fixture
 def servers(env, tmp_path, processes):
-    settings = {"STREAMBRIDGE_PRESENCE_TTL_S": str(TTL_S)}
-    return (
-        start_web(env, tmp_path, processes, "web-a", **settings),
-        start_web(env, tmp_path, processes, "web-b", **settings),
-    )
+    settings = dict(env, STREAMBRIDGE_PRESENCE_TTL_S=str(TTL_S))
+    pair = (Web(settings, tmp_path, name="web-a"), Web(settings, tmp_path, name="web-b"))
+    processes.extend(pair)
+    start_together(*pair)
+    return pair
 
 
 def connected(clients, web, user):

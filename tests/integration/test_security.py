@@ -20,6 +20,8 @@ import pytest
 import redis
 import requests
 import socketio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from streambridge.embedded_redis import RedisServer
 from tests.support import (
@@ -32,6 +34,7 @@ from tests.support import (
     clean_env,
     csrf_token,
     open_socket,
+    start_together,
     start_web,
     wait_until,
 )
@@ -603,8 +606,10 @@ def auth_redis(tmp_path):
 
 
 def test_password_protected_redis_end_to_end(auth_redis, users_file, tmp_path, processes, clients):
+    # The password is really required. (Asked once: redis-py retries a refusal with
+    # backoff by default, seconds of it, as if the server were unreachable.)
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(port=auth_redis.port).ping()  # the password is really required
+        redis.Redis(port=auth_redis.port, retry=Retry(NoBackoff(), 0)).ping()
     env = clean_env(
         REDIS_URL=auth_redis.url,
         STREAMBRIDGE_USERS_FILE=str(users_file),
@@ -613,8 +618,7 @@ def test_password_protected_redis_end_to_end(auth_redis, users_file, tmp_path, p
     web = Web(env, tmp_path, name="web-auth")
     bridge = Bridge(env, tmp_path, name="bridge-auth")
     processes.extend([web, bridge])
-    web.start()
-    bridge.start()
+    start_together(web, bridge)
     alice = open_socket(clients, web, web.login("alice"))
     client = auth_redis.client()
     try:

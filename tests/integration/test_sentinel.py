@@ -12,7 +12,7 @@ import redis
 
 from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
-from tests.support import Bridge, Client, Web, clean_env, report, wait_until
+from tests.support import Bridge, Client, Web, clean_env, report, start_together, wait_until
 from tests.support.topologies import LocalSentinel
 
 pytestmark = pytest.mark.integration
@@ -66,8 +66,7 @@ def test_sentinel_failover_mid_run(sentinel_set, users_file, tmp_path, processes
     )
     web, bridge = Web(env, tmp_path), Bridge(env, tmp_path)
     processes.extend([web, bridge])
-    web.start()
-    bridge.start()
+    start_together(web, bridge)
     pids = (web.process.pid, bridge.process.pid)
     alice = Client().connect(web, web.login("alice"))
     clients.append(alice)

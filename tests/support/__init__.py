@@ -190,6 +190,10 @@ class Web(Proc):
 
     def start(self) -> Web:
         super().start()
+        return self.wait_healthy()
+
+    def wait_healthy(self) -> Web:
+        """Wait until the process started by ``start`` (or ``Proc.start``) answers."""
 
         def healthy() -> bool:
             if not self.alive():
@@ -389,6 +393,19 @@ class PacedProducer:
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
         self.join()
+
+
+def start_together(*procs: Proc) -> None:
+    """Start these new processes at once (their start-ups, mostly imports, overlap on the
+    cores), then wait for each as its own ``start`` does: a web server until it
+    answers, a bridge until it says it is ready."""
+    for proc in procs:
+        Proc.start(proc)
+    for proc in procs:
+        if isinstance(proc, Web):
+            proc.wait_healthy()
+        elif isinstance(proc, Bridge):
+            proc.wait_log('"bridge.all_ready"')
 
 
 def start_web(env: dict[str, str], tmp_path: Path, processes: list, name: str, **settings: str):
