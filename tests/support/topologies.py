@@ -189,7 +189,13 @@ class LocalSentinel:
         self.sentinel_password = sentinel_password
         self._sentinel_clients: dict[int, redis.Redis] = {}
         auth = ["--requirepass", password, "--masterauth", password] if password else []
-        self.master = RedisServer(self.directory / "master", appendfsync="always", extra_args=auth)
+        # The master starts the replica's first sync at once, not after the 5 s Redis
+        # waits by default for more replicas to share a diskless sync with (there is one).
+        self.master = RedisServer(
+            self.directory / "master",
+            appendfsync="always",
+            extra_args=[*auth, "--repl-diskless-sync-delay", "0"],
+        )
         self.replica = RedisServer(
             self.directory / "replica",
             appendfsync="always",
