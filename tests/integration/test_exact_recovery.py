@@ -23,6 +23,7 @@ from tests.support import (
     all_published,
     report,
     start_together,
+    terminate_bridge_now,
     wait_until,
 )
 
@@ -70,7 +71,8 @@ def test_an_event_published_late_is_replayed_to_a_client_already_past_it(
     goes away; W is claimed and published; alice reconnects with M's position."""
     alice = connect(clients, web, "alice")
     recovery(alice)
-    bridge.terminate()  # so that W is read by the bridge that dies, not this one
+    # So that W is read by the bridge that dies, not this one.
+    assert terminate_bridge_now(bridge, redis_client) == 0
     w = redis_client.xadd("events", {"channel": "m", "body": '"W"', "room": "user:alice"})
     read_and_die(redis_client)
     restart(bridge)
@@ -95,7 +97,7 @@ def test_a_client_back_before_the_claim_gets_the_late_event_live(
 ):
     alice = connect(clients, web, "alice")
     recovery(alice)
-    bridge.terminate()
+    assert terminate_bridge_now(bridge, redis_client) == 0
     w = redis_client.xadd("events", {"channel": "m", "body": '"W"', "room": "user:alice"})
     read_and_die(redis_client)
     restart(bridge)

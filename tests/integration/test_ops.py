@@ -14,7 +14,16 @@ import yaml
 
 from streambridge.embedded_redis import RedisServer, free_port
 from streambridge.ids import StreamId
-from tests.support import ROOT, Bridge, Client, Web, cli, start_together, wait_until
+from tests.support import (
+    ROOT,
+    Bridge,
+    Client,
+    Web,
+    cli,
+    start_together,
+    terminate_bridge_now,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +152,7 @@ def test_scale_out_two_webs_two_bridges_one_of_each_stopped(
     for c in on_1 + on_2:
         wait_until(lambda c=c: set(c.ids("t")) >= set(produced), 20, "first half everywhere")
 
-    assert bridges[0].terminate() == 0
+    assert terminate_bridge_now(bridges[0], redis_client) == 0
     assert webs[0].terminate() == 0
     # Where each client is: its highest id (two bridges may deliver out of order), as
     # the page and streambridge.js keep it.
