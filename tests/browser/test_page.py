@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.browser.conftest import log_in, message_ids, wait_messages, wait_status
-from tests.support import PacedProducer, Web, all_published, start_web, wait_until
+from tests.support import PacedProducer, Web, all_published, start_together, start_web, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -137,8 +137,7 @@ def test_sharded_streams_page_catches_up_every_shard(page, env, tmp_path, proces
     assert shard_for(None, 3) != shard_for("user:alice", 3)
     web, bridge = Web(sharded, tmp_path), Bridge(sharded, tmp_path)
     processes.extend([web, bridge])
-    web.start()
-    bridge.start()
+    start_together(web, bridge)
     publisher = Publisher(settings=ProducerSettings(redis_url=redis_server.url, shards=3))
     log_in(page, web)
     shown: list[str] = []

@@ -13,7 +13,7 @@ import threading
 import pytest
 import websocket
 
-from tests.support import RECOVERY, SOCKETIO_PATH, Bridge, Client, Web, wait_until
+from tests.support import RECOVERY, SOCKETIO_PATH, Bridge, Client, Web, start_together, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -100,11 +100,9 @@ def unique_in_order(ids: list[str]) -> list[str]:
 
 def start(env, tmp_path, processes) -> Web:
     web = Web(dict(env, STREAMBRIDGE_MAX_CLIENT_QUEUE=str(MAX_CLIENT_QUEUE)), tmp_path)
-    processes.append(web)
-    web.start()
     bridge = Bridge(env, tmp_path)
-    processes.append(bridge)
-    bridge.start()
+    processes.extend([web, bridge])
+    start_together(web, bridge)
     return web
 
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from streambridge.embedded_redis import RedisServer, free_port
-from tests.support import Bridge, Client, Web, clean_env, cli
+from tests.support import Bridge, Client, Web, clean_env, cli, start_together
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +63,7 @@ def test_every_component_on_this_url(url_form, users_file, tmp_path, processes, 
     )
     web, bridge = Web(env, tmp_path), Bridge(env, tmp_path)
     processes.extend([web, bridge])
-    web.start()
-    bridge.start()
+    start_together(web, bridge)
     alice = Client().connect(web, web.login("alice"))
     clients.append(alice)
     out = cli(env, "publish", "message", f'"over {form}"')
