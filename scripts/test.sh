@@ -9,12 +9,16 @@ scripts/setup.sh --test
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"
 # Under eventlet: what the async server carries (sockets, catch-up, rooms, presence, and
-# the security tests at the socket level; the HTTP-only ones run under gevent above). The
-# bridge's own SIGTERM test starts no web server: the async mode changes nothing there.
+# the security tests at the socket level; the HTTP-only ones run under gevent above, as
+# do the bridge's own SIGTERM test, which starts no web server, and the API's HTTP-only
+# refusals).
 security=tests/integration/test_security.py
+e2e=tests/integration/test_end_to_end.py
 STREAMBRIDGE_TEST_ASYNC_MODE=eventlet exec .venv/bin/python -m pytest -q \
-  --deselect tests/integration/test_end_to_end.py::test_bridge_sigterm_exits_zero \
-  tests/integration/test_end_to_end.py tests/integration/test_exact_recovery.py \
+  --deselect "$e2e::test_bridge_sigterm_exits_zero" \
+  --deselect "$e2e::test_post_api_without_login_is_401_and_appends_nothing" \
+  --deselect "$e2e::test_post_api_bad_input_is_400_with_reason" \
+  "$e2e" tests/integration/test_exact_recovery.py \
   tests/integration/test_subscriptions.py tests/integration/test_presence.py \
   "$security::test_socket_from_another_origin_is_refused_even_with_a_valid_session" \
   "$security::test_oversize_socketio_message_closes_only_that_connection" \
