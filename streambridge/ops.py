@@ -330,14 +330,9 @@ def requeue(
     there (a letter requeued by someone else meanwhile is skipped). ``ids=None``: all of
     them (``through``: per stream, only up to that id; a stream not in it is left);
     ``stream``: only that shard's. Returns (dead id, new id) pairs."""
-    shards = _scope(settings, stream)
-    if ids is None:
-        work = [(shard, _all_dead(client, shard, through)) for shard in shards]
-    else:
-        work = [(shard, [letters]) for shard, letters in _found(client, shards, ids)]
     moved: list[tuple[str, str]] = []
-    for shard, batches in work:
-        moved.extend(_requeue(client, shard, batches))
+    for shard, letters in _selected(client, settings, ids, stream, through):
+        moved.extend(_requeue(client, shard, letters))
     return moved
 
 
@@ -351,22 +346,32 @@ def delete_dead(
     """Delete dead letters for good (``ids=None``: all of those there now, or up to
     ``through`` as for ``requeue``; letters dead-lettered meanwhile stay). Returns how
     many were deleted."""
-    shards = _scope(settings, stream)
-    if ids is None:
-        # Lazy: each page is deleted before the next is read.
-        work: Iterable = (
-            (shard, page) for shard in shards for page in _all_dead(client, shard, through)
-        )
-    else:
-        work = _found(client, shards, ids)
     deleted = 0
-    for shard, letters in work:
+    for shard, letters in _selected(client, settings, ids, stream, through):
         if letters:
             deleted += client.xdel(shard.dead_stream, *[dead_id for dead_id, _ in letters])
     return deleted
 
 
-def _requeue(client: Any, settings: CommonSettings, batches: Any) -> list[tuple[str, str]]:
+def _selected(
+    client: Any,
+    settings: CommonSettings,
+    ids: list[str] | None,
+    stream: str | None,
+    through: dict[str, str] | None,
+) -> Iterable[tuple[CommonSettings, list[tuple[str, dict]]]]:
+    """(shard, letters) to act on: the named ones (all looked up first; KeyError for
+    one that is nowhere), or every one, a page at a time, each page read after the one
+    before was dealt with."""
+    shards = _scope(settings, stream)
+    if ids is not None:
+        return _found(client, shards, ids)
+    return ((shard, page) for shard in shards for page in _all_dead(client, shard, through))
+
+
+def _requeue(
+    client: Any, settings: CommonSettings, letters: list[tuple[str, dict]]
+) -> list[tuple[str, str]]:
     moved: list[tuple[str, str]] = []
     # One script needs both keys in one cluster slot: true of a shard (its hash tag
     # covers its dead letters), not of a single unsharded stream on a cluster, where
@@ -376,25 +381,24 @@ def _requeue(client: Any, settings: CommonSettings, batches: Any) -> list[tuple[
         settings.dead_stream
     )
     script = client.register_script(REQUEUE) if atomic else None
-    for batch in batches:
-        for dead_id, fields in batch:
-            original = original_fields(fields)
-            if len(original) > MAX_REQUEUE_FIELDS:
-                log.warning(
-                    "dead.requeue_skipped",
-                    extra={"id": dead_id, "fields": len(original), "why": "too many fields"},
-                )
-                continue
-            flat = [raw(x) for pair in original.items() for x in pair]
-            if script is not None:
-                new_id = script(
-                    keys=[settings.dead_stream, settings.stream],
-                    args=[dead_id, settings.maxlen, *flat],
-                )
-            else:
-                new_id = _requeue_in_two_steps(client, settings, dead_id, fields, flat)
-            if new_id:
-                moved.append((dead_id, _text(new_id)))
+    for dead_id, fields in letters:
+        original = original_fields(fields)
+        if len(original) > MAX_REQUEUE_FIELDS:
+            log.warning(
+                "dead.requeue_skipped",
+                extra={"id": dead_id, "fields": len(original), "why": "too many fields"},
+            )
+            continue
+        flat = [raw(x) for pair in original.items() for x in pair]
+        if script is not None:
+            new_id = script(
+                keys=[settings.dead_stream, settings.stream],
+                args=[dead_id, settings.maxlen, *flat],
+            )
+        else:
+            new_id = _requeue_in_two_steps(client, settings, dead_id, fields, flat)
+        if new_id:
+            moved.append((dead_id, _text(new_id)))
     return moved
 
 

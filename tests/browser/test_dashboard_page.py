@@ -11,6 +11,7 @@ from tests.support import (
     PASSWORDS,
     SOCKETIO_PATH,
     all_published,
+    dead_letter,
     open_socket,
     start_web,
     wait_until,
@@ -36,11 +37,7 @@ def test_an_admin_sees_it_live_and_requeues_a_dead_letter(
     page, web, bridge, redis_client, artifacts
 ):
     redis_client.xadd("events", {"channel": "connect", "body": "1"})  # a reserved name
-    redis_client.xadd(
-        "events:dead",
-        {"channel": "message", "body": '"second chance"', "reason": "queue down",
-         "original_id": "1-1", "consumer": "old"},
-    )  # fmt: skip
+    dead_letter(redis_client, '"second chance"')
     wait_until(lambda: redis_client.xlen("events:dead") == 2, 10, "the bridge's dead letter")
     log_in(page, web, "dora")
     page.goto(web.url + PATH)

@@ -20,6 +20,7 @@ from tests.support import (
     Bridge,
     all_published,
     csrf_token,
+    dead_letter,
     open_socket,
     start_web,
     wait_until,
@@ -172,12 +173,7 @@ def test_dead_letters_listed_inspected_requeued_and_deleted(web, bridge, clients
     alice.wait_for(1, RECOVERY)
     redis_client.xadd("events", {"channel": "connect", "body": "1"})  # a reserved name
     redis_client.xadd("events", {"channel": "order", "body": "{not json"})
-    # Undeliverable once, fine now: as a bridge leaves an event it could not publish.
-    redis_client.xadd(
-        "events:dead",
-        {"channel": "message", "body": '"second chance"', "reason": "queue down",
-         "original_id": "1-1", "consumer": "old"},
-    )  # fmt: skip
+    dead_letter(redis_client, '"second chance"')  # undeliverable once, fine now
     wait_until(lambda: redis_client.xlen("events:dead") == 3, 10, "two dead-lettered")
     dora = admin(web)
     page = dora.get(f"{web.url}{PATH}/dead", params={"count": 2}, timeout=5).json()
@@ -277,15 +273,9 @@ def test_csrf_token_of_the_page_is_what_actions_take(web, bridge):
     assert answer.status_code == 200 and answer.json() == {"status": True, "count": 0}
 
 
-def letter(redis_client, body: str = '"x"', stream: str = "events") -> str:
-    """A dead letter of a valid event (as one the queue could not take)."""
-    fields = {"channel": "message", "body": body, "reason": "queue down", "original_id": "1-1"}
-    return redis_client.xadd(f"{stream}:dead", {**fields, "consumer": "old"})
-
-
 def test_two_operators_requeueing_at_once_put_each_letter_back_once(web, redis_client):
     for n in range(200):
-        letter(redis_client, str(n))
+        dead_letter(redis_client, str(n))
     sessions = [admin(web), admin(web)]
     with ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda s: post(web, s, "requeue", {"all": True}).json(), sessions))
@@ -294,7 +284,7 @@ def test_two_operators_requeueing_at_once_put_each_letter_back_once(web, redis_c
     assert sorted(bodies, key=int) == [str(n) for n in range(200)]
     assert redis_client.xlen("events:dead") == 0
     # One letter, four requests at once: one puts it back.
-    target = {"stream": "events", "id": letter(redis_client, '"once"')}
+    target = {"stream": "events", "id": dead_letter(redis_client, '"once"')}
     with ThreadPoolExecutor(4) as pool:
         codes = list(pool.map(lambda s: post(web, s, "requeue", target), sessions * 2))
     assert sorted(r.json().get("count", 0) for r in codes) == [0, 0, 0, 1]
@@ -303,7 +293,7 @@ def test_two_operators_requeueing_at_once_put_each_letter_back_once(web, redis_c
 
 def test_a_huge_letter_is_listed_as_a_preview(web, redis_client):
     huge = json.dumps("é" * 1_000_000)  # 2 MB of UTF-8, cut mid-character below
-    dead_id = letter(redis_client, huge)
+    dead_id = dead_letter(redis_client, huge)
     dora = admin(web)
     listed = dora.get(f"{web.url}{PATH}/dead", timeout=5)
     assert len(listed.content) < 10_000
@@ -319,11 +309,11 @@ def test_a_huge_letter_is_listed_as_a_preview(web, redis_client):
 
 
 def test_all_means_those_the_page_was_shown(web, redis_client):
-    seen = letter(redis_client, '"seen"')
+    seen = dead_letter(redis_client, '"seen"')
     dora = admin(web)
     listed = dora.get(f"{web.url}{PATH}/dead", timeout=5).json()
     assert listed["through"] == {"events": seen}
-    letter(redis_client, '"arrived after"')
+    dead_letter(redis_client, '"arrived after"')
     done = post(web, dora, "delete", {"all": True, "through": listed["through"]}).json()
     assert done["count"] == 1
     [(_, left)] = redis_client.xrange("events:dead")

@@ -469,3 +469,9 @@ def all_published(client, stream: str = "events", group: str = "bridge") -> bool
         return False
     found = [g for g in groups if g["name"] == group]
     return bool(found) and found[0]["lag"] == 0 and found[0]["pending"] == 0
+
+
+def dead_letter(client, body: str = '"x"', stream: str = "events") -> str:
+    """A dead letter of a valid event, as a bridge leaves one the queue did not take."""
+    fields = {"channel": "message", "body": body, "reason": "queue down", "original_id": "1-1"}
+    return client.xadd(f"{stream}:dead", {**fields, "consumer": "old"})

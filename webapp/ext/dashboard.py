@@ -43,8 +43,8 @@ class Dashboard:
         send: Callable[[str, str, str, list[Any]], None],
     ) -> None:
         """``viewer_of(sid)``: who a socket is; ``is_admin(viewer)``: the app's answer,
-        with its time limit; ``send(sid, namespace, event, data)``: to this server's own
-        socket."""
+        with its time limit (an exception or a late answer is no); ``send(sid,
+        namespace, event, data)``: to this server's own socket."""
         self.client = client
         self.settings = settings
         self.samples = samples
@@ -73,7 +73,7 @@ class Dashboard:
     def request(self, sid: str, data: Any) -> dict[str, Any]:
         """A socket's ``{watch: true|false}``; the acknowledgement."""
         viewer = self.viewer_of(sid)
-        if viewer is None or not self._admin(viewer):
+        if viewer is None or not self.is_admin(viewer):
             log.warning(
                 "socket.dashboard_refused",
                 extra={"sid": sid, "user": viewer.name if viewer else None},
@@ -117,26 +117,19 @@ class Dashboard:
 
     def _recheck(self, sid: str) -> None:
         viewer = self.viewer_of(sid)
-        if viewer is not None and self._admin(viewer):
+        if viewer is not None and self.is_admin(viewer):
             return
         with self._lock:
             self._watchers.pop(sid, None)
         if viewer is not None:
             log.info("dashboard.watcher_no_longer_admin", extra={"user": viewer.name})
 
-    def _admin(self, viewer: Viewer) -> bool:
-        try:
-            return self.is_admin(viewer) is True
-        except Exception as exc:  # a failing hook refuses; it never lets through
-            log.warning("dashboard.admin_check_failed", extra={"error": str(exc)[:200]})
-            return False
-
     # -- the sampler ----------------------------------------------------------------------
     def run(self, sleep: Callable[[float], None]) -> None:
         """Forever: sample, then send the overview to this server's watchers. Through a
         Redis outage it keeps trying at the same pace and says so once."""
         failing = False
-        step = self.samples.settings.dashboard_sample_s
+        step = self.settings.dashboard_sample_s
         while True:
             # In the middle of each step: every server samples once per step, whatever
             # its work took and a clock a little off from Redis's.

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, url_for
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from streambridge.webapp.ext.identity import Viewer
 from wtforms import ValidationError
@@ -68,6 +68,7 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
                         "dashboard.refused", extra={"user": viewer.name, "path": request.path}
                     )
                     return error(403, f"{viewer.name} is not an admin")
+                g.streambridge_admin = viewer  # for the view: looked up once per request
                 if request.method == "POST":
                     try:
                         validate_csrf(request.headers.get("X-CSRFToken"), time_limit=_csrf_age())
@@ -85,10 +86,9 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
     @bp.get("")
     @admins_only
     def page():
-        viewer = state().extension.current_viewer()
         return render_template(
             "streambridge/dashboard.html",
-            user=viewer.name if viewer else "",
+            user=g.streambridge_admin.name,
             csrf_token=generate_csrf(),
             client_script_url=client_script_url,
             socketio_path=socketio_path,
@@ -147,7 +147,6 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
         if not isinstance(data, dict):
             return error(400, 'send {"stream": ..., "id": ...} or {"all": true}')
         sb = state()
-        viewer = sb.extension.current_viewer()
         through = None
         if data.get("all") is True:
             if "id" in data:
@@ -175,7 +174,7 @@ def blueprint(path: str, client_script_url: str, socketio_path: str) -> Blueprin
             return error(404, f"no dead letter {exc.args[0]} in {stream}")
         log.info(
             f"dashboard.dead_{name}",
-            extra={"user": viewer.name if viewer else None, "stream": stream, "ids": ids},
+            extra={"user": g.streambridge_admin.name, "stream": stream, "ids": ids},
         )
         return jsonify({"status": True, **answer(result)})
 
