@@ -21,9 +21,12 @@
     statusEl.dataset.state = state;
   }
 
-  function say(text) {
+  // kind "redis" marks an outage notice, which the next push (Redis answered) clears;
+  // an action's result stays until the operator's next action.
+  function say(text, kind) {
     notice.textContent = text;
     notice.hidden = !text;
+    notice.dataset.kind = kind || "";
   }
 
   function el(tag, text, className) {
@@ -250,7 +253,7 @@
       document.getElementById("dead-empty").hidden = letters.length > 0;
       document.getElementById("dead").hidden = letters.length === 0;
       document.body.dataset.deadLoaded = String(Number(document.body.dataset.deadLoaded || 0) + 1);
-    }).catch(function (e) { say("Dead letters: " + e.message); });
+    }).catch(function (e) { say("Dead letters: " + e.message, "redis"); });
   }
 
   function showLetter(d) {
@@ -282,7 +285,6 @@
     return confirmFirst(question).then(function (ok) {
       if (!ok) return;
       return call("POST", "/dead/" + name, body).then(function (data) {
-        say("");
         var done = name === "requeue" ? "Requeued " : "Deleted ";
         say(done + data.count + " dead letter" + (data.count === 1 ? "" : "s") + ".");
         return loadDead();
@@ -312,12 +314,12 @@
         setStatus("offline", "refused: " + (answer && answer.error));
         return;
       }
-      if (answer.error) say("Redis: " + answer.error);
+      if (answer.error) say("Redis: " + answer.error, "redis");
       show(answer);
     });
   });
   socket.on(EVENT, function (overview) {
-    say("");
+    if (notice.dataset.kind === "redis") say("");
     show(overview);
   });
   socket.on("disconnect", function () { setStatus("reconnecting", "reconnecting…"); });
