@@ -7,14 +7,15 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python -m pytest "$@"
+# A worker per core (pytest-xdist), each test file in one worker (its fixtures start once).
+.venv/bin/python -m pytest -n logical --dist loadfile "$@"
 # Under eventlet: what the async server carries (sockets, catch-up, rooms, presence, and
 # the security tests at the socket level; the HTTP-only ones run under gevent above, as
 # do the bridge's own SIGTERM test, which starts no web server, and the API's HTTP-only
 # refusals).
 security=tests/integration/test_security.py
 e2e=tests/integration/test_end_to_end.py
-STREAMBRIDGE_TEST_ASYNC_MODE=eventlet exec .venv/bin/python -m pytest -q \
+STREAMBRIDGE_TEST_ASYNC_MODE=eventlet exec .venv/bin/python -m pytest -q -n logical --dist loadfile \
   --deselect "$e2e::test_bridge_sigterm_exits_zero" \
   --deselect "$e2e::test_post_api_without_login_is_401_and_appends_nothing" \
   --deselect "$e2e::test_post_api_bad_input_is_400_with_reason" \

@@ -124,8 +124,24 @@ def clients():
         client.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # A test's figures ride on its report, which reaches the main process when the
+    # tests run in worker processes (pytest-xdist).
+    report = (yield).get_result()
+    report.user_properties.extend(("figure", line) for line in REPORTS)
+    REPORTS.clear()
+
+
+FIGURES: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    FIGURES.extend(value for name, value in report.user_properties if name == "figure")
+
+
 def pytest_terminal_summary(terminalreporter):
-    if REPORTS:
+    if FIGURES:
         terminalreporter.section("figures measured by the tests")
-        for line in REPORTS:
+        for line in FIGURES:
             terminalreporter.write_line(line)
