@@ -301,3 +301,20 @@ def test_the_page_opens_with_the_last_events_and_shows_each_once(page, web, brid
     page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
     bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
     assert bodies == ["before 0", "before 1", "before 2", "mine", "live", "while away"]
+
+
+def test_a_page_left_open_keeps_its_newest_500_rows(page, web, bridge, redis_client):
+    """Older rows go: each new row costs layout in proportion to the list, so a tab left
+    open for hours would otherwise slow until it missed its own pings."""
+    log_in(page, web)
+    wait_status(page, "connected")
+    with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(560):
+            pipe.xadd("events", {"channel": "message", "body": str(n)})
+        pipe.execute()
+    # In stream order, so once the last is shown every one has been.
+    page.wait_for_function(
+        "() => document.querySelector('#messages li:last-child .body')?.textContent === '559'"
+    )
+    bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
+    assert bodies == [str(n) for n in range(60, 560)]

@@ -10,6 +10,9 @@
   var csrf = document.querySelector('meta[name="csrf-token"]');
   var compareIds = StreamBridge.compareIds;
   var HISTORY_ON_LOAD = 20;  // events per room shown when the page opens
+  // Rows kept: the oldest go. Each new row costs layout in proportion to the list (42 ms
+  // at 20,000 rows, bench/page_rows.py), so a tab left open would starve its own pings.
+  var MAX_ROWS = 500;
 
   function setStatus(state, detail) {
     var text = state;
@@ -67,10 +70,16 @@
     // Follow new messages only if the reader is already at the bottom.
     var atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     var li = render(channel, body, meta);
+    li.dataset.key = key;
     // Stream order, even if an older id arrives late (e.g. from another bridge).
     var before = list.lastElementChild;
     while (before && compareIds(before.dataset.id, meta.id) > 0) before = before.previousElementSibling;
     list.insertBefore(li, before ? before.nextSibling : list.firstChild);
+    while (list.childElementCount > MAX_ROWS) {
+      var oldest = list.firstElementChild;
+      shown.delete(oldest.dataset.key);  // an event this old is dropped again below
+      oldest.remove();
+    }
     if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
