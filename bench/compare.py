@@ -220,11 +220,11 @@ def warm_up(target: Target, clients: Clients, n_clients: int) -> None:
     delivery, not start-up (the Node adapter reads its stream from "$" until it has seen
     an entry, so one added between two of its first reads is never read)."""
     producer = Producer(target)
-    for _ in range(30):
+    for _ in range(6):  # 5 s each: one later than that could be counted in the first phase
         wanted = clients.count() + n_clients
         producer.send(-1)
         try:
-            wait_for(lambda wanted=wanted: clients.count() >= wanted, 1, "the warm-up event")
+            wait_for(lambda wanted=wanted: clients.count() >= wanted, 5, "the warm-up event")
             return
         except TimeoutError:
             continue

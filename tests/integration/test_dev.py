@@ -57,6 +57,9 @@ def test_dev_runs_the_whole_system_and_sigterm_stops_every_part(tmp_path, proces
         for event in ("web.stopped", "bridge.stopped", "dev.stopped"):
             assert event in dev.output(), event
     finally:
+        # Also when the start failed: dev's children would outlive its SIGKILL.
+        if dev.alive():
+            parts += psutil.Process(dev.process.pid).children(recursive=True)
         for part in parts:
             if part.is_running():
                 part.kill()
