@@ -88,7 +88,7 @@ def web(env, tmp_path, processes, request):
     Proc.start(proc)
     if "bridge" in request.fixturenames:
         request.getfixturevalue("bridge")  # starting meanwhile: see below
-    return proc.wait_healthy()
+    return proc.wait_ready()
 
 
 STARTING: list[Bridge] = []
@@ -113,7 +113,7 @@ def pytest_runtest_setup(item):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item):
     while STARTING:
-        STARTING.pop(0).wait_log('"bridge.all_ready"')
+        STARTING.pop(0).wait_ready()
 
 
 @pytest.fixture

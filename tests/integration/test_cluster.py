@@ -8,7 +8,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -21,6 +20,7 @@ from streambridge.contract import shard_for
 from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
 from tests.support import (
+    CLI,
     PASSWORDS,
     RECOVERY,
     ROOT,
@@ -257,7 +257,7 @@ def test_every_example_producer_picks_the_shard_of_the_room(cluster, cluster_env
     node_url = f"redis://127.0.0.1:{cluster.nodes[0].port}/0"  # one node: they follow MOVED
     env = dict(cluster_env, REDIS_URL=node_url, STREAMBRIDGE_CLUSTER="1")
     command = {
-        "cli": [sys.executable, "-m", "streambridge.cli", "publish"],
+        "cli": [*CLI, "publish"],
         "node": [shutil.which("node") or "node", "producers/examples/node/producer.mjs"],
         "shell": ["sh", "producers/examples/cron_publish.sh"],
     }[producer]

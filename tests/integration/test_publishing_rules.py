@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -22,6 +21,7 @@ from streambridge.contract import RESERVED_CHANNELS, ContractError
 from streambridge.publisher import Publisher
 from streambridge.settings import ProducerSettings
 from tests.support import (
+    CLI,
     RECOVERY,
     ROOT,
     Web,
@@ -117,7 +117,7 @@ def test_reserved_channels_are_refused_by_every_producer(web, env, redis_server,
     runs = []
     for channel in RESERVED:
         for command in (
-            [sys.executable, "-m", "streambridge.cli", "publish", channel, '"x"'],
+            [*CLI, "publish", channel, '"x"'],
             [node, "producers/examples/node/producer.mjs", channel, '"x"'],
             ["sh", "producers/examples/cron_publish.sh", channel, '"x"'],
         ):
@@ -135,7 +135,7 @@ def test_reserved_channels_are_refused_by_every_producer(web, env, redis_server,
         for command, run in runs:
             _, stderr = run.communicate(timeout=30)
             assert run.returncode == 2 and "reserved" in stderr, (command, stderr)
-            if command[0] == sys.executable:  # the CLI says exactly that
+            if command[: len(CLI)] == list(CLI):  # the CLI says exactly that
                 assert "is reserved" in stderr, command
     finally:
         for _, run in runs:

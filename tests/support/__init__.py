@@ -53,10 +53,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(0.02)
 
 
+CLI = (sys.executable, "-m", "streambridge.cli")
+"""The ``streambridge`` command, as this checkout's Python runs it."""
+
+
 def cli(env: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess:
     """``streambridge <args>`` as a process, with its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "streambridge.cli", *args],
+        [*CLI, *args],
         env=env, capture_output=True, text=True, cwd=ROOT, timeout=30, check=check,
     )  # fmt: skip
 
@@ -115,6 +119,10 @@ class Proc:
             cwd=self.cwd,
         )
         log.close()
+        return self
+
+    def wait_ready(self) -> Proc:
+        """Wait until the process ``start`` launched can be used (each kind says how)."""
         return self
 
     def output(self) -> str:
@@ -191,9 +199,9 @@ class Web(Proc):
 
     def start(self) -> Web:
         super().start()
-        return self.wait_healthy()
+        return self.wait_ready()
 
-    def wait_healthy(self) -> Web:
+    def wait_ready(self) -> Web:
         """Wait until the process started by ``start`` (or ``Proc.start``) answers."""
 
         def healthy() -> bool:
@@ -258,8 +266,10 @@ class Bridge(Proc):
 
     def start(self, wait: bool = True) -> Bridge:
         super().start()
-        if wait:
-            self.wait_log('"bridge.all_ready"')
+        return self.wait_ready() if wait else self
+
+    def wait_ready(self) -> Bridge:
+        self.wait_log('"bridge.all_ready"')
         return self
 
 
@@ -430,10 +440,7 @@ def start_together(*procs: Proc) -> None:
     for proc in procs:
         Proc.start(proc)
     for proc in procs:
-        if isinstance(proc, Web):
-            proc.wait_healthy()
-        elif isinstance(proc, Bridge):
-            proc.wait_log('"bridge.all_ready"')
+        proc.wait_ready()
 
 
 def start_web(env: dict[str, str], tmp_path: Path, processes: list, name: str, **settings: str):
