@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -202,6 +203,7 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     page, web, bridge, redis_client
 ):
     """alice's users-file patterns allow team:* (tests/conftest.py)."""
+    held = hold_leave_requests(page)
     log_in(page, web)
     page.get_by_label("Room", exact=True).fill("team:red")
     page.get_by_role("button", name="Subscribe").click()
@@ -235,6 +237,18 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     )
     assert replayed == [True, True]
     page.get_by_role("button", name="Leave team:red").click()
+    # Until the server has left the room it may send the room's events: the room stays
+    # listed, marked, until the server answers.
+    deadline = time.monotonic() + 5
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)  # lets Playwright hand over the page's frames
+    assert held, "the page never asked to leave"
+    page.wait_for_timeout(300)
+    leaving = page.locator('#rooms li[data-room="team:red"]')
+    assert leaving.get_attribute("class") == "leaving"
+    assert leaving.get_by_role("button").count() == 0
+    server, request = held.pop()
+    server.send(request)
     wait_until(lambda: page.locator("#rooms li").count() == 0, 5, "the room to be left")
     redis_client.xadd("events", {"channel": "message", "body": '"red after"', "room": "team:red"})
     redis_client.xadd("events", {"channel": "message", "body": '"for all"'})
@@ -242,6 +256,26 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     page.wait_for_timeout(300)
     assert page.locator("#messages li .body").last.inner_text() == "for all"
     assert page.locator("#messages li").count() == 3
+
+
+def hold_leave_requests(page) -> list:
+    """Holds the page's requests to leave a room on their way to the server, as a slow
+    network would: (server, frame) pairs; ``server.send(frame)`` lets one go."""
+    held: list = []
+
+    def route(ws) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(frame) -> None:
+            if isinstance(frame, str) and '"streambridge:unsubscribe"' in frame:
+                held.append((server, frame))
+            else:
+                server.send(frame)
+
+        ws.on_message(from_page)
+
+    page.route_web_socket(re.compile(r"/socket\.io/"), route)
+    return held
 
 
 def test_the_page_shows_who_is_online_in_its_rooms_across_two_servers(

@@ -140,9 +140,14 @@
   }
   [null, "user:" + script.dataset.user].concat(granted).forEach(loadHistory);
 
+  // Rooms asked to be left and not yet answered: the server may still send their events
+  // until it has left them, so they stay listed (marked) until then.
+  var leaving = {};
   function renderRooms() {
     roomList.textContent = "";
-    var subscribed = sb.rooms().filter(function (room) { return granted.indexOf(room) < 0; });
+    var subscribed = sb.rooms().concat(Object.keys(leaving)).filter(function (room, i, all) {
+      return granted.indexOf(room) < 0 && all.indexOf(room) === i;
+    });
     granted.concat(subscribed.sort()).forEach(function (room) {
       var li = document.createElement("li");
       li.dataset.room = room;
@@ -154,14 +159,21 @@
       who.dataset.online = (online[room] || []).join(",");
       who.textContent = online[room] && online[room].length ? "online: " + online[room].join(", ") : "";
       li.append(name, " ", who);
-      if (granted.indexOf(room) < 0) {
+      if (leaving[room]) {
+        li.className = "leaving";
+        li.append(" leaving…");
+      } else if (granted.indexOf(room) < 0) {
         var leave = document.createElement("button");
         leave.type = "button";
         leave.textContent = "Leave";
         leave.setAttribute("aria-label", "Leave " + room);
         leave.addEventListener("click", function () {
           delete online[room];  // unsubscribing stops its presence too
-          sb.unsubscribe(room).then(roomsChanged);
+          var asked = leaving[room] = {};
+          sb.unsubscribe(room).then(function () {
+            if (leaving[room] === asked) delete leaving[room];
+            roomsChanged();
+          });
           roomsChanged();
         });
         li.append(" ", leave);
