@@ -203,13 +203,17 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     page, web, bridge, redis_client
 ):
     """alice's users-file patterns allow team:* (tests/conftest.py)."""
-    held = hold_leave_requests(page)
+    held = hold_room_requests(page)
     log_in(page, web)
     page.get_by_label("Room", exact=True).fill("team:red")
     page.get_by_role("button", name="Subscribe").click()
-    page.locator('#rooms li[data-room="team:red"]').wait_for()
+    # Until the server answers, the room's events do not come: it is marked so.
+    request = let_next_go(page, held, before=lambda: check_marked(page, "team:red", "joining"))
+    assert '"team:red"' in request
+    page.locator('#rooms li[data-room="team:red"]:not(.joining)').wait_for()
     page.get_by_label("Room", exact=True).fill("secret:x")
     page.get_by_role("button", name="Subscribe").click()
+    let_next_go(page, held)
     error = page.locator("#join-error")
     error.wait_for(state="visible")
     assert error.inner_text() == "Not subscribed to secret:x: not allowed"
@@ -227,7 +231,8 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     wait_until(lambda: all_published(redis_client), 10, "acks")
     page.goto(web.url + "/")  # the same tab: its position and rooms were kept
     wait_status(page, "connected")
-    page.locator('#rooms li[data-room="team:red"]').wait_for()
+    let_next_go(page, held, before=lambda: check_marked(page, "team:red", "joining"))
+    page.locator('#rooms li[data-room="team:red"]:not(.joining)').wait_for()
     wait_messages(page, 2)
     page.wait_for_timeout(300)  # room for a duplicate or a refused room's event to show up
     bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
@@ -239,16 +244,8 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     page.get_by_role("button", name="Leave team:red").click()
     # Until the server has left the room it may send the room's events: the room stays
     # listed, marked, until the server answers.
-    deadline = time.monotonic() + 5
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(20)  # lets Playwright hand over the page's frames
-    assert held, "the page never asked to leave"
-    page.wait_for_timeout(300)
-    leaving = page.locator('#rooms li[data-room="team:red"]')
-    assert leaving.get_attribute("class") == "leaving"
-    assert leaving.get_by_role("button").count() == 0
-    server, request = held.pop()
-    server.send(request)
+    let_next_go(page, held, before=lambda: check_marked(page, "team:red", "leaving"))
+    assert page.get_by_role("button", name="Leave team:red").count() == 0
     wait_until(lambda: page.locator("#rooms li").count() == 0, 5, "the room to be left")
     redis_client.xadd("events", {"channel": "message", "body": '"red after"', "room": "team:red"})
     redis_client.xadd("events", {"channel": "message", "body": '"for all"'})
@@ -258,16 +255,17 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     assert page.locator("#messages li").count() == 3
 
 
-def hold_leave_requests(page) -> list:
-    """Holds the page's requests to leave a room on their way to the server, as a slow
-    network would: (server, frame) pairs; ``server.send(frame)`` lets one go."""
+def hold_room_requests(page) -> list:
+    """Holds the page's requests to join or leave a room on their way to the server, as
+    a slow network would: (server, frame) pairs, for ``let_next_go``."""
     held: list = []
+    names = ('"streambridge:subscribe"', '"streambridge:unsubscribe"')
 
     def route(ws) -> None:
         server = ws.connect_to_server()
 
         def from_page(frame) -> None:
-            if isinstance(frame, str) and '"streambridge:unsubscribe"' in frame:
+            if isinstance(frame, str) and any(name in frame for name in names):
                 held.append((server, frame))
             else:
                 server.send(frame)
@@ -276,6 +274,26 @@ def hold_leave_requests(page) -> list:
 
     page.route_web_socket(re.compile(r"/socket\.io/"), route)
     return held
+
+
+def let_next_go(page, held: list, before=lambda: None) -> str:
+    """Waits for the next held request, checks ``before()`` while it is held, then
+    sends it on; returns it."""
+    deadline = time.monotonic() + 5
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)  # lets Playwright hand over the page's frames
+    assert held, "the page sent no request"
+    server, frame = held.pop(0)
+    before()
+    server.send(frame)
+    return frame
+
+
+def check_marked(page, room: str, mark: str) -> None:
+    """The room is listed, marked "joining…" or "leaving…"."""
+    row = page.locator(f'#rooms li[data-room="{room}"]')
+    assert row.get_attribute("class") == mark
+    assert f"{mark}…" in row.inner_text()
 
 
 def test_the_page_shows_who_is_online_in_its_rooms_across_two_servers(

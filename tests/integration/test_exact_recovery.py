@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from werkzeug.security import generate_password_hash
@@ -64,6 +66,30 @@ def read_and_die(redis_client) -> None:
     redis_client.xreadgroup("bridge", "killed-bridge", {"events": ">"})
 
 
+@contextmanager
+def unclaimable(redis_client, entry: str) -> Iterator[None]:
+    """Keeps ``entry`` (pending on the dead consumer) looking just read until the block
+    ends, so the test's steps, not the machine's speed, decide when a live bridge may
+    claim it (after the claim idle time, 2 s here). JUSTID leaves its delivery count."""
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while True:
+            redis_client.xclaim(
+                "events", "bridge", "killed-bridge", 0, [entry], idle=0, justid=True
+            )
+            if stop.wait(0.2):
+                return
+
+    keeper = threading.Thread(target=refresh, daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
+
+
 def test_an_event_published_late_is_replayed_to_a_client_already_past_it(
     web, bridge, clients, redis_client
 ):
@@ -75,9 +101,10 @@ def test_an_event_published_late_is_replayed_to_a_client_already_past_it(
     assert terminate_bridge_now(bridge, redis_client) == 0
     w = redis_client.xadd("events", {"channel": "m", "body": '"W"', "room": "user:alice"})
     read_and_die(redis_client)
-    restart(bridge)
-    m = redis_client.xadd("events", {"channel": "m", "body": '"M"', "room": "user:alice"})
-    [(_, body, meta)] = alice.wait_for(1, "m")
+    with unclaimable(redis_client, w):
+        restart(bridge)
+        m = redis_client.xadd("events", {"channel": "m", "body": '"M"', "room": "user:alice"})
+        [(_, body, meta)] = alice.wait_for(1, "m")
     assert (body, meta["entry"]) == ("M", m)
     at = alice.positions()
     alice.close()
@@ -100,15 +127,16 @@ def test_a_client_back_before_the_claim_gets_the_late_event_live(
     assert terminate_bridge_now(bridge, redis_client) == 0
     w = redis_client.xadd("events", {"channel": "m", "body": '"W"', "room": "user:alice"})
     read_and_die(redis_client)
-    restart(bridge)
-    redis_client.xadd("events", {"channel": "m", "body": '"M"', "room": "user:alice"})
-    alice.wait_for(1, "m")
-    at = alice.positions()
-    alice.close()
-    again = connect(clients, web, "alice", auth={"positions": at})
-    info = recovery(again)
-    assert (info["recovered"], info["replayed"]) == (True, 0)
-    assert redis_client.xpending("events", "bridge")["pending"] == 1  # W: not claimed yet
+    with unclaimable(redis_client, w):
+        restart(bridge)
+        redis_client.xadd("events", {"channel": "m", "body": '"M"', "room": "user:alice"})
+        alice.wait_for(1, "m")
+        at = alice.positions()
+        alice.close()
+        again = connect(clients, web, "alice", auth={"positions": at})
+        info = recovery(again)
+        assert (info["recovered"], info["replayed"]) == (True, 0)
+        assert redis_client.xpending("events", "bridge")["pending"] == 1  # W: not claimed yet
     [(_, body, meta)] = again.wait_for(1, "m", timeout=15)  # claimed, published: live
     assert (body, meta["entry"]) == ("W", w)
     assert "replayed" not in meta

@@ -15,6 +15,7 @@ import yaml
 from streambridge.embedded_redis import RedisServer, free_port
 from streambridge.ids import StreamId
 from tests.support import (
+    RECOVERY,
     ROOT,
     Bridge,
     Client,
@@ -121,6 +122,7 @@ def test_web_health_readiness_and_metrics(env, tmp_path, processes, bridge, clie
         session = web.login("alice")
         client = Client().connect(web, session)
         clients.append(client)
+        client.wait_for(1, RECOVERY)  # sent after the recovery is counted
         session.post(web.url + "/api/", json={"channel": "m", "body": 1}, timeout=5)
         session.post(web.url + "/api/", json={"body": 1}, timeout=5)
         assert web.metric("streambridge_web_connected_clients ") == 1.0

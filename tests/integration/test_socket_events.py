@@ -20,9 +20,9 @@ def test_a_socket_that_sends_disconnect_is_closed_not_forgotten(web, bridge, cli
     sneaky.sio.emit("disconnect", "io client disconnect")
     # The attacker's plan: log out (or let the login expire) and keep listening.
     assert session.post(web.url + "/logout", allow_redirects=False, timeout=5).status_code == 302
+    wait_until(lambda: not sneaky.sio.connected, 3, "the socket to be closed by the server")
     redis_client.xadd("events", {"channel": "message", "body": '"private"', "room": "user:alice"})
     redis_client.xadd("events", {"channel": "message", "body": '"for all"'})
-    wait_until(lambda: not sneaky.sio.connected, 3, "the socket to be closed by the server")
     wait_until(lambda: all_published(redis_client), 10, "acks")
     assert sneaky.received("message") == []
     [refusal] = web.log_events("socket.reserved_event_refused")
@@ -39,6 +39,7 @@ def test_a_socket_that_sends_connect_gets_no_second_catch_up(
     wait_until(lambda: all_published(redis_client), 10, "acks")
     session = web.login("alice")
     bystander = open_socket(clients, web, session)
+    bystander.wait_for(1, RECOVERY)  # its catch-up done, and logged
     replaying = open_socket(clients, web, session, auth=from_the_start(redis_client))
     [(_, info, _)] = replaying.wait_for(1, RECOVERY)
     assert info["replayed"] == 50

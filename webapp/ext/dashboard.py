@@ -155,6 +155,10 @@ class Dashboard:
         if not watchers:
             return 0
         overview = self.overview()
-        for sid in watchers:
-            self.send(sid, NAMESPACE, DASHBOARD_EVENT, [overview])
+        # Under the lock, and only to those still watching: a socket whose unwatch was
+        # answered while the overview was built is sent nothing after that answer.
+        with self._lock:
+            watchers = [sid for sid in watchers if sid in self._watchers]
+            for sid in watchers:
+                self.send(sid, NAMESPACE, DASHBOARD_EVENT, [overview])
         return len(watchers)

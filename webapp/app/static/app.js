@@ -145,6 +145,7 @@
   var leaving = {};
   function renderRooms() {
     roomList.textContent = "";
+    var joined = sb.joined();
     var subscribed = sb.rooms().concat(Object.keys(leaving)).filter(function (room, i, all) {
       return granted.indexOf(room) < 0 && all.indexOf(room) === i;
     });
@@ -163,6 +164,11 @@
         li.className = "leaving";
         li.append(" leaving…");
       } else if (granted.indexOf(room) < 0) {
+        // Asked for, not yet answered: the room's events do not come yet.
+        if (joined.indexOf(room) < 0) {
+          li.className = "joining";
+          li.append(" joining…");
+        }
         var leave = document.createElement("button");
         leave.type = "button";
         leave.textContent = "Leave";
@@ -207,6 +213,7 @@
       sb.subscribe(room, {position: from});
     });
   } catch (e) { /* nothing stored */ }
+  renderRooms();  // kept rooms show as joining until answered
   joinForm.addEventListener("submit", function (ev) {
     ev.preventDefault();
     joinError.hidden = true;

@@ -9,6 +9,7 @@
  *   sb.onSubscription((answer) => { ... });           // every answer, also re-subscriptions
  *                                                     // (retry: true: asked again by itself)
  *   sb.unsubscribe("order:123");
+ *   sb.rooms(); sb.joined();                           // asked for; of those, joined by the server
  *   sb.onPresence("order:123", (change) => { ... });   // who is there: {type, room, user?, users}
  *   sb.presence("order:123").then((answer) => { ... }); // {ok, room, users: {name: connections}}
  *
@@ -386,6 +387,10 @@
         });
       },
       rooms: function () { return Object.keys(subscriptions); },
+      // Of those, the rooms the server has said it joined (and not asked again since).
+      joined: function () {
+        return Object.keys(subscriptions).filter(function (room) { return subscriptions[room].acked; });
+      },
       presence: function (room) {
         var p = watched(room);
         return new Promise(function (resolve) {
