@@ -110,6 +110,9 @@ def test_no_event_is_lost_or_doubled_while_a_room_is_replayed_under_live_traffic
     alice.wait_for(1, "message")
     at = alice.positions()
     alice.close()
+    # Back (logged in, connected: slow steps) before the room's events go on; the room is
+    # asked for while they do.
+    again = connected(clients, web, "alice", auth={"positions": at})
     # Fast enough that live events arrive while the replay is sent; fewer missed than a
     # history keeps (1,000).
     total = 2000
@@ -117,7 +120,6 @@ def test_no_event_is_lost_or_doubled_while_a_room_is_replayed_under_live_traffic
     try:
         producer.start()
         wait_until(lambda: len(producer.ids) >= 500, 10, "events while alice is away")
-        again = connected(clients, web, "alice", auth={"positions": at})
         answer = subscribe(again, "team:red", positions=at)
         assert answer["ok"] and answer["recovered"], answer
         assert answer["replayed"] >= 500
