@@ -78,6 +78,24 @@ def message_ids(page) -> list[str]:
     return page.eval_on_selector_all("#messages li", "els => els.map(e => e.dataset.entry)")
 
 
+def settle(page, *entries: str) -> None:
+    """Waits for these events, published after everything a test checks (one in each
+    shard it uses), then takes their rows away. A shard's events reach a page in order,
+    so a duplicate or a stray event still on its way would have come before them."""
+    for entry in entries:
+        page.locator(f'#messages li[data-entry="{entry}"]').wait_for()
+    page.evaluate(
+        "ids => ids.forEach(id => document.querySelector(`#messages li[data-entry='${id}']`)"
+        ".remove())",
+        list(entries),
+    )
+
+
+def settled(page, redis_client) -> None:
+    """``settle`` after a broadcast published now (one stream)."""
+    settle(page, redis_client.xadd("events", {"channel": "settled", "body": '"settled"'}))
+
+
 def wait_messages(page, count: int, timeout: float = 10_000) -> None:
     page.wait_for_function(
         "n => document.querySelectorAll('#messages li').length >= n", arg=count, timeout=timeout

@@ -9,19 +9,26 @@ import time
 
 import pytest
 
-from tests.browser.conftest import log_in, message_ids, wait_messages, wait_status
+from tests.browser.conftest import (
+    log_in,
+    message_ids,
+    settle,
+    settled,
+    wait_messages,
+    wait_status,
+)
 from tests.support import PacedProducer, Web, all_published, start_together, start_web, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
-def test_login_connect_and_send_from_the_page(page, web, bridge):
+def test_login_connect_and_send_from_the_page(page, web, bridge, redis_client):
     log_in(page, web)
     assert page.locator("#user").inner_text() == "alice"
     page.get_by_label("Message", exact=True).fill("hello from the page")
     page.get_by_label("Message", exact=True).press("Enter")
     wait_messages(page, 1)
-    page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    settled(page, redis_client)  # a duplicate would have come by now
     items = page.locator("#messages li")
     assert items.count() == 1
     assert items.first.locator(".body").inner_text() == "hello from the page"
@@ -72,7 +79,7 @@ def test_web_restart_page_reconnects_and_catches_up_exactly_once(
         wait_status(page, "connected", timeout=20_000)
         wait_until(lambda: len(produced) > down_to + 60, 10, "events after the restart")
     wait_messages(page, len(produced), timeout=15_000)
-    page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    settled(page, redis_client)  # a duplicate would have come by now
     assert message_ids(page) == produced  # every event, exactly once, in stream order
     replayed = page.eval_on_selector_all(
         "#messages li.replayed", "els => els.map(e => e.dataset.entry)"
@@ -161,7 +168,8 @@ def test_sharded_streams_page_catches_up_every_shard(page, env, tmp_path, proces
     for n in range(60, 80):
         send(n, "user:alice" if n % 2 else None)
     wait_messages(page, len(shown), timeout=15_000)
-    page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    # A duplicate would have come by now, in either shard.
+    settle(page, *(publisher.publish("settled", "x", room=room) for room in (None, "user:alice")))
     bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
     assert sorted(bodies, key=int) == shown  # every event exactly once
     replayed = page.eval_on_selector_all(
@@ -234,7 +242,7 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     let_next_go(page, held, before=lambda: check_marked(page, "team:red", "joining"))
     page.locator('#rooms li[data-room="team:red"]:not(.joining)').wait_for()
     wait_messages(page, 2)
-    page.wait_for_timeout(300)  # room for a duplicate or a refused room's event to show up
+    settled(page, redis_client)  # a duplicate or a refused room's event would have come
     bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
     assert bodies == ["red 2", "red 3"]
     replayed = page.eval_on_selector_all(
@@ -249,10 +257,10 @@ def test_a_room_on_request_is_joined_refused_and_rejoined_after_a_reload(
     wait_until(lambda: page.locator("#rooms li").count() == 0, 5, "the room to be left")
     redis_client.xadd("events", {"channel": "message", "body": '"red after"', "room": "team:red"})
     redis_client.xadd("events", {"channel": "message", "body": '"for all"'})
-    wait_messages(page, 3)
-    page.wait_for_timeout(300)
-    assert page.locator("#messages li .body").last.inner_text() == "for all"
-    assert page.locator("#messages li").count() == 3
+    # "for all" comes after "red after" in the stream: it would have come before.
+    page.locator("#messages li .body", has_text="for all").wait_for()
+    bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
+    assert bodies == ["red 2", "red 3", "for all"]
 
 
 def hold_room_requests(page) -> list:
@@ -350,7 +358,7 @@ def test_the_page_opens_with_the_last_events_and_shows_each_once(page, web, brid
     page.goto(web.url + "/")
     wait_status(page, "connected")
     wait_messages(page, 6)
-    page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    settled(page, redis_client)  # a duplicate would have come by now
     bodies = page.eval_on_selector_all("#messages li .body", "els => els.map(e => e.textContent)")
     assert bodies == ["before 0", "before 1", "before 2", "mine", "live", "while away"]
 

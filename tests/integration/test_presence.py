@@ -132,10 +132,11 @@ def test_only_watchers_are_told_and_only_of_their_rooms(servers, clients):
     wait_until(lambda: changes(watcher) == [("leave", "carol")], 5, "carol's leave")
     assert carol.received(PRESENCE) == [] and other.received(PRESENCE) == []
     assert watch(watcher, watch=False) == {"ok": True, "room": ROOM, "watching": False}
+    still = subscribed(clients, b, "alice")  # watching on the same server
+    assert watch(still)["ok"]
     connected(clients, a, "carol")
-    wait_until(lambda: read(a, bob_session, ROOM).status_code == 403, 5, "bob refused")
-    session = a.login("alice")
-    wait_until(lambda: "carol" in read(a, session).json()["users"], 5, "carol back")
+    assert read(a, bob_session, ROOM).status_code == 403
+    wait_until(lambda: changes(still) == [("join", "carol")], 5, "carol's join, on web-b")
     assert changes(watcher) == [("leave", "carol")]  # it stopped watching
 
 
