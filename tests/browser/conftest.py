@@ -78,22 +78,20 @@ def message_ids(page) -> list[str]:
     return page.eval_on_selector_all("#messages li", "els => els.map(e => e.dataset.entry)")
 
 
-def settle(page, *entries: str) -> None:
-    """Waits for these events, published after everything a test checks (one in each
-    shard it uses), then takes their rows away. A shard's events reach a page in order,
-    so a duplicate or a stray event still on its way would have come before them."""
-    for entry in entries:
-        page.locator(f'#messages li[data-entry="{entry}"]').wait_for()
-    page.evaluate(
-        "ids => ids.forEach(id => document.querySelector(`#messages li[data-entry='${id}']`)"
-        ".remove())",
-        list(entries),
-    )
+def settle(page, *events: tuple[int, str]) -> None:
+    """Waits for these events ((shard, stream entry id): ids repeat across shards),
+    published after everything a test checks, one in each shard it uses; then takes
+    their rows away. A shard's events reach a page in order, so a duplicate or a stray
+    event still on its way would have come before them."""
+    rows = [f'#messages li[data-entry="{entry}"][data-key^="{shard}/"]' for shard, entry in events]
+    for row in rows:
+        page.locator(row).wait_for()
+    page.evaluate("rows => rows.forEach(row => document.querySelector(row).remove())", rows)
 
 
 def settled(page, redis_client) -> None:
-    """``settle`` after a broadcast published now (one stream)."""
-    settle(page, redis_client.xadd("events", {"channel": "settled", "body": '"settled"'}))
+    """``settle`` after a broadcast published now (one stream: shard 0)."""
+    settle(page, (0, redis_client.xadd("events", {"channel": "settled", "body": '"settled"'})))
 
 
 def wait_messages(page, count: int, timeout: float = 10_000) -> None:

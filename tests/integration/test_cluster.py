@@ -131,10 +131,18 @@ def visible_to(user: str, bodies: list[dict]) -> list[dict]:
     return [b for b in bodies if b["room"] in mine]
 
 
-def every_shard_published(cluster) -> bool:
-    """Every shard's entries read, published (so in their rooms' histories) and acked."""
+def wait_every_shard_published(cluster, timeout: float) -> None:
+    """Until every shard's entries are read, published (so in their rooms' histories)
+    and acked."""
     client = cluster.client()
-    return all(all_published(client, k) for k in keys.shards("events", SHARDS))
+    try:
+        wait_until(
+            lambda: all(all_published(client, k) for k in keys.shards("events", SHARDS)),
+            timeout,
+            "every shard published",
+        )
+    finally:
+        client.close()
 
 
 def ticks(client: Client) -> list[tuple[dict, dict]]:
@@ -191,7 +199,7 @@ def test_sharded_delivery_and_catch_up_on_a_cluster(
     missed = publish(publisher, 600, 400)
     alice.wait_for(len(visible_to("alice", first + missed)), "tick", timeout=20)
     # All of it in the histories first, so all of it is replayed (none comes live).
-    wait_until(lambda: every_shard_published(cluster), 20, "every shard published")
+    wait_every_shard_published(cluster, 20)
     again = connect(clients, web, "dora", auth={"positions": at})
     info = again.wait_for(1, RECOVERY)[0][1]
     expected = visible_to("dora", missed)
@@ -246,7 +254,7 @@ def test_bridge_killed_on_a_cluster_loses_nothing(
             first_seen.append((body, meta))
     assert sorted(b["n"] for b, _ in first_seen) == [b["n"] for b in wanted]
     assert_room_order(first_seen)
-    wait_until(lambda: every_shard_published(cluster), 10, "every shard acked")
+    wait_every_shard_published(cluster, 10)
     report(
         f"cluster: bridge SIGKILLed twice during 3,000 events over {SHARDS} shards: "
         f"{len(wanted)} delivered, {len(got) - len(first_seen)} repeats (deduplicated by id)"
@@ -308,7 +316,7 @@ def test_a_shard_resharded_to_another_master_mid_run(cluster, cluster_env, tmp_p
     at = dora.positions()
     dora.close()
     third = publish(publisher, 600, 200)
-    wait_until(lambda: every_shard_published(cluster), 20, "every shard published")
+    wait_every_shard_published(cluster, 20)
     again = connect(clients, web, "dora", auth={"positions": at})
     [(_, info, _)] = again.wait_for(1, RECOVERY)
     assert (info["recovered"], info["replayed"]) == (True, len(visible_to("dora", third)))

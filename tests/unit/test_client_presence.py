@@ -13,15 +13,14 @@ from tests.support import ROOT
 
 CLIENT = ROOT / "webapp" / "ext" / "static" / "streambridge.js"
 
-HARNESS = ROOT / "tests" / "unit" / "client_presence_harness.js"
 
-
-def run(steps: list[list]) -> dict:
+def run_harness(harness: str, steps: list[list]) -> dict:
+    """Runs tests/unit/<harness> on streambridge.js with these steps; what it prints."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not installed: run scripts/setup.sh --test")
     done = subprocess.run(
-        [node, str(HARNESS), str(CLIENT), json.dumps(steps)],
+        [node, str(ROOT / "tests" / "unit" / harness), str(CLIENT), json.dumps(steps)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -29,6 +28,10 @@ def run(steps: list[list]) -> dict:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def run(steps: list[list]) -> dict:
+    return run_harness("client_presence_harness.js", steps)
 
 
 def test_changes_numbered_before_the_read_are_ignored_and_early_ones_kept():

@@ -88,7 +88,12 @@
     storageKey: script.dataset.user,
     onUnauthorized: function () { window.location.assign(script.dataset.loginUrl); }
   });
-  sb.onStatus(setStatus);
+  sb.onStatus(function (state, detail) {
+    setStatus(state, detail);
+    // Rooms on request are asked for again on each connection: shown (and kept) as such
+    // once the requests are out.
+    Promise.resolve().then(roomsChanged);
+  });
   sb.onAny(show);
   sb.onRecovery(function (info) {
     statusEl.dataset.recovered = String(info.recovered);
@@ -142,7 +147,7 @@
 
   // Rooms asked to be left and not yet answered: the server may still send their events
   // until it has left them, so they stay listed (marked) until then.
-  var leaving = {};
+  var leaving = Object.create(null);
   function renderRooms() {
     roomList.textContent = "";
     var joined = sb.joined();
@@ -176,8 +181,12 @@
         leave.addEventListener("click", function () {
           delete online[room];  // unsubscribing stops its presence too
           var asked = leaving[room] = {};
-          sb.unsubscribe(room).then(function () {
+          sb.unsubscribe(room).then(function (answer) {
             if (leaving[room] === asked) delete leaving[room];
+            if (!answer.ok && answer.reason !== "not subscribed on request") {
+              joinError.textContent = "Could not leave " + room + ": " + answer.reason;
+              joinError.hidden = false;
+            }
             roomsChanged();
           });
           roomsChanged();

@@ -9,7 +9,7 @@
  *   sb.onSubscription((answer) => { ... });           // every answer, also re-subscriptions
  *                                                     // (retry: true: asked again by itself)
  *   sb.unsubscribe("order:123");
- *   sb.rooms(); sb.joined();                           // asked for; of those, joined by the server
+ *   sb.rooms(); sb.joined();                          // asked for; of those, joined on this connection
  *   sb.onPresence("order:123", (change) => { ... });   // who is there: {type, room, user?, users}
  *   sb.presence("order:123").then((answer) => { ... }); // {ok, room, users: {name: connections}}
  *
@@ -142,7 +142,8 @@
       }
     });
 
-    // Rooms on request: room -> {acked, from (wire positions or null), waiters}.
+    // Rooms on request: room -> {acked, from (wire positions or null), waiters, asking
+    // (requests sent and not yet answered), then (what waits for their answers)}.
     var subscriptions = Object.create(null);
     var subscriptionHandlers = [];
     var resumeFrom = null;  // where the client was when its connection dropped
@@ -181,7 +182,9 @@
       }
       var request = {room: room};
       if (sub.from) request.positions = sub.from.positions;
+      sub.asking++;
       socket.timeout(ANSWER_TIMEOUT_MS).emit(SUBSCRIBE, request, function (err, answer) {
+        if (--sub.asking === 0) sub.then.splice(0).forEach(function (f) { f(); });
         if (subscriptions[room] !== sub) return;  // unsubscribed meanwhile
         if (err) return;  // no answer (the connection dropped): asked again on reconnect
         if (!answer || typeof answer !== "object" || typeof answer.ok !== "boolean") {
@@ -366,7 +369,7 @@
           var earlier = subscriptions[room];  // asked again before the answer: both get it
           subscriptions[room] = {
             acked: false, from: wirePosition(opts && opts.position), retries: 0,
-            waiters: (earlier ? earlier.waiters : []).concat([resolve])
+            waiters: (earlier ? earlier.waiters : []).concat([resolve]), asking: 0, then: []
           };
           if (socket.connected) ask(room);  // else when it connects
         });
@@ -378,17 +381,30 @@
           resolve({ok: false, room: room, reason: "unsubscribed"});
         });
         return new Promise(function (resolve) {
-          if (!socket.connected) return resolve({ok: true, room: room});
-          socket.timeout(ANSWER_TIMEOUT_MS).emit(UNSUBSCRIBE, {room: room}, function (err, answer) {
-            // Left: the server stops its presence too (a granted room is not left).
-            if (!err && answer && answer.ok === true && !subscriptions[room]) delete presence[room];
-            resolve(err ? {ok: false, room: room, reason: "no answer"} : answer);
-          });
+          var retries = 0;
+          function send() {
+            // Not connected: the next connection is in no room on request.
+            if (!socket.connected) return resolve({ok: true, room: room});
+            socket.timeout(ANSWER_TIMEOUT_MS).emit(UNSUBSCRIBE, {room: room}, function (err, answer) {
+              if (!err && answer && answer.ok === false && answer.retry === true) {
+                var delay = RETRY_MS[Math.min(retries++, RETRY_MS.length - 1)];
+                return setTimeout(send, delay * (0.5 + Math.random() / 2));
+              }
+              // Left: the server stops its presence too (a granted room is not left).
+              if (!err && answer && answer.ok === true && !subscriptions[room]) delete presence[room];
+              resolve(err ? {ok: false, room: room, reason: "no answer"} : answer);
+            });
+          }
+          // Asked for and not yet answered: after the answer, which the server may give
+          // after an unsubscribe that overtook it (joining the room then).
+          if (sub && sub.asking) sub.then.push(send);
+          else send();
         });
       },
       rooms: function () { return Object.keys(subscriptions); },
       // Of those, the rooms the server has said it joined (and not asked again since).
       joined: function () {
+        if (!socket.connected) return [];  // a connection's rooms on request go with it
         return Object.keys(subscriptions).filter(function (room) { return subscriptions[room].acked; });
       },
       presence: function (room) {
