@@ -6,13 +6,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import socketio
 
 from streambridge import async_mode
 from tests.support import (
+    CLI,
     ROOT,
     TEST_ASYNC_MODE,
     Client,
@@ -175,7 +175,7 @@ def test_web_serves_under_the_async_mode_of_this_run(web, clients):
 def test_web_refuses_to_start_without_secret_key(env, tmp_path):
     env = clean_env(REDIS_URL=env["REDIS_URL"])
     out = subprocess.run(
-        [sys.executable, "-m", "streambridge.cli", "web", "--port", "0"],
+        [*CLI, "web", "--port", "0"],
         env=env, capture_output=True, text=True, timeout=30, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 2
