@@ -292,10 +292,8 @@ def hold_room_requests(page) -> list:
 def let_next_go(page, held: list, before=lambda: None) -> str:
     """Waits for the next held request, checks ``before()`` while it is held, then
     sends it on; returns it."""
-    deadline = time.monotonic() + 5
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(20)  # lets Playwright hand over the page's frames
-    assert held, "the page sent no request"
+    # Waiting in Playwright (not in time.sleep) lets it hand over the page's frames.
+    wait_until(lambda: page.wait_for_timeout(20) or held, 5, "the page's next request")
     server, frame = held.pop(0)
     before()
     server.send(frame)

@@ -53,6 +53,23 @@ def produce(client, n: int, *, rate: float | None = None, room_of=None) -> list[
     return ids
 
 
+def produce_until(
+    client, stop: threading.Event, *, rate: float, then: int
+) -> tuple[threading.Thread, list[str]]:
+    """A started thread that XADDs ticks at ``rate`` until ``stop`` is set (however long
+    the test's steps take), then ``then`` more; and their ids, growing as it goes."""
+    produced: list[str] = []
+
+    def run() -> None:
+        while not stop.is_set():
+            produced.extend(produce(client, 100, rate=rate))
+        produced.extend(produce(client, then, rate=rate))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, produced
+
+
 def dead_count(redis_client) -> int:
     return redis_client.xlen("events:dead") if redis_client.exists("events:dead") else 0
 
@@ -69,17 +86,8 @@ def test_bridge_sigkilled_three_times_loses_nothing(env, tmp_path, processes, we
     bridge = Bridge(env, tmp_path, name="bridge-a")
     processes.append(bridge)
     bridge.start()
-    produced: list[str] = []
     killed = threading.Event()
-
-    def keep_producing() -> None:
-        # Until the third kill (however long the restarts take), then 1,000 more.
-        while not killed.is_set():
-            produced.extend(produce(redis_client, 100, rate=1_000))
-        produced.extend(produce(redis_client, 1_000, rate=1_000))
-
-    producer = threading.Thread(target=keep_producing)
-    producer.start()
+    producer, produced = produce_until(redis_client, killed, rate=1_000, then=1_000)
     try:
         for n in range(1, 4):
             # Kill a bridge that is working: after it is ready, at a random moment.
@@ -107,17 +115,8 @@ def test_surviving_bridge_claims_a_dead_bridges_pending(env, tmp_path, processes
     processes.extend([a, b])
     a.start()
     b.start()
-    produced: list[str] = []
-    frozen = threading.Event()
-
-    def keep_producing() -> None:
-        # Until bridge-a is frozen with entries in hand, then 500 more.
-        while not frozen.is_set():
-            produced.extend(produce(redis_client, 100, rate=1_500))
-        produced.extend(produce(redis_client, 500, rate=1_500))
-
-    producer = threading.Thread(target=keep_producing)
-    producer.start()
+    frozen = threading.Event()  # bridge-a, with entries in hand
+    producer, produced = produce_until(redis_client, frozen, rate=1_500, then=500)
     wait_until(lambda: len(alice.ids("tick")) >= 500, 20, "first events")
     # Freeze bridge-a with entries in hand, then kill it. Frozen between two reads it
     # holds none (bridge-b takes them all): thaw it and freeze it again until it does.

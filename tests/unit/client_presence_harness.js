@@ -1,20 +1,6 @@
 // Drives streambridge.js's presence view with a stand-in socket (test_client_presence.py).
 // node client_presence_harness.js <streambridge.js> '<steps as JSON>'
-const fs = require("fs"), vm = require("vm");
-const handlers = {}, sent = [];
-const socket = {
-  connected: false, active: true,
-  on(ev, fn) { (handlers[ev] = handlers[ev] || []).push(fn); return socket; },
-  onAny() {}, io: { on() {} }, disconnect() {},
-  timeout() { return { emit: (ev, data, cb) => sent.push({ ev, data, cb }) }; },
-  emit(ev, data, cb) { sent.push({ ev, data, cb }); },
-};
-globalThis.window = globalThis;
-globalThis.sessionStorage = { getItem: () => null, setItem() {} };
-window.io = () => socket;
-vm.runInThisContext(fs.readFileSync(process.argv[2], "utf8"));
-const fire = (ev, ...args) => (handlers[ev] || []).forEach((f) => f(...args));
-const sb = StreamBridge.connect({});
+const { sb, socket, sent, fire } = require("./client_stand_in.js").load(process.argv[2]);
 const seen = [];
 const asks = () => sent.filter((s) => s.ev === "streambridge:presence" && s.cb);
 const change = (type, user, seq) => fire("streambridge:presence", { room: "r", type, user, seq });

@@ -1,21 +1,8 @@
 // Drives streambridge.js's rooms on request with a stand-in socket (test_client_rooms.py).
 // node client_rooms_harness.js <streambridge.js> '<steps as JSON>'
-const fs = require("fs"), vm = require("vm");
-const handlers = {}, sent = [], timers = [];
-const socket = {
-  connected: false, active: true,
-  on(ev, fn) { (handlers[ev] = handlers[ev] || []).push(fn); return socket; },
-  onAny() {}, io: { on() {} }, disconnect() {},
-  timeout() { return { emit: (ev, data, cb) => sent.push({ ev, data, cb }) }; },
-  emit(ev, data, cb) { sent.push({ ev, data, cb }); },
-};
-globalThis.window = globalThis;
-globalThis.sessionStorage = { getItem: () => null, setItem() {} };
+const timers = [];
 globalThis.setTimeout = (f) => timers.push(f);  // run by the "timers" step, not by time
-window.io = () => socket;
-vm.runInThisContext(fs.readFileSync(process.argv[2], "utf8"));
-const fire = (ev, ...args) => (handlers[ev] || []).forEach((f) => f(...args));
-const sb = StreamBridge.connect({});
+const { sb, socket, sent, fire } = require("./client_stand_in.js").load(process.argv[2]);
 const SHORT = { "streambridge:subscribe": "sub", "streambridge:unsubscribe": "unsub" };
 const requests = (name) => sent.filter((s) => SHORT[s.ev] === name);
 const out = { answers: [] };

@@ -46,6 +46,11 @@
   var PRESENCE = PREFIX + "presence";
   var ANSWER_TIMEOUT_MS = 60000;  // the server may wait out a catch-up first
   var RETRY_MS = [1000, 2000, 5000, 10000, 30000];  // after a passing refusal (retry: true)
+  // The wait before asking again after the n-th passing refusal in a row (0-based),
+  // spread so that clients refused together do not come back together.
+  function retryDelay(n) {
+    return RETRY_MS[Math.min(n, RETRY_MS.length - 1)] * (0.5 + Math.random() / 2);
+  }
   var MAX_SEEN = 20000;
   var STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
@@ -143,7 +148,7 @@
     });
 
     // Rooms on request: room -> {acked, from (wire positions or null), waiters, asking
-    // (requests sent and not yet answered), then (what waits for their answers)}.
+    // (requests sent and not yet answered), afterAnswer (what waits for their answers)}.
     var subscriptions = Object.create(null);
     var subscriptionHandlers = [];
     var resumeFrom = null;  // where the client was when its connection dropped
@@ -152,10 +157,9 @@
       var sub = subscriptions[room];
       if (sub && !answer.ok && answer.retry === true) {
         // Too many requests, or a catch-up under way: asked again later, same position.
-        var delay = RETRY_MS[Math.min(sub.retries++, RETRY_MS.length - 1)];
         setTimeout(function () {
           if (subscriptions[room] === sub && socket.connected) ask(room);
-        }, delay * (0.5 + Math.random() / 2));
+        }, retryDelay(sub.retries++));
       } else if (sub) {
         if (answer.ok) { sub.acked = true; sub.retries = 0; }
         else delete subscriptions[room];  // refused (or revoked): not asked for again
@@ -184,7 +188,7 @@
       if (sub.from) request.positions = sub.from.positions;
       sub.asking++;
       socket.timeout(ANSWER_TIMEOUT_MS).emit(SUBSCRIBE, request, function (err, answer) {
-        if (--sub.asking === 0) sub.then.splice(0).forEach(function (f) { f(); });
+        if (--sub.asking === 0) sub.afterAnswer.splice(0).forEach(function (f) { f(); });
         if (subscriptions[room] !== sub) return;  // unsubscribed meanwhile
         if (err) return;  // no answer (the connection dropped): asked again on reconnect
         if (!answer || typeof answer !== "object" || typeof answer.ok !== "boolean") {
@@ -238,10 +242,9 @@
         typeof answer.seq === "number" && answer.users && typeof answer.users === "object";
       if (!valid) {
         if (answer && answer.retry === true) {
-          var delay = RETRY_MS[Math.min(p.retries++, RETRY_MS.length - 1)];
           setTimeout(function () {
             if (presence[room] === p && socket.connected) askPresence(room);
-          }, delay * (0.5 + Math.random() / 2));
+          }, retryDelay(p.retries++));
           return;
         }
         p.asked = false;  // refused: asked again when the room is subscribed
@@ -369,7 +372,7 @@
           var earlier = subscriptions[room];  // asked again before the answer: both get it
           subscriptions[room] = {
             acked: false, from: wirePosition(opts && opts.position), retries: 0,
-            waiters: (earlier ? earlier.waiters : []).concat([resolve]), asking: 0, then: []
+            waiters: (earlier ? earlier.waiters : []).concat([resolve]), asking: 0, afterAnswer: []
           };
           if (socket.connected) ask(room);  // else when it connects
         });
@@ -387,8 +390,7 @@
             if (!socket.connected) return resolve({ok: true, room: room});
             socket.timeout(ANSWER_TIMEOUT_MS).emit(UNSUBSCRIBE, {room: room}, function (err, answer) {
               if (!err && answer && answer.ok === false && answer.retry === true) {
-                var delay = RETRY_MS[Math.min(retries++, RETRY_MS.length - 1)];
-                return setTimeout(send, delay * (0.5 + Math.random() / 2));
+                return setTimeout(send, retryDelay(retries++));
               }
               // Left: the server stops its presence too (a granted room is not left).
               if (!err && answer && answer.ok === true && !subscriptions[room]) delete presence[room];
@@ -397,7 +399,7 @@
           }
           // Asked for and not yet answered: after the answer, which the server may give
           // after an unsubscribe that overtook it (joining the room then).
-          if (sub && sub.asking) sub.then.push(send);
+          if (sub && sub.asking) sub.afterAnswer.push(send);
           else send();
         });
       },
