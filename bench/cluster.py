@@ -28,12 +28,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
-from run import Sampler, stop_processes, wait_for  # noqa: E402
+from run import Sampler, start_server, stop_processes, wait_for  # noqa: E402
 from streambridge.webapp.app.users import UserStore  # noqa: E402
 
 from streambridge import keys  # noqa: E402
-from streambridge.embedded_redis import free_port  # noqa: E402
 from streambridge.publisher import Publisher  # noqa: E402
 from streambridge.settings import ProducerSettings  # noqa: E402
 from tests.support.topologies import LocalCluster  # noqa: E402
@@ -96,11 +94,16 @@ def run_one(
         "STREAMBRIDGE_LOG_FORMAT": "json",
         "STREAMBRIDGE_MAXLEN": str(entries * 2),
     }
-    port = free_port()
-    web = spawn(["web", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "web.log")
+    web, _ = start_server(
+        "the web server",
+        lambda port: spawn(
+            ["web", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "web.log"
+        ),
+        tmp / "web.log",
+        path="/readyz",
+    )
     procs = [web]
     try:
-        wait_for(lambda: _healthy(port), 30, "the web server")
         publisher = Publisher(
             settings=ProducerSettings(redis_url=cluster.url, shards=shards, maxlen=entries * 2)
         )
@@ -134,13 +137,6 @@ def run_one(
         }
     finally:
         stop_processes(procs)
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(BENCH))
 import run as common  # noqa: E402  (bench/run.py: processes, clients, percentiles)
 from run import ROOT, Clients, Sampler, Stack, stop_processes, wait_for  # noqa: E402
 
-from streambridge.embedded_redis import RedisServer, free_port  # noqa: E402
+from streambridge.embedded_redis import RedisServer  # noqa: E402
 
 CHANNEL = common.CHANNEL
 SOCKETIO_PATH = "/ws/socket.io"
@@ -93,30 +93,29 @@ def start(name: str, tmp: Path) -> Target:
         assert stack.bridge is not None
         target.processes = {"web": stack.web, "bridge": stack.bridge}
         return target
-    target.redis_server = RedisServer(tmp / "redis", appendfsync="everysec").start()
-    port = free_port()
-    target.url = f"http://127.0.0.1:{port}"
-    log = (tmp / f"{name}.log").open("ab")
-    if name == "plain":
-        command = [sys.executable, str(BENCH / "plain_server.py")]
-        command += [str(port), target.redis_server.url, "eventlet"]
-    elif name == "node":
-        command = ["node", str(BENCH / "node_peer.mjs")]
-        command += [str(port), target.redis_server.url, SOCKETIO_PATH]
-    else:
+    if name not in ("plain", "node"):
         raise SystemExit(f"unknown system {name!r}; known: {', '.join(SYSTEM_NAMES)}, node")
-    web = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    target.redis_server = RedisServer(tmp / "redis", appendfsync="everysec").start()
+    log = tmp / f"{name}.log"
+
+    def spawn(port: int) -> subprocess.Popen:
+        assert target.redis_server is not None
+        if name == "plain":
+            command = [sys.executable, str(BENCH / "plain_server.py")]
+            command += [str(port), target.redis_server.url, "eventlet"]
+        else:
+            command = ["node", str(BENCH / "node_peer.mjs")]
+            command += [str(port), target.redis_server.url, SOCKETIO_PATH]
+        with log.open("ab") as out:
+            return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    try:
+        web, port = common.start_server(name, spawn, log)
+    except BaseException:
+        target.stop()
+        raise
+    target.url = f"http://127.0.0.1:{port}"
     target.processes = {"web": web}
-
-    def healthy() -> bool:
-        if web.poll() is not None:
-            raise RuntimeError(f"{name} exited: see {tmp / (name + '.log')}")
-        try:
-            return common.requests.get(target.url + "/healthz", timeout=1).ok
-        except common.requests.RequestException:
-            return False
-
-    wait_for(healthy, 30, f"{name}'s /healthz")
     return target
 
 

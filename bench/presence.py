@@ -35,13 +35,14 @@ from bench.run import (  # noqa: E402
     PASSWORD,
     LoadGen,
     machine,
+    start_server,
     stop_processes,
-    wait_for,
 )
 from streambridge.embedded_redis import RedisServer, free_port  # noqa: E402
 from streambridge.presence import Presence  # noqa: E402
 
 SOCKETIO_PATH = "/ws/socket.io"
+CLI = (sys.executable, "-m", "streambridge.cli")
 SCRIPT_COMMANDS = ("zadd", "zrem", "zrangebyscore", "hincrby", "hdel", "hget", "hset", "pexpire")
 
 
@@ -69,36 +70,23 @@ def write_users(path: Path, watchers: int, rooms: int) -> None:
 
 
 def start_web(tmp: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, str, int]:
-    port, metrics_port = free_port(), free_port()
-    log = (tmp / f"{name}.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streambridge.cli",
-            "web",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env={**env, "STREAMBRIDGE_METRICS_PORT": str(metrics_port)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log = tmp / f"{name}.log"
+    metrics_port = 0
 
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited: see {tmp / (name + '.log')}")
-        try:
-            return requests.get(url + "/healthz", timeout=1).ok
-        except requests.RequestException:
-            return False
+    def spawn(port: int) -> subprocess.Popen:
+        nonlocal metrics_port
+        metrics_port = free_port()
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [*CLI, "web", "--host", "127.0.0.1", "--port", str(port)],
+                env={**env, "STREAMBRIDGE_METRICS_PORT": str(metrics_port)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
 
-    wait_for(healthy, 30, f"{name}'s /healthz")
-    return proc, url, metrics_port
+    proc, port = start_server(name, spawn, log)
+    return proc, f"http://127.0.0.1:{port}", metrics_port
 
 
 def login(url: str, user: str) -> requests.Session:
@@ -204,10 +192,11 @@ def main() -> int:
         "STREAMBRIDGE_MAX_CONNECTIONS_PER_ADDRESS": "0",
         "STREAMBRIDGE_MAX_UNFINISHED_PER_ADDRESS": "0",
     }
-    webs = [start_web(tmp, env, name) for name in ("web-a", "web-b")]
-    urls = [url for _, url, _ in webs]
+    webs: list[tuple[subprocess.Popen, str, int]] = []
     gen = None
     try:
+        webs.extend(start_web(tmp, env, name) for name in ("web-a", "web-b"))
+        urls = [url for _, url, _ in webs]
         step(f"logging in {args.watchers + args.rooms} users")
         t0 = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
@@ -307,7 +296,7 @@ def main() -> int:
         results["commands"] = command_costs()
     finally:
         if gen is not None:
-            gen.send(cmd="exit")
+            gen.close()
         stop_processes([proc for proc, *_ in webs])
         redis_server.stop()
     print(table(results))

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ import requests  # noqa: E402
 from streambridge.webapp.app.users import UserStore  # noqa: E402
 
 from streambridge.embedded_redis import RedisServer, free_port  # noqa: E402
+from tests.support import listens  # noqa: E402
 
 CHANNEL = "bench"
 PASSWORD = "bench-password-123"  # noqa: S105 - a throwaway user of a private server
@@ -152,11 +154,12 @@ class LoadGen:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.send(cmd="exit")
             try:
+                self.send(cmd="exit")
                 self.proc.wait(5)
-            except subprocess.TimeoutExpired:
+            except (OSError, subprocess.TimeoutExpired):  # a broken pipe: exiting anyway
                 self.proc.kill()
+                self.proc.wait()
 
 
 class Clients:
@@ -259,6 +262,13 @@ class Stack:
 
     def start(self, extra_env: dict[str, str]) -> Stack:
         self.redis_server = RedisServer(self.tmp / "redis", appendfsync="everysec").start()
+        try:
+            return self._start_the_rest(extra_env)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_the_rest(self, extra_env: dict[str, str]) -> Stack:
         users = self.tmp / "users.json"
         UserStore(users).add("bench", PASSWORD)
         self.env = {
@@ -293,20 +303,16 @@ class Stack:
         return self
 
     def start_web(self, **extra_env: str) -> None:
-        self.port = free_port()
-        self.metrics_port = free_port()  # the web's only: the bridge must not take it too
-        metrics = {"STREAMBRIDGE_METRICS_PORT": str(self.metrics_port)}
-        env, self.env = self.env, {**self.env, **metrics, **extra_env}
-        self.web = self._spawn("web", "--host", "127.0.0.1", "--port", str(self.port))
-        self.env = env
-
-        def healthy() -> bool:
+        def spawn(port: int) -> subprocess.Popen:
+            self.metrics_port = free_port()  # the web's only: the bridge must not take it
+            metrics = {"STREAMBRIDGE_METRICS_PORT": str(self.metrics_port)}
+            env, self.env = self.env, {**self.env, **metrics, **extra_env}
             try:
-                return requests.get(self.url + "/healthz", timeout=1).ok
-            except requests.RequestException:
-                return False
+                return self._spawn("web", "--host", "127.0.0.1", "--port", str(port))
+            finally:
+                self.env = env
 
-        wait_for(healthy, 30, "the web server's /healthz")
+        self.web, self.port = start_server("the web server", spawn, self.tmp / "web.log")
 
     def restart_web(self, **extra_env: str) -> None:
         killed = stop_processes([self.web])
@@ -338,7 +344,9 @@ class Stack:
         return self.redis_server.client()
 
     def stop(self) -> None:
-        stop_processes([p for p in (self.bridge, self.web) if p is not None])
+        # Also after a start that failed halfway: what was started is stopped.
+        started = (self.bridge, getattr(self, "web", None))
+        stop_processes([p for p in started if p is not None])
         self.redis_server.stop()
 
 
@@ -364,6 +372,45 @@ def _groups(client: redis.Redis) -> list[dict]:
         return client.xinfo_groups("events")
     except redis.ResponseError:
         return []
+
+
+TAKEN = ("Address already in use", "EADDRINUSE", "error: cannot listen on")
+"""How the servers started here say that their port was taken (Python, Node, streambridge)."""
+
+
+def start_server(
+    name: str, spawn: Callable[[int], subprocess.Popen], log: Path, path: str = "/healthz"
+) -> tuple[subprocess.Popen, int]:
+    """``spawn(port)`` on a port free_port() found free, then wait until ``path`` answers.
+    The port can be taken before the server binds it (by another process, or as the local
+    port of a connection): then it is chosen again. Any other exit, or no answer within
+    30 s, raises with the end of ``log`` (the server is not left running)."""
+    for _ in range(3):
+        port = free_port()
+        start = log.stat().st_size if log.exists() else 0
+        proc = spawn(port)
+
+        def answered(proc: subprocess.Popen = proc, port: int = port) -> bool:
+            if proc.poll() is not None:
+                return True
+            if not listens(proc, port):  # whoever answers there may be another server
+                return False
+            try:
+                return requests.get(f"http://127.0.0.1:{port}{path}", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        try:
+            wait_for(answered, 30, f"{name}'s {path}")
+        except TimeoutError:
+            stop_processes([proc])
+            raise
+        if proc.poll() is None:
+            return proc, port
+        tail = log.read_bytes()[start:].decode(errors="replace")
+        if not any(sign in tail for sign in TAKEN):
+            raise RuntimeError(f"{name} exited ({proc.returncode}); {log}:\n{tail[-3000:]}")
+    raise RuntimeError(f"{name}: its port was taken three times in a row; see {log}")
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:

@@ -13,6 +13,7 @@ status is the same under ``main()`` and under the ``flask`` command.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -20,6 +21,9 @@ from typing import Any, NoReturn
 
 import click
 
+from streambridge.listening import CannotListen
+
+log = logging.getLogger(__name__)
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 SOURCE = "streambridge.settings_source"  # ctx.meta key: where commands get settings
 
@@ -132,6 +136,10 @@ def _guarded(ctx: click.Context, work: Callable[[], int | None], *, logging: boo
         except ERRORS as exc:  # one-shot commands: say so and fail, no traceback
             print(f"error: cannot reach Redis: {exc}", file=sys.stderr)
             return 1
+    except CannotListen as exc:  # a taken port: say which, no traceback
+        log.error("cannot_listen", extra={"error": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -67,6 +67,7 @@ class RedisServer:
     ) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
+        self.port_given = bool(port)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.extra_args = extra_args or []
@@ -86,6 +87,18 @@ class RedisServer:
         return redis.Redis.from_url(self.url, decode_responses=True, **kwargs)
 
     def start(self) -> RedisServer:
+        # A port free_port() found free can be taken before redis-server binds it (by
+        # another process, or as the local port of a connection): then choose again.
+        for _ in range(2):
+            try:
+                return self._start()
+            except RuntimeError as exc:
+                if self.port_given or "Address already in use" not in str(exc):
+                    raise
+            self.port = free_port()
+        return self._start()
+
+    def _start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
@@ -115,13 +128,19 @@ class RedisServer:
                     tail = log.read_text()[-2000:] if log.exists() else ""
                     raise RuntimeError(f"redis-server exited ({self.process.returncode}): {tail}")
                 try:
-                    if client.ping():
-                        # AOF loading answers PING with LOADING errors; ping() raising covers it.
+                    # AOF loading answers PING with LOADING errors; ping() raising covers
+                    # it. The answer must be ours: another server may hold the port.
+                    if client.ping() and self._answered_by_ours(client):
                         return
                 except redis.RedisError as exc:
                     last_error = exc
                 time.sleep(0.02)
         raise TimeoutError(f"redis-server on port {self.port} not ready: {last_error}")
+
+    def _answered_by_ours(self, client: redis.Redis) -> bool:
+        if self.process is None:  # waiting for a server started elsewhere
+            return True
+        return int(client.info("server")["process_id"]) == self.process.pid
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

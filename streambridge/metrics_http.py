@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from streambridge.listening import binding
 from streambridge.settings import MetricsSettings
 
 
 def serve(settings: MetricsSettings, registry: CollectorRegistry) -> None:
     """Serve ``registry`` on ``STREAMBRIDGE_METRICS_PORT`` if it is set (in a thread)."""
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, settings.metrics_host, registry)
+        with binding(settings.metrics_host, settings.metrics_port, "STREAMBRIDGE_METRICS_PORT"):
+            start_http_server(settings.metrics_port, settings.metrics_host, registry)

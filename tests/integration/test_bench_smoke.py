@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.support import ROOT, clean_env
+from tests.support import ROOT, clean_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -19,29 +21,63 @@ pytestmark = pytest.mark.integration
 class QuickRun:
     """``script --quick --json out`` from the checkout, started now, in a session of its
     own (so that on a timeout the Redis, web, bridge and load generators it started go
-    down with it)."""
+    down with it). Its output goes to files beside ``out``: a process it leaves behind
+    cannot hold a pipe open and keep the wait from ending."""
 
-    def __init__(self, script: str, out, *args: str) -> None:
+    def __init__(self, script: str, out: Path, *args: str) -> None:
         self.script = script
-        self.process = subprocess.Popen(
-            [sys.executable, script, "--quick", "--json", str(out), *args],
-            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
-        )  # fmt: skip
+        self.paths = (out.with_suffix(".stdout"), out.with_suffix(".stderr"))
+        with self.paths[0].open("w") as stdout, self.paths[1].open("w") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, script, "--quick", "--json", str(out), *args],
+                cwd=ROOT, env=clean_env(), stdout=stdout, stderr=stderr,
+                start_new_session=True,
+            )  # fmt: skip
         self.outputs: tuple[str, str] | None = None
+        self.settle_s = 10.0  # for what it stopped to be reaped
 
     def finish(self) -> tuple[str, str]:
-        """Wait for it to end (280 s at most): its stdout and stderr."""
+        """Wait for it to end (280 s at most) and check that it stopped everything it
+        started: its stdout and stderr."""
         if self.outputs is None:
             try:
-                self.outputs = self.process.communicate(timeout=280)
+                self.process.wait(timeout=280)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                _, stderr = self.process.communicate()
+                self.kill()
                 raise AssertionError(
-                    f"{self.script} --quick took over 280 s:\n{stderr[-5000:]}"
+                    f"{self.script} --quick took over 280 s:\n{self.read()[1][-5000:]}"
                 ) from None
+            self.outputs = self.read()
+            try:
+                wait_until(lambda: not self.left_running(), self.settle_s, "nothing left")
+            except AssertionError:
+                left = [f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in self.left_running()]
+                self.kill()
+                raise AssertionError(f"{self.script} left running: {left}") from None
         return self.outputs
+
+    def read(self) -> tuple[str, str]:
+        stdout, stderr = (path.read_text(errors="replace") for path in self.paths)
+        return stdout, stderr
+
+    def left_running(self) -> list[psutil.Process]:
+        """The processes of its session still running (not yet reaped zombies aside)."""
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getsid(proc.pid) == self.process.pid and proc.status() != "zombie":
+                    found.append(proc)
+            except (OSError, psutil.Error):  # gone meanwhile
+                continue
+        return found
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for proc in self.left_running():  # those that made a process group of their own
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        self.process.wait()
 
     def stdout(self) -> str:
         """It must succeed: its stdout."""
@@ -52,6 +88,20 @@ class QuickRun:
 
 def run_quick(script: str, out, *args: str) -> str:
     return QuickRun(script, out, *args).stdout()
+
+
+def test_a_run_that_leaves_a_process_behind_fails_at_once(tmp_path):
+    script = tmp_path / "leaky.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        "subprocess.Popen(['sleep', '60'], stdout=sys.stdout, stderr=sys.stderr)\n"
+        "print('done')\n"
+    )
+    run = QuickRun(str(script), tmp_path / "leaky.json")
+    run.settle_s = 1.0
+    with pytest.raises(AssertionError, match=r"left running: \['\d+ sleep 60'\]"):
+        run.finish()
+    assert not run.left_running()  # and it was killed
 
 
 # The three kinds of system the comparison's smoke run covers (the async modes run the
@@ -82,9 +132,7 @@ def alongside(tmp_path_factory):
         STARTED.append(runs[script][0])
     yield runs
     for run, _ in runs.values():
-        if run.process.poll() is None:
-            os.killpg(run.process.pid, signal.SIGKILL)
-            run.process.communicate()
+        run.kill()
 
 
 @pytest.mark.timeout(300)

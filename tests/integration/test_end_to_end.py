@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -180,6 +181,29 @@ def test_web_refuses_to_start_without_secret_key(env, tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert "STREAMBRIDGE_SECRET_KEY is not set" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "taken_for"),
+    [
+        (("web", "--port", "{taken}"), "--port, STREAMBRIDGE_PORT"),
+        (("web", "--port", "0", "--metrics"), "STREAMBRIDGE_METRICS_PORT"),
+        (("bridge", "--metrics"), "STREAMBRIDGE_METRICS_PORT"),
+    ],
+    ids=["web-port", "web-metrics-port", "bridge-metrics-port"],
+)
+def test_a_taken_port_is_named_and_the_process_exits_1(env, args, taken_for):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        if args[-1] == "--metrics":
+            args, env = args[:-1], dict(env, STREAMBRIDGE_METRICS_PORT=str(taken))
+        out = cli(env, *(a.format(taken=taken) for a in args))
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert f"error: cannot listen on 127.0.0.1:{taken} ({taken_for}): " in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert '"cannot_listen"' in out.stdout + out.stderr  # and in the structured log
 
 
 def test_each_websocket_holds_one_file_descriptor(web, clients):

@@ -94,6 +94,15 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
+def listens(process: subprocess.Popen | None, port: int) -> bool:
+    """``process`` itself listens on ``port`` (whoever answers there may be another)."""
+    try:
+        conns = psutil.Process(process.pid).net_connections(kind="tcp") if process else []
+    except psutil.Error:  # exited meanwhile
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
 class Proc:
     """A ``streambridge`` subprocess whose output goes to a log file."""
 
@@ -177,12 +186,19 @@ class Web(Proc):
         *,
         metrics: bool = False,
     ):
+        super().__init__(name, [], env, log_dir)
+        self.base_env = env
+        self.port_given = bool(port)
+        self.metrics = metrics
+        self.choose_ports(port)
+
+    def choose_ports(self, port: int = 0) -> None:
         self.port = port or free_port()
-        self.metrics_port = free_port() if metrics else None
+        self.metrics_port = free_port() if self.metrics else None
+        self.env = self.base_env
         if self.metrics_port is not None:
-            env = dict(env, STREAMBRIDGE_METRICS_PORT=str(self.metrics_port))
-        args = [*self.subcommand, "--host", "127.0.0.1", "--port", str(self.port)]
-        super().__init__(name, args, env, log_dir)
+            self.env = dict(self.env, STREAMBRIDGE_METRICS_PORT=str(self.metrics_port))
+        self.args = [*self.subcommand, "--host", "127.0.0.1", "--port", str(self.port)]
 
     def metric(self, line_start: str) -> float | None:
         """The value of the first metrics line that starts with ``line_start``."""
@@ -198,8 +214,24 @@ class Web(Proc):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Web:
-        super().start()
-        return self.wait_ready()
+        for _ in range(3):
+            super().start()
+            try:
+                return self.wait_ready()
+            except AssertionError:
+                if not self.lost_its_port():
+                    raise
+            self.choose_ports()
+        raise AssertionError(f"{self.name}: its port was taken three times in a row")
+
+    def lost_its_port(self) -> bool:
+        """It exited because a port free_port() had found free was taken before it bound
+        it (by another process, or as the local port of a connection): worth choosing
+        again. Not so for a port the test gave (a restart on the same address)."""
+        if self.alive() or self.port_given:
+            return False
+        ports = [p for p in (self.port, self.metrics_port) if p]
+        return any(f"error: cannot listen on 127.0.0.1:{p} " in self.output() for p in ports)
 
     def wait_ready(self) -> Web:
         """Wait until the process started by ``start`` (or ``Proc.start``) answers."""
@@ -207,6 +239,8 @@ class Web(Proc):
         def healthy() -> bool:
             if not self.alive():
                 raise AssertionError(f"{self.name} exited:\n{self.output()[-3000:]}")
+            if not listens(self.process, self.port):  # not someone else's server
+                return False
             try:
                 return requests.get(self.url + self.health_path, timeout=1).status_code == 200
             except requests.RequestException:
@@ -440,7 +474,13 @@ def start_together(*procs: Proc) -> None:
     for proc in procs:
         Proc.start(proc)
     for proc in procs:
-        proc.wait_ready()
+        try:
+            proc.wait_ready()
+        except AssertionError:
+            if not (isinstance(proc, Web) and proc.lost_its_port()):
+                raise
+            proc.choose_ports()
+            proc.start()
 
 
 def start_web(env: dict[str, str], tmp_path: Path, processes: list, name: str, **settings: str):

@@ -19,6 +19,7 @@ from flask import Flask
 from streambridge.webapp.ext.extension import state
 
 from streambridge import metrics_http
+from streambridge.listening import binding
 from streambridge.redis_conn import redacted
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def _serve_gevent(app: Flask, host: str, port: int) -> None:
     # As eventlet.listen: a restarted server can bind while old connections linger.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    listener.bind((host, port))
+    with binding(host, port, "--port, STREAMBRIDGE_PORT"):
+        listener.bind((host, port))
     listener.listen(LISTEN_BACKLOG)
     pool = gevent.pool.Pool(settings.max_connections)
     server = WSGIServer(
@@ -208,7 +210,8 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
     idle_timeout, request_timeout = _timeouts(sb)
     limits = _address_limits(sb)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG)
+    with binding(host, port, "--port, STREAMBRIDGE_PORT"):
+        listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG)
     # Accepted sockets inherit it: small writes (a replay's events, then its notice) go
     # out at once instead of waiting ~40 ms for the client's delayed ACK (Nagle).
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
