@@ -78,6 +78,7 @@ class QuickRun:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         self.process.wait()
+        wait_until(lambda: not self.left_running(), 10, f"what {self.script} left to end")
 
     def stdout(self) -> str:
         """It must succeed: its stdout."""

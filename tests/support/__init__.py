@@ -95,12 +95,23 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 def listens(process: subprocess.Popen | None, port: int) -> bool:
-    """``process`` itself listens on ``port`` (whoever answers there may be another)."""
+    """``process`` (or a process it started: ``streambridge dev``) listens on ``port``;
+    whoever answers there may be another server."""
+    if process is None:
+        return False
     try:
-        conns = psutil.Process(process.pid).net_connections(kind="tcp") if process else []
+        parent = psutil.Process(process.pid)
+        family = [parent, *parent.children(recursive=True)]
     except psutil.Error:  # exited meanwhile
         return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+    for proc in family:
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            return True
+    return False
 
 
 class Proc:
