@@ -40,9 +40,9 @@ from bench.run import (  # noqa: E402
 )
 from streambridge.embedded_redis import RedisServer, free_port  # noqa: E402
 from streambridge.presence import Presence  # noqa: E402
+from tests.support import CLI  # noqa: E402
 
 SOCKETIO_PATH = "/ws/socket.io"
-CLI = (sys.executable, "-m", "streambridge.cli")
 SCRIPT_COMMANDS = ("zadd", "zrem", "zrangebyscore", "hincrby", "hdel", "hget", "hset", "pexpire")
 
 
@@ -177,9 +177,9 @@ def main() -> int:
         args.watchers, args.rooms, args.reads = 100, 10, 50
     results: dict[str, Any] = {"machine": machine(), "args": vars(args)}
     tmp = Path(tempfile.mkdtemp(prefix="presence-bench-"))
-    redis_server = RedisServer(tmp / "redis", appendfsync="everysec").start()
     users = tmp / "users.json"
     write_users(users, args.watchers, args.rooms)
+    redis_server = RedisServer(tmp / "redis", appendfsync="everysec").start()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("STREAMBRIDGE_")},
         "REDIS_URL": redis_server.url,
@@ -195,7 +195,8 @@ def main() -> int:
     webs: list[tuple[subprocess.Popen, str, int]] = []
     gen = None
     try:
-        webs.extend(start_web(tmp, env, name) for name in ("web-a", "web-b"))
+        for name in ("web-a", "web-b"):
+            webs.append(start_web(tmp, env, name))  # each kept at once: stopped on failure
         urls = [url for _, url, _ in webs]
         step(f"logging in {args.watchers + args.rooms} users")
         t0 = time.monotonic()

@@ -80,8 +80,14 @@ class Setup:
             STREAMBRIDGE_MAX_UNFINISHED_PER_ADDRESS="0",
             STREAMBRIDGE_MAX_CONNECTIONS="5000",
         )
-        self.web = Web(self.env, tmp, name="web").start()
-        self.bridge = Bridge(self.env, tmp, name="bridge").start()
+        self.web: Web | None = None
+        self.bridge: Bridge | None = None
+        try:  # what started is stopped if the rest does not start
+            self.web = Web(self.env, tmp, name="web").start()
+            self.bridge = Bridge(self.env, tmp, name="bridge").start()
+        except BaseException:
+            self.stop()
+            raise
         self.publisher = Publisher(
             self.redis, ProducerSettings(redis_url=self.server.url, maxlen=2_000_000)
         )
@@ -100,7 +106,8 @@ class Setup:
 
     def stop(self) -> None:
         for proc in (self.bridge, self.web):
-            proc.kill()
+            if proc is not None:
+                proc.kill()
         self.server.stop()
 
 

@@ -118,7 +118,12 @@ class LoadGen:
         self.proc = node_script(script)
         self.lines: queue.Queue[dict] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.wait("started")
+        try:
+            self.wait("started")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -374,8 +379,8 @@ def _groups(client: redis.Redis) -> list[dict]:
         return []
 
 
-TAKEN = ("Address already in use", "EADDRINUSE", "error: cannot listen on")
-"""How the servers started here say that their port was taken (Python, Node, streambridge)."""
+TAKEN = ("Address already in use", "EADDRINUSE")
+"""How the servers started here (Python, Node) say that their port was taken."""
 
 
 def start_server(
@@ -385,6 +390,7 @@ def start_server(
     The port can be taken before the server binds it (by another process, or as the local
     port of a connection): then it is chosen again. Any other exit, or no answer within
     30 s, raises with the end of ``log`` (the server is not left running)."""
+    tail = ""
     for _ in range(3):
         port = free_port()
         start = log.stat().st_size if log.exists() else 0
@@ -393,12 +399,11 @@ def start_server(
         def answered(proc: subprocess.Popen = proc, port: int = port) -> bool:
             if proc.poll() is not None:
                 return True
-            if not listens(proc, port):  # whoever answers there may be another server
-                return False
             try:
-                return requests.get(f"http://127.0.0.1:{port}{path}", timeout=1).ok
+                answered = requests.get(f"http://127.0.0.1:{port}{path}", timeout=1).ok
             except requests.RequestException:
                 return False
+            return answered and listens(proc, port)  # whoever answers may be another
 
         try:
             wait_for(answered, 30, f"{name}'s {path}")
@@ -410,7 +415,7 @@ def start_server(
         tail = log.read_bytes()[start:].decode(errors="replace")
         if not any(sign in tail for sign in TAKEN):
             raise RuntimeError(f"{name} exited ({proc.returncode}); {log}:\n{tail[-3000:]}")
-    raise RuntimeError(f"{name}: its port was taken three times in a row; see {log}")
+    raise RuntimeError(f"{name}: its port was taken three times in a row:\n{tail[-3000:]}")
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:

@@ -67,7 +67,8 @@ class RedisServer:
     ) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
-        self.port_given = bool(port)
+        self.port_given = bool(port)  # or once it has started: then it is kept
+        self._log_start = 0
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.extra_args = extra_args or []
@@ -88,18 +89,28 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         # A port free_port() found free can be taken before redis-server binds it (by
-        # another process, or as the local port of a connection): then choose again.
+        # another process, or as the local port of a connection): then choose again,
+        # the first time only (once started, others have been given the address).
         for _ in range(2):
             try:
                 return self._start()
-            except RuntimeError as exc:
-                if self.port_given or "Address already in use" not in str(exc):
+            except RuntimeError:
+                if self.port_given or not self._lost_its_port():
                     raise
             self.port = free_port()
         return self._start()
 
+    def _lost_its_port(self) -> bool:
+        taken = f"listening socket 127.0.0.1:{self.port}: bind: Address already in use"
+        return taken in self._log()[self._log_start :]
+
+    def _log(self) -> str:
+        log = self.directory / "redis.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
     def _start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._log_start = len(self._log())
         args = [
             self.binary,
             "--bind", "127.0.0.1",
@@ -112,8 +123,13 @@ class RedisServer:
             "--logfile", "redis.log",
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # Its own log file: nothing of ours (a caller's stdout pipe) is held open by it.
+        with (self.directory / "redis.stderr").open("ab") as stderr:
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
         self.wait_ready()
+        self.port_given = True
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -124,9 +140,11 @@ class RedisServer:
         with self.client(socket_connect_timeout=0.5, socket_timeout=0.5) as client:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
-                    log = self.directory / "redis.log"
-                    tail = log.read_text()[-2000:] if log.exists() else ""
-                    raise RuntimeError(f"redis-server exited ({self.process.returncode}): {tail}")
+                    stderr = self.directory / "redis.stderr"
+                    tail = self._log() + (stderr.read_text() if stderr.exists() else "")
+                    raise RuntimeError(
+                        f"redis-server exited ({self.process.returncode}): {tail[-2000:]}"
+                    )
                 try:
                     # AOF loading answers PING with LOADING errors; ping() raising covers
                     # it. The answer must be ours: another server may hold the port.
@@ -140,7 +158,10 @@ class RedisServer:
     def _answered_by_ours(self, client: redis.Redis) -> bool:
         if self.process is None:  # waiting for a server started elsewhere
             return True
-        return int(client.info("server")["process_id"]) == self.process.pid
+        answered = int(client.info("server")["process_id"])
+        if answered != self.process.pid:
+            raise redis.ConnectionError(f"answered by process {answered}, not ours")
+        return True
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -5,17 +5,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+WEB = "the web server"
+METRICS = "the metrics server (STREAMBRIDGE_METRICS_HOST, STREAMBRIDGE_METRICS_PORT)"
+
 
 class CannotListen(RuntimeError):
-    """A port a server needs is taken (or not allowed): the process says so and exits 1."""
+    """An address a server needs is taken (or not allowed): the ``streambridge``
+    commands say so in one line and exit 1."""
+
+    def __init__(self, host: str, port: int, what: str, reason: str) -> None:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(f"cannot listen on {where} for {what}: {reason}")
 
 
 @contextlib.contextmanager
 def binding(host: str, port: int, what: str) -> Iterator[None]:
-    """Turn the ``OSError`` of a bind inside the block into :class:`CannotListen`,
-    naming the address and what it was for (``--port``, ``STREAMBRIDGE_METRICS_PORT``)."""
+    """Turn the ``OSError`` of a bind (or listen) inside the block into
+    :class:`CannotListen`, naming the address and what it was for."""
     try:
         yield
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise CannotListen(f"cannot listen on {host}:{port} ({what}): {reason}") from exc
+        raise CannotListen(host, port, what, exc.strerror or str(exc)) from exc

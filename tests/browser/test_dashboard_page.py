@@ -54,10 +54,10 @@ def test_an_admin_sees_it_live_and_requeues_a_dead_letter(
     for n in range(5):
         redis_client.xadd("events", {"channel": "message", "body": str(n)})
     page.wait_for_function(
-        "([n]) => document.querySelector('#shards .length').textContent === String(n)",
+        "([n]) => document.querySelector('#shards .length')?.textContent === String(n)",
         arg=[before + 5],
     )
-    page.wait_for_function("() => document.getElementById('now-connected').textContent === '1'")
+    page.wait_for_function("() => document.getElementById('now-connected')?.textContent === '1'")
 
     # Inspect shows every field.
     wait_until(lambda: row(page, "message").count() == 1, 10, "the letter listed")

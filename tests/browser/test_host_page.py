@@ -27,7 +27,7 @@ def test_client_script_catches_up_after_restart_without_duplicates(
     page.get_by_label("Name").fill("alice")
     page.get_by_label("Password").fill(HostApp.password)
     page.get_by_role("button", name="Enter").click()
-    page.wait_for_function("document.getElementById('status').textContent === 'connected'")
+    page.wait_for_function("document.getElementById('status')?.textContent === 'connected'")
     producer = PacedProducer(redis_client, "message", 300).start()
     produced = producer.ids
     try:
@@ -39,7 +39,7 @@ def test_client_script_catches_up_after_restart_without_duplicates(
         processes.append(restarted)
         restarted.start()
         page.wait_for_function(
-            "document.getElementById('status').textContent === 'connected'", timeout=20_000
+            "document.getElementById('status')?.textContent === 'connected'", timeout=20_000
         )
     finally:
         producer.join()  # it runs to all 300 events
@@ -54,7 +54,7 @@ def test_client_script_catches_up_after_restart_without_duplicates(
 
     # A reload in the same tab resumes from the last id: nothing is replayed twice.
     page.reload()
-    page.wait_for_function("document.getElementById('status').textContent === 'connected'")
+    page.wait_for_function("document.getElementById('status')?.textContent === 'connected'")
     more = redis_client.xadd("events", {"channel": "message", "body": '"after reload"'})
     page.wait_for_function("document.querySelectorAll('#events li').length >= 1")
     assert ids_on_page(page) == [more]
@@ -68,12 +68,12 @@ def test_a_page_watches_its_own_order_and_is_refused_anothers(page, host, bridge
     page.get_by_role("button", name="Enter").click()
     page.goto(host.url + "/?order=2002")
     page.wait_for_function(
-        "document.getElementById('order-status').textContent === 'refused: not allowed'"
+        "document.getElementById('order-status')?.textContent === 'refused: not allowed'"
     )
     redis_client.xadd("events", {"channel": "order", "body": '"bob paid"', "room": "order:2002"})
     page.goto(host.url + "/?order=1001")
     page.wait_for_function(
-        "document.getElementById('order-status').textContent === 'watching order:1001'"
+        "document.getElementById('order-status')?.textContent === 'watching order:1001'"
     )
     redis_client.xadd("events", {"channel": "order", "body": '"shipped"', "room": "order:1001"})
     redis_client.xadd("events", {"channel": "order", "body": '"bob again"', "room": "order:2002"})
@@ -83,7 +83,7 @@ def test_a_page_watches_its_own_order_and_is_refused_anothers(page, host, bridge
     texts = page.eval_on_selector_all("#order-events li", "els => els.map(e => e.textContent)")
     assert texts == ['"shipped"', '"delivered"']
     # Presence: the page shows who has the order open; the app reads it on the server.
-    page.wait_for_function("document.getElementById('order-viewers').textContent === 'alice'")
+    page.wait_for_function("document.getElementById('order-viewers')?.textContent === 'alice'")
     session = host.login("alice")
     viewers = session.get(host.url + "/orders/1001/viewers", timeout=5)
     assert viewers.json() == {"room": "order:1001", "viewers": {"alice": 1}}

@@ -37,23 +37,26 @@ class QuickRun:
         self.settle_s = 10.0  # for what it stopped to be reaped
 
     def finish(self) -> tuple[str, str]:
-        """Wait for it to end (280 s at most) and check that it stopped everything it
+        """Wait for it to end (270 s at most) and check that it stopped everything it
         started: its stdout and stderr."""
         if self.outputs is None:
             try:
-                self.process.wait(timeout=280)
+                self.process.wait(timeout=270)
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise AssertionError(
-                    f"{self.script} --quick took over 280 s:\n{self.read()[1][-5000:]}"
+                    f"{self.script} --quick took over 270 s:\n{self.read()[1][-5000:]}"
                 ) from None
             self.outputs = self.read()
             try:
                 wait_until(lambda: not self.left_running(), self.settle_s, "nothing left")
             except AssertionError:
-                left = [f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in self.left_running()]
+                left = [describe(p) for p in self.left_running()]
                 self.kill()
-                raise AssertionError(f"{self.script} left running: {left}") from None
+                raise AssertionError(
+                    f"{self.script} left running: {left}; it exited "
+                    f"{self.process.returncode}:\n{self.outputs[1][-3000:]}"
+                ) from None
         return self.outputs
 
     def read(self) -> tuple[str, str]:
@@ -72,8 +75,9 @@ class QuickRun:
         return found
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.poll() is None:  # once reaped, its number may be another's
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         for proc in self.left_running():  # those that made a process group of their own
             with contextlib.suppress(psutil.Error):
                 proc.kill()
@@ -85,6 +89,13 @@ class QuickRun:
         stdout, stderr = self.finish()
         assert self.process.returncode == 0, stderr[-5000:]
         return stdout
+
+
+def describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {' '.join(proc.cmdline()[:4])}"
+    except psutil.Error:  # ended meanwhile
+        return str(proc.pid)
 
 
 def run_quick(script: str, out, *args: str) -> str:
@@ -143,7 +154,9 @@ def test_quick_bridge_ceiling_runs(tmp_path):
     out = tmp_path / "ceiling.json"
     run_quick("bench/bridge_ceiling.py", out)
     result = json.loads(out.read_text())
-    assert result["read_ack_per_s"] > result["bridge_per_s"] > 0
+    # Figures only: which is higher is for the full run to show (on a busy machine a
+    # short run's ceiling can come out below the bridge).
+    assert result["read_ack_per_s"] > 0 and result["bridge_per_s"] > 0
     assert result["publish_each_per_s"] > 0
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from streambridge.embedded_redis import RedisServer
+from streambridge.embedded_redis import RedisServer, free_port
 from tests.support import Bridge, Client, cli, wait_until
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,8 @@ def test_stream_deleted_while_blocked_is_reported_as_group_missing(env, tmp_path
 
 
 def test_redis_absent_at_start(env, tmp_path, processes):
-    server = RedisServer(tmp_path / "redis-late")  # a port, a directory, no process yet
+    # A port (given: the bridge is told it before the server starts), no process yet.
+    server = RedisServer(tmp_path / "redis-late", port=free_port())
     try:
         env = dict(env, REDIS_URL=server.url, STREAMBRIDGE_BACKOFF_MAX_S="1")
         bridge = start_bridge(env, tmp_path, processes, name="bridge-late", wait=False)

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import socketio
 
-from streambridge import async_mode
+from streambridge import async_mode, listening
 from tests.support import (
     CLI,
     ROOT,
@@ -184,24 +184,28 @@ def test_web_refuses_to_start_without_secret_key(env, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("args", "taken_for"),
+    ("args", "settings", "taken_for"),
     [
-        (("web", "--port", "{taken}"), "--port, STREAMBRIDGE_PORT"),
-        (("web", "--port", "0", "--metrics"), "STREAMBRIDGE_METRICS_PORT"),
-        (("bridge", "--metrics"), "STREAMBRIDGE_METRICS_PORT"),
+        (("web", "--port", "{taken}"), {}, listening.WEB),
+        (("web", "--port", "{taken}"), {"STREAMBRIDGE_ASYNC_MODE": "threading"}, listening.WEB),
+        (("web", "--port", "0"), {"STREAMBRIDGE_METRICS_PORT": "{taken}"}, listening.METRICS),
+        (("bridge",), {"STREAMBRIDGE_METRICS_PORT": "{taken}"}, listening.METRICS),
     ],
-    ids=["web-port", "web-metrics-port", "bridge-metrics-port"],
+    ids=["web-port", "web-port-threading", "web-metrics-port", "bridge-metrics-port"],
 )
-def test_a_taken_port_is_named_and_the_process_exits_1(env, args, taken_for):
+def test_a_taken_port_is_named_and_the_process_exits_1(env, args, settings, taken_for):
     with socket.socket() as holder:
+        # As a server that shares its port would: one that allows SO_REUSEPORT must
+        # still be refused, not split the connections with it.
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        if args[-1] == "--metrics":
-            args, env = args[:-1], dict(env, STREAMBRIDGE_METRICS_PORT=str(taken))
+        env = dict(env, **{k: v.format(taken=taken) for k, v in settings.items()})
         out = cli(env, *(a.format(taken=taken) for a in args))
     assert out.returncode == 1, out.stderr[-2000:]
-    assert f"error: cannot listen on 127.0.0.1:{taken} ({taken_for}): " in out.stderr
+    assert f"error: cannot listen on 127.0.0.1:{taken} for {taken_for}: " in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
     assert '"cannot_listen"' in out.stdout + out.stderr  # and in the structured log
 

@@ -107,6 +107,8 @@ def listens(process: subprocess.Popen | None, port: int) -> bool:
     for proc in family:
         try:
             conns = proc.net_connections(kind="tcp")
+        except psutil.AccessDenied:  # cannot tell: trust the answer
+            return True
         except psutil.Error:
             continue
         if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
@@ -225,37 +227,39 @@ class Web(Proc):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Web:
+        super().start()
+        return self.wait_ready()
+
+    def wait_ready(self) -> Web:
+        """Wait until the process started by ``start`` (or ``Proc.start``) answers. A
+        port free_port() found free can be taken before the server binds it (by another
+        process, or as the local port of a connection): then it is started again on
+        other ports. Not so a port the test gave (a restart on the same address)."""
         for _ in range(3):
-            super().start()
             try:
-                return self.wait_ready()
+                return self._wait_answering()
             except AssertionError:
-                if not self.lost_its_port():
+                if self.alive() or self.port_given or not self.lost_its_port():
                     raise
             self.choose_ports()
+            Proc.start(self)
         raise AssertionError(f"{self.name}: its port was taken three times in a row")
 
     def lost_its_port(self) -> bool:
-        """It exited because a port free_port() had found free was taken before it bound
-        it (by another process, or as the local port of a connection): worth choosing
-        again. Not so for a port the test gave (a restart on the same address)."""
-        if self.alive() or self.port_given:
-            return False
-        ports = [p for p in (self.port, self.metrics_port) if p]
-        return any(f"error: cannot listen on 127.0.0.1:{p} " in self.output() for p in ports)
+        ports = "|".join(str(p) for p in (self.port, self.metrics_port) if p)
+        taken = rf"cannot listen on 127\.0\.0\.1:(?:{ports}) for .*: Address already in use"
+        return re.search(taken, self.output()) is not None
 
-    def wait_ready(self) -> Web:
-        """Wait until the process started by ``start`` (or ``Proc.start``) answers."""
-
+    def _wait_answering(self) -> Web:
         def healthy() -> bool:
             if not self.alive():
                 raise AssertionError(f"{self.name} exited:\n{self.output()[-3000:]}")
-            if not listens(self.process, self.port):  # not someone else's server
-                return False
             try:
-                return requests.get(self.url + self.health_path, timeout=1).status_code == 200
+                answered = requests.get(self.url + self.health_path, timeout=1).status_code
             except requests.RequestException:
                 return False
+            # Whoever answers there may be another server.
+            return answered == 200 and listens(self.process, self.port)
 
         wait_until(healthy, 20, f"{self.name} {self.health_path}")
         return self
@@ -485,13 +489,7 @@ def start_together(*procs: Proc) -> None:
     for proc in procs:
         Proc.start(proc)
     for proc in procs:
-        try:
-            proc.wait_ready()
-        except AssertionError:
-            if not (isinstance(proc, Web) and proc.lost_its_port()):
-                raise
-            proc.choose_ports()
-            proc.start()
+        proc.wait_ready()
 
 
 def start_web(env: dict[str, str], tmp_path: Path, processes: list, name: str, **settings: str):

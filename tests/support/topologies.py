@@ -193,6 +193,7 @@ class LocalSentinel:
         # waits by default for more replicas to share a diskless sync with (there is one).
         self.master = RedisServer(
             self.directory / "master",
+            port=free_port(),  # given: the replica's arguments name it before it starts
             appendfsync="always",
             extra_args=[*auth, "--repl-diskless-sync-delay", "0"],
         )

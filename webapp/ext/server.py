@@ -19,7 +19,7 @@ from flask import Flask
 from streambridge.webapp.ext.extension import state
 
 from streambridge import metrics_http
-from streambridge.listening import binding
+from streambridge.listening import WEB, CannotListen, binding
 from streambridge.redis_conn import redacted
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,15 @@ def run_app(app: Flask, host: str, port: int) -> None:
                     "use gevent or eventlet in production"
                 },
             )
-            sb.socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
+            try:
+                sb.socketio.run(
+                    app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True
+                )
+            except SystemExit as exc:
+                if exc.code in (0, None):  # on_term's
+                    raise
+                # Werkzeug prints why it could not bind and exits 1.
+                raise CannotListen(host, port, WEB, "see Werkzeug's message above") from None
     _leave_presence(sb)
     log.info("web.stopped")
 
@@ -160,9 +168,10 @@ def _serve_gevent(app: Flask, host: str, port: int) -> None:
     # As eventlet.listen: a restarted server can bind while old connections linger.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    with binding(host, port, "--port, STREAMBRIDGE_PORT"):
+    with binding(host, port, WEB):
         listener.bind((host, port))
-    listener.listen(LISTEN_BACKLOG)
+        # Two sockets with SO_REUSEADDR can both bind; the second listen() then fails.
+        listener.listen(LISTEN_BACKLOG)
     pool = gevent.pool.Pool(settings.max_connections)
     server = WSGIServer(
         listener,
@@ -210,8 +219,10 @@ def _serve_eventlet(app: Flask, host: str, port: int, pool: Any) -> None:
     idle_timeout, request_timeout = _timeouts(sb)
     limits = _address_limits(sb)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with binding(host, port, "--port, STREAMBRIDGE_PORT"):
-        listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG)
+    with binding(host, port, WEB):
+        # Not SO_REUSEPORT (eventlet's default): a second server on the same port must
+        # fail, not silently take half of the first one's connections.
+        listener = eventlet.listen((host, port), family, backlog=LISTEN_BACKLOG, reuse_port=False)
     # Accepted sockets inherit it: small writes (a replay's events, then its notice) go
     # out at once instead of waiting ~40 ms for the client's delayed ACK (Nagle).
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
