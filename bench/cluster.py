@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from run import Sampler, start_server, stop_processes, wait_for  # noqa: E402
+from run import Sampler, spawn, start_web, stop_processes, wait_for  # noqa: E402
 from streambridge.webapp.app.users import UserStore  # noqa: E402
 
 from streambridge import keys  # noqa: E402
@@ -67,16 +66,6 @@ def group_totals(client: Any, shards: int) -> tuple[int, int]:
     return read, -1 if missing else to_do
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "streambridge.cli", *args],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-
-
 def run_one(
     cluster: LocalCluster, tmp: Path, shards: int, bridges: int, entries: int
 ) -> dict[str, Any]:
@@ -94,14 +83,7 @@ def run_one(
         "STREAMBRIDGE_LOG_FORMAT": "json",
         "STREAMBRIDGE_MAXLEN": str(entries * 2),
     }
-    web, _ = start_server(
-        "the web server",
-        lambda port: spawn(
-            ["web", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "web.log"
-        ),
-        tmp / "web.log",
-        path="/readyz",
-    )
+    web, _, _ = start_web(env, tmp / "web.log", path="/readyz")
     procs = [web]
     try:
         publisher = Publisher(

@@ -35,12 +35,11 @@ from bench.run import (  # noqa: E402
     PASSWORD,
     LoadGen,
     machine,
-    start_server,
+    start_web,
     stop_processes,
 )
-from streambridge.embedded_redis import RedisServer, free_port  # noqa: E402
+from streambridge.embedded_redis import RedisServer  # noqa: E402
 from streambridge.presence import Presence  # noqa: E402
-from tests.support import CLI  # noqa: E402
 
 SOCKETIO_PATH = "/ws/socket.io"
 SCRIPT_COMMANDS = ("zadd", "zrem", "zrangebyscore", "hincrby", "hdel", "hget", "hset", "pexpire")
@@ -67,26 +66,6 @@ def write_users(path: Path, watchers: int, rooms: int) -> None:
         users[f"m{j}"] = {"password": hashed, "rooms": [f"room:{j}"]}
     path.write_text(json.dumps(users))
     path.chmod(0o600)
-
-
-def start_web(tmp: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, str, int]:
-    log = tmp / f"{name}.log"
-    metrics_port = 0
-
-    def spawn(port: int) -> subprocess.Popen:
-        nonlocal metrics_port
-        metrics_port = free_port()
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                [*CLI, "web", "--host", "127.0.0.1", "--port", str(port)],
-                env={**env, "STREAMBRIDGE_METRICS_PORT": str(metrics_port)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-
-    proc, port = start_server(name, spawn, log)
-    return proc, f"http://127.0.0.1:{port}", metrics_port
 
 
 def login(url: str, user: str) -> requests.Session:
@@ -196,7 +175,8 @@ def main() -> int:
     gen = None
     try:
         for name in ("web-a", "web-b"):
-            webs.append(start_web(tmp, env, name))  # each kept at once: stopped on failure
+            proc, port, metrics_port = start_web(env, tmp / f"{name}.log", name)
+            webs.append((proc, f"http://127.0.0.1:{port}", metrics_port))  # stopped in finally
         urls = [url for _, url, _ in webs]
         step(f"logging in {args.watchers + args.rooms} users")
         t0 = time.monotonic()

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ import requests  # noqa: E402
 from streambridge.webapp.app.users import UserStore  # noqa: E402
 
 from streambridge.embedded_redis import RedisServer, free_port  # noqa: E402
-from tests.support import listens  # noqa: E402
+from tests.support import CLI, PORT_TAKEN, serves  # noqa: E402
 
 CHANNEL = "bench"
 PASSWORD = "bench-password-123"  # noqa: S105 - a throwaway user of a private server
@@ -254,7 +254,7 @@ def percentiles(hist: dict[int, int]) -> dict[str, float | None]:
 class Stack:
     tmp: Path
     redis_server: RedisServer = field(init=False)
-    web: subprocess.Popen = field(init=False)
+    web: subprocess.Popen | None = field(init=False, default=None)
     bridge: subprocess.Popen | None = field(init=False, default=None)
     port: int = field(init=False)
     metrics_port: int = field(init=False)
@@ -308,16 +308,8 @@ class Stack:
         return self
 
     def start_web(self, **extra_env: str) -> None:
-        def spawn(port: int) -> subprocess.Popen:
-            self.metrics_port = free_port()  # the web's only: the bridge must not take it
-            metrics = {"STREAMBRIDGE_METRICS_PORT": str(self.metrics_port)}
-            env, self.env = self.env, {**self.env, **metrics, **extra_env}
-            try:
-                return self._spawn("web", "--host", "127.0.0.1", "--port", str(port))
-            finally:
-                self.env = env
-
-        self.web, self.port = start_server("the web server", spawn, self.tmp / "web.log")
+        env = {**self.env, **extra_env}
+        self.web, self.port, self.metrics_port = start_web(env, self.tmp / "web.log")
 
     def restart_web(self, **extra_env: str) -> None:
         killed = stop_processes([self.web])
@@ -326,14 +318,7 @@ class Stack:
             raise RuntimeError("the web server did not exit within 15 s of SIGTERM")
 
     def _spawn(self, *args: str) -> subprocess.Popen:
-        log = (self.tmp / f"{args[0]}.log").open("ab")
-        return subprocess.Popen(
-            [sys.executable, "-m", "streambridge.cli", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        return spawn(args, self.env, self.tmp / f"{args[0]}.log")
 
     def start_bridge(self) -> None:
         self.bridge = self._spawn("bridge", "--consumer", "bench-bridge")
@@ -350,8 +335,7 @@ class Stack:
 
     def stop(self) -> None:
         # Also after a start that failed halfway: what was started is stopped.
-        started = (self.bridge, getattr(self, "web", None))
-        stop_processes([p for p in started if p is not None])
+        stop_processes([p for p in (self.bridge, self.web) if p is not None])
         self.redis_server.stop()
 
 
@@ -379,17 +363,38 @@ def _groups(client: redis.Redis) -> list[dict]:
         return []
 
 
-TAKEN = ("Address already in use", "EADDRINUSE")
-"""How the servers started here (Python, Node) say that their port was taken."""
+def spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``streambridge <args>``, its output added to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+
+def start_web(
+    env: dict[str, str], log: Path, name: str = "the web server", path: str = "/healthz"
+) -> tuple[subprocess.Popen, int, int]:
+    """``streambridge web`` on free ports, its metrics on one of its own (the bridge must
+    not take it too): (process, port, metrics port)."""
+    metrics_port = 0
+
+    def spawn_web(port: int) -> subprocess.Popen:
+        nonlocal metrics_port
+        metrics_port = free_port()
+        web_env = {**env, "STREAMBRIDGE_METRICS_PORT": str(metrics_port)}
+        return spawn(["web", "--host", "127.0.0.1", "--port", str(port)], web_env, log)
+
+    proc, port = start_server(name, spawn_web, log, path)
+    return proc, port, metrics_port
 
 
 def start_server(
     name: str, spawn: Callable[[int], subprocess.Popen], log: Path, path: str = "/healthz"
 ) -> tuple[subprocess.Popen, int]:
     """``spawn(port)`` on a port free_port() found free, then wait until ``path`` answers.
-    The port can be taken before the server binds it (by another process, or as the local
-    port of a connection): then it is chosen again. Any other exit, or no answer within
-    30 s, raises with the end of ``log`` (the server is not left running)."""
+    A port taken before the server bound it is chosen again (see ``PORT_TAKEN``). Any
+    other exit, or no answer within 30 s, raises with the end of ``log`` (the server is
+    not left running)."""
     tail = ""
     for _ in range(3):
         port = free_port()
@@ -397,13 +402,7 @@ def start_server(
         proc = spawn(port)
 
         def answered(proc: subprocess.Popen = proc, port: int = port) -> bool:
-            if proc.poll() is not None:
-                return True
-            try:
-                answered = requests.get(f"http://127.0.0.1:{port}{path}", timeout=1).ok
-            except requests.RequestException:
-                return False
-            return answered and listens(proc, port)  # whoever answers may be another
+            return proc.poll() is not None or serves(proc, port, path)
 
         try:
             wait_for(answered, 30, f"{name}'s {path}")
@@ -413,7 +412,7 @@ def start_server(
         if proc.poll() is None:
             return proc, port
         tail = log.read_bytes()[start:].decode(errors="replace")
-        if not any(sign in tail for sign in TAKEN):
+        if not any(sign in tail for sign in PORT_TAKEN):
             raise RuntimeError(f"{name} exited ({proc.returncode}); {log}:\n{tail[-3000:]}")
     raise RuntimeError(f"{name}: its port was taken three times in a row:\n{tail[-3000:]}")
 

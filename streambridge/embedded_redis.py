@@ -52,6 +52,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    """redis-server could not bind its port: another process holds it."""
+
+
 class RedisServer:
     """A redis-server process on 127.0.0.1 and a free port, data in ``directory``."""
 
@@ -67,8 +71,7 @@ class RedisServer:
     ) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
-        self.port_given = bool(port)  # or once it has started: then it is kept
-        self._log_start = 0
+        self.port_given = bool(port)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.extra_args = extra_args or []
@@ -90,27 +93,21 @@ class RedisServer:
     def start(self) -> RedisServer:
         # A port free_port() found free can be taken before redis-server binds it (by
         # another process, or as the local port of a connection): then choose again,
-        # the first time only (once started, others have been given the address).
+        # at the first start only (after it, others have been given the address).
+        first = self.process is None
         for _ in range(2):
             try:
                 return self._start()
-            except RuntimeError:
-                if self.port_given or not self._lost_its_port():
+            except PortTaken:
+                if self.port_given or not first:
                     raise
             self.port = free_port()
         return self._start()
 
-    def _lost_its_port(self) -> bool:
-        taken = f"listening socket 127.0.0.1:{self.port}: bind: Address already in use"
-        return taken in self._log()[self._log_start :]
-
-    def _log(self) -> str:
-        log = self.directory / "redis.log"
-        return log.read_text(errors="replace") if log.exists() else ""
-
     def _start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._log_start = len(self._log())
+        log = self.directory / "redis.log"
+        log_start = log.stat().st_size if log.exists() else 0
         args = [
             self.binary,
             "--bind", "127.0.0.1",
@@ -120,48 +117,48 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
             "--daemonize", "no",
-            "--logfile", "redis.log",
+            "--logfile", log.name,
             *self.extra_args,
         ]  # fmt: skip
-        # Its own log file: nothing of ours (a caller's stdout pipe) is held open by it.
-        with (self.directory / "redis.stderr").open("ab") as stderr:
+        # Its own log files: nothing of ours (a caller's stdout pipe) is held open by it.
+        stderr_path = self.directory / "redis.stderr"
+        with stderr_path.open("ab") as stderr:
             self.process = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
             )
-        self.wait_ready()
-        self.port_given = True
+        try:
+            self.wait_ready()
+        except RuntimeError:
+            logged = log.read_bytes()[log_start:].decode(errors="replace") if log.exists() else ""
+            tail = (logged + stderr_path.read_text(errors="replace"))[-2000:]
+            taken = f"socket 127.0.0.1:{self.port}: bind: Address already in use" in logged
+            error = PortTaken if taken else RuntimeError
+            raise error(f"redis-server exited ({self.process.returncode}): {tail}") from None
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until the process ``start`` launched answers; ``RuntimeError`` if it exits."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         # Closed at once: a connection left for the garbage collector shows up in
         # CLIENT LIST for a while.
         with self.client(socket_connect_timeout=0.5, socket_timeout=0.5) as client:
             while time.monotonic() < deadline:
-                if self.process is not None and self.process.poll() is not None:
-                    stderr = self.directory / "redis.stderr"
-                    tail = self._log() + (stderr.read_text() if stderr.exists() else "")
-                    raise RuntimeError(
-                        f"redis-server exited ({self.process.returncode}): {tail[-2000:]}"
-                    )
+                if self.process.poll() is not None:
+                    raise RuntimeError("exited")
                 try:
                     # AOF loading answers PING with LOADING errors; ping() raising covers
                     # it. The answer must be ours: another server may hold the port.
-                    if client.ping() and self._answered_by_ours(client):
+                    client.ping()
+                    answered = int(client.info("server")["process_id"])
+                    if answered == self.process.pid:
                         return
+                    last_error = RuntimeError(f"answered by process {answered}, not ours")
                 except redis.RedisError as exc:
                     last_error = exc
                 time.sleep(0.02)
         raise TimeoutError(f"redis-server on port {self.port} not ready: {last_error}")
-
-    def _answered_by_ours(self, client: redis.Redis) -> bool:
-        if self.process is None:  # waiting for a server started elsewhere
-            return True
-        answered = int(client.info("server")["process_id"])
-        if answered != self.process.pid:
-            raise redis.ConnectionError(f"answered by process {answered}, not ours")
-        return True
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -12,7 +12,7 @@ import bench.run
 import tests.support as support
 from streambridge import embedded_redis
 from streambridge.embedded_redis import RedisServer
-from tests.support import CLI, ROOT, Web, start_together
+from tests.support import Web, start_together
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +37,27 @@ def test_a_port_the_test_gave_is_not_changed(env, tmp_path):
             web.start()
 
 
+def first_port(monkeypatch, module, port: int) -> None:
+    """``module.free_port`` answers ``port`` once, then as before."""
+    ports = iter([port])
+    real = module.free_port
+    monkeypatch.setattr(module, "free_port", lambda: next(ports, None) or real())
+
+
 def held_port_first(monkeypatch, module, holder: socket.socket) -> int:
-    """``module.free_port`` answers the held port once, then as before."""
+    """``module.free_port`` answers the port ``holder`` listens on once, then as before."""
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     taken = holder.getsockname()[1]
-    ports = iter([taken])
-    real = module.free_port
-    monkeypatch.setattr(module, "free_port", lambda: next(ports, None) or real())
+    first_port(monkeypatch, module, taken)
     return taken
 
 
 def test_a_benchmark_server_whose_port_is_taken_starts_on_another(env, tmp_path, monkeypatch):
     log = tmp_path / "web.log"
-
-    def spawn(port: int) -> subprocess.Popen:
-        with log.open("ab") as out:
-            args = [*CLI, "web", "--host", "127.0.0.1", "--port", str(port)]
-            return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
     with socket.socket() as holder:
         taken = held_port_first(monkeypatch, bench.run, holder)
-        proc, port = bench.run.start_server("web", spawn, log)
+        proc, port, _ = bench.run.start_web(env, log)
     try:
         assert port != taken
         assert f"cannot listen on 127.0.0.1:{taken}" in log.read_text()
@@ -71,10 +70,8 @@ def test_a_benchmark_server_that_fails_otherwise_is_not_tried_again(env, tmp_pat
     started = []
 
     def spawn(port: int) -> subprocess.Popen:
-        with log.open("ab") as out:
-            args = [*CLI, "web", "--port", str(port)]
-            without_key = {k: v for k, v in env.items() if k != "STREAMBRIDGE_SECRET_KEY"}
-            started.append(subprocess.Popen(args, env=without_key, stdout=out, stderr=out))
+        without_key = {k: v for k, v in env.items() if k != "STREAMBRIDGE_SECRET_KEY"}
+        started.append(bench.run.spawn(["web", "--port", str(port)], without_key, log))
         return started[-1]
 
     with pytest.raises(RuntimeError, match="STREAMBRIDGE_SECRET_KEY is not set"):
@@ -98,9 +95,7 @@ def test_a_redis_server_whose_port_another_redis_holds_starts_on_another(
 ):
     # The other server answers PING on that port while ours is still starting: ours
     # must not take its answer for its own.
-    ports = iter([redis_server.port])
-    real = embedded_redis.free_port
-    monkeypatch.setattr(embedded_redis, "free_port", lambda: next(ports, None) or real())
+    first_port(monkeypatch, embedded_redis, redis_server.port)
     ours = RedisServer(tmp_path / "ours").start()
     try:
         assert ours.port != redis_server.port

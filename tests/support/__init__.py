@@ -94,33 +94,46 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
+PORT_TAKEN = ("Address already in use", "EADDRINUSE")
+"""How a server (Python, Node, streambridge's ``cannot listen`` line) says that its port
+was taken: one that free_port() found free can be taken before the server binds it (by
+another process, or as the local port of a connection), and is then chosen again."""
+
+
 def listens(process: subprocess.Popen | None, port: int) -> bool:
-    """``process`` (or a process it started: ``streambridge dev``) listens on ``port``;
-    whoever answers there may be another server."""
+    """``process`` (or a process it started: ``streambridge dev``) listens on ``port``."""
     if process is None:
         return False
     try:
         parent = psutil.Process(process.pid)
-        family = [parent, *parent.children(recursive=True)]
+        if _listens_itself(parent, port):
+            return True
+        return any(_listens_itself(child, port) for child in parent.children(recursive=True))
+    except psutil.AccessDenied:  # cannot tell: trust the answer
+        return True
     except psutil.Error:  # exited meanwhile
         return False
-    for proc in family:
-        try:
-            conns = proc.net_connections(kind="tcp")
-        except psutil.AccessDenied:  # cannot tell: trust the answer
-            return True
-        except psutil.Error:
-            continue
-        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
-            return True
-    return False
+
+
+def _listens_itself(proc: psutil.Process, port: int) -> bool:
+    conns = proc.net_connections(kind="tcp")
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
+def serves(process: subprocess.Popen | None, port: int, path: str) -> bool:
+    """``path`` on ``port`` answers 200, and ``process`` is who listens there (whoever
+    answers may be another server)."""
+    try:
+        answered = requests.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code
+    except requests.RequestException:
+        return False
+    return answered == 200 and listens(process, port)
 
 
 class Proc:
     """A ``streambridge`` subprocess whose output goes to a log file."""
 
-    command = ("-m", "streambridge.cli")
-    python = sys.executable
+    python, *command = CLI
     cwd = ROOT
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
@@ -128,9 +141,11 @@ class Proc:
         self.args = args
         self.env = env
         self.log_path = log_dir / f"{name}.log"
+        self.log_start = 0  # where the output of the last start begins
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Proc:
+        self.log_start = len(self.output())
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [self.python, *self.command, *self.args],
@@ -246,20 +261,13 @@ class Web(Proc):
         raise AssertionError(f"{self.name}: its port was taken three times in a row")
 
     def lost_its_port(self) -> bool:
-        ports = "|".join(str(p) for p in (self.port, self.metrics_port) if p)
-        taken = rf"cannot listen on 127\.0\.0\.1:(?:{ports}) for .*: Address already in use"
-        return re.search(taken, self.output()) is not None
+        return any(sign in self.output()[self.log_start :] for sign in PORT_TAKEN)
 
     def _wait_answering(self) -> Web:
         def healthy() -> bool:
             if not self.alive():
                 raise AssertionError(f"{self.name} exited:\n{self.output()[-3000:]}")
-            try:
-                answered = requests.get(self.url + self.health_path, timeout=1).status_code
-            except requests.RequestException:
-                return False
-            # Whoever answers there may be another server.
-            return answered == 200 and listens(self.process, self.port)
+            return serves(self.process, self.port, self.health_path)
 
         wait_until(healthy, 20, f"{self.name} {self.health_path}")
         return self

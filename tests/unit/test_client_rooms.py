@@ -3,7 +3,7 @@ asks the server, in which order, and what it says it has joined."""
 
 from __future__ import annotations
 
-from tests.unit.test_client_presence import run_harness
+from tests.unit.client_harness import run_harness
 
 OK = {"ok": True, "recovered": True, "replayed": 0}
 BUSY = {"ok": False, "reason": "too many requests; slow down", "retry": True}

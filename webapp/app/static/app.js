@@ -90,9 +90,7 @@
   });
   sb.onStatus(function (state, detail) {
     setStatus(state, detail);
-    // Rooms on request are asked for again on each connection: shown (and kept) as such
-    // once the requests are out.
-    Promise.resolve().then(roomsChanged);
+    roomsChanged();  // rooms on request are asked for again on each connection
   });
   sb.onAny(show);
   sb.onRecovery(function (info) {

@@ -298,9 +298,11 @@
 
     socket.on("connect", function () {
       attempts = 0;
-      status("connected");
+      // Rooms asked for again first: status handlers then see them as not yet joined
+      // (sb.joined()), and one that subscribes is not asked for twice.
       Object.keys(subscriptions).forEach(ask);
       Object.keys(presence).forEach(function (room) { if (presence[room].asked) askPresence(room); });
+      status("connected");
     });
     socket.on("disconnect", function (reason) {
       Object.keys(presence).forEach(function (room) {
